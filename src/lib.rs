@@ -1,0 +1,15 @@
+//! pikachu: change data capture from the MySQL/MariaDB binlog to webhooks.
+//!
+//! Data flows one way: [`source`] (connection, binlog stream, table schema,
+//! row decoding) → [`event`] (the change model and its webhook payload) →
+//! [`route`] (which task wants which change) → [`deliver`] (webhooks).
+//! [`config`], [`telemetry`] and [`server`] sit beside; [`app`] wires them.
+
+pub mod app;
+pub mod config;
+pub mod deliver;
+pub mod event;
+pub mod route;
+pub mod server;
+pub mod source;
+pub mod telemetry;
