@@ -1,0 +1,499 @@
+//! One test per config error kind: each message must name the key path and `file:line`.
+
+use pikachu::config::{from_str, ConfigError};
+
+const DB: &str = "database:
+  host: localhost
+  port: 3306
+  user: root
+  password: \"\"
+  database: test_db
+  server_id: 100
+";
+
+const TASK_A: &str = "- task_id: a
+  name: A
+  table_name: users
+  events: [insert]
+  callback_url: https://api.example.com/a
+";
+
+/// 1-based line of the `nth` (0-based) line containing `needle`.
+fn line_of(text: &str, needle: &str, nth: usize) -> usize {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(needle))
+        .nth(nth)
+        .map(|(i, _)| i + 1)
+        .unwrap_or_else(|| panic!("`{needle}` #{nth} not in test text"))
+}
+
+fn err(text: &str) -> ConfigError {
+    match from_str(text, "config.yaml", None) {
+        Ok(loaded) => panic!("expected an error, got {:#?}", loaded.config),
+        Err(e) => e,
+    }
+}
+
+/// The first line of the message must start with `origin:line:` and name `key`.
+fn assert_located(e: &ConfigError, origin: &str, line: usize, key: &str) -> String {
+    let shown = e.to_string();
+    let first = shown.lines().next().unwrap_or_default().to_owned();
+    assert!(
+        first.starts_with(&format!("{origin}:{line}:")),
+        "expected {origin}:{line}: in {first:?}\nfull: {shown}"
+    );
+    assert!(first.contains(key), "expected key `{key}` in {first:?}");
+    assert!(
+        !shown.contains("Error {"),
+        "Debug formatting leaked: {shown}"
+    );
+    first
+}
+
+#[test]
+fn missing_required_task_field() {
+    let text = format!(
+        "{DB}tasks:\n{TASK_A}- task_id: b\n  name: B\n  table_name: orders\n  events: [update]\n"
+    );
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::Missing(_)), "{e:?}");
+    let first = assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "task_id: b", 0),
+        "tasks[1].callback_url",
+    );
+    assert!(first.contains("missing"), "{first}");
+}
+
+#[test]
+fn missing_required_database_field() {
+    let text = format!("{}tasks:\n{TASK_A}", DB.replace("  server_id: 100\n", ""));
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::Missing(_)), "{e:?}");
+    assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "host:", 0),
+        "database.server_id",
+    );
+}
+
+#[test]
+fn missing_database_section() {
+    let text = format!("log:\n  level: info\ntasks:\n{TASK_A}");
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::Missing(_)), "{e:?}");
+    assert_located(&e, "config.yaml", 1, "database");
+}
+
+#[test]
+fn wrong_type() {
+    let text = format!(
+        "{}tasks:\n{TASK_A}",
+        DB.replace("port: 3306", "port: [3306]")
+    );
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::WrongType(_)), "{e:?}");
+    let first = assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "port:", 0),
+        "database.port",
+    );
+    assert!(
+        first.contains("expected an integer") && first.contains("list"),
+        "{first}"
+    );
+}
+
+#[test]
+fn wrong_type_string_for_bool() {
+    let text = format!("{DB}server:\n  enabled: maybe\ntasks:\n{TASK_A}");
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::WrongType(_)), "{e:?}");
+    assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "enabled:", 0),
+        "server.enabled",
+    );
+}
+
+#[test]
+fn duration_as_integer_suggests_unit() {
+    let text = format!("{DB}dispatcher:\n  timeout: 30\ntasks:\n{TASK_A}");
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::WrongType(_)), "{e:?}");
+    let first = assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "timeout:", 0),
+        "dispatcher.timeout",
+    );
+    assert!(first.contains("\"30s\""), "{first}");
+}
+
+#[test]
+fn duration_bare_number_string_suggests_unit() {
+    let text = format!("{DB}shutdown_timeout: \"45\"\ntasks:\n{TASK_A}");
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::Invalid(_)), "{e:?}");
+    let first = assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "shutdown_timeout", 0),
+        "shutdown_timeout",
+    );
+    assert!(first.contains("\"45s\""), "{first}");
+}
+
+#[test]
+fn invalid_duration_unit() {
+    let text = format!("{DB}checkpoint:\n  interval: 5 sec\ntasks:\n{TASK_A}");
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::Invalid(_)), "{e:?}");
+    assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "interval:", 0),
+        "checkpoint.interval",
+    );
+}
+
+#[test]
+fn unknown_key_with_suggestion() {
+    let text = format!(
+        "{}tasks:\n{TASK_A}",
+        DB.replace("server_id: 100", "servr_id: 100")
+    );
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::UnknownKey(_)), "{e:?}");
+    let first = assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "servr_id", 0),
+        "database.servr_id",
+    );
+    assert!(first.contains("did you mean `server_id`?"), "{first}");
+}
+
+#[test]
+fn unknown_key_in_task_without_close_match() {
+    let text = format!("{DB}tasks:\n{TASK_A}  colour: red\n");
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::UnknownKey(_)), "{e:?}");
+    let first = assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "colour", 0),
+        "tasks[0].colour",
+    );
+    assert!(!first.contains("did you mean"), "{first}");
+}
+
+#[test]
+fn duplicate_task_id_names_both_lines() {
+    let text = format!("{DB}tasks:\n{TASK_A}{}", TASK_A.replace("/a", "/b"));
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::Invalid(_)), "{e:?}");
+    let second = line_of(&text, "task_id: a", 1);
+    let first_line = line_of(&text, "task_id: a", 0);
+    let first = assert_located(&e, "config.yaml", second, "tasks[1].task_id");
+    assert!(
+        first.contains(&format!("config.yaml:{first_line}:")),
+        "{first}"
+    );
+    assert!(first.contains("tasks[0].task_id"), "{first}");
+}
+
+#[test]
+fn duplicate_task_id_across_files() {
+    let tasks = format!("tasks:\n{}", TASK_A.replace("/a", "/b"));
+    let main = format!("{DB}tasks:\n{TASK_A}");
+    let e = match from_str(&main, "config.yaml", Some((&tasks, "tasks.yaml"))) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e,
+    };
+    let first = assert_located(
+        &e,
+        "tasks.yaml",
+        line_of(&tasks, "task_id: a", 0),
+        "tasks[0].task_id",
+    );
+    let main_line = line_of(&main, "task_id: a", 0);
+    assert!(
+        first.contains(&format!("config.yaml:{main_line}:")),
+        "{first}"
+    );
+}
+
+#[test]
+fn unknown_event_name() {
+    let text = format!(
+        "{DB}tasks:\n{}",
+        TASK_A.replace("[insert]", "[insert, insrt]")
+    );
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::Invalid(_)), "{e:?}");
+    let first = assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "insrt", 0),
+        "tasks[0].events[1]",
+    );
+    assert!(first.contains("did you mean `insert`?"), "{first}");
+}
+
+#[test]
+fn empty_events() {
+    let text = format!("{DB}tasks:\n{}", TASK_A.replace("[insert]", "[]"));
+    let e = err(&text);
+    assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "events:", 0),
+        "tasks[0].events",
+    );
+}
+
+#[test]
+fn callback_url_not_http() {
+    let text = format!(
+        "{DB}tasks:\n{}",
+        TASK_A.replace("https://api.example.com/a", "ftp://files/a")
+    );
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::Invalid(_)), "{e:?}");
+    let first = assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "callback_url", 0),
+        "tasks[0].callback_url",
+    );
+    assert!(first.contains("ftp"), "{first}");
+}
+
+#[test]
+fn callback_url_invalid_after_joining() {
+    let text = format!(
+        "{DB}callback_host: http://api:9000\ntasks:\n{}",
+        TASK_A.replace("https://api.example.com/a", "\"/hook with space\"")
+    );
+    let e = err(&text);
+    let first = assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "callback_url", 0),
+        "tasks[0].callback_url",
+    );
+    assert!(first.contains("http://api:9000/hook with space"), "{first}");
+}
+
+#[test]
+fn callback_host_not_http() {
+    let text = format!(
+        "{DB}callback_host: ftp://api\ntasks:\n{}",
+        TASK_A.replace("https://api.example.com/a", "/hook")
+    );
+    let e = err(&text);
+    assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "callback_host", 0),
+        "callback_host",
+    );
+}
+
+#[test]
+fn relative_callback_url_without_host() {
+    let text = format!(
+        "{DB}tasks:\n{}",
+        TASK_A.replace("https://api.example.com/a", "/hook/user")
+    );
+    let e = err(&text);
+    let first = assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "callback_url", 0),
+        "tasks[0].callback_url",
+    );
+    assert!(first.contains("callback_host"), "{first}");
+}
+
+#[test]
+fn server_id_zero() {
+    let text = format!(
+        "{}tasks:\n{TASK_A}",
+        DB.replace("server_id: 100", "server_id: 0")
+    );
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::Invalid(_)), "{e:?}");
+    assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "server_id", 0),
+        "database.server_id",
+    );
+}
+
+#[test]
+fn empty_tasks_list() {
+    let text = format!("{DB}tasks: []\n");
+    let e = err(&text);
+    assert_located(&e, "config.yaml", line_of(&text, "tasks:", 0), "tasks");
+}
+
+#[test]
+fn missing_tasks() {
+    let e = err(DB);
+    let first = assert_located(&e, "config.yaml", 1, "tasks");
+    assert!(first.contains("no tasks"), "{first}");
+}
+
+#[test]
+fn port_zero() {
+    let text = format!("{DB}server:\n  enabled: true\n  port: 0\ntasks:\n{TASK_A}");
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::Invalid(_)), "{e:?}");
+    let first = assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "port: 0", 0),
+        "server.port",
+    );
+    assert!(first.contains("between 1 and 65535"), "{first}");
+}
+
+#[test]
+fn port_out_of_range() {
+    let text = format!(
+        "{}tasks:\n{TASK_A}",
+        DB.replace("port: 3306", "port: 70000")
+    );
+    let e = err(&text);
+    assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "port: 70000", 0),
+        "database.port",
+    );
+}
+
+#[test]
+fn log_level_not_allowed() {
+    let text = format!("{DB}log:\n  level: verbose\ntasks:\n{TASK_A}");
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::Invalid(_)), "{e:?}");
+    let first = assert_located(&e, "config.yaml", line_of(&text, "verbose", 0), "log.level");
+    assert!(
+        first.contains("debug, info, warn, error, fatal, panic"),
+        "{first}"
+    );
+}
+
+#[test]
+fn log_format_not_allowed() {
+    let text = format!("{DB}log:\n  format: jsno\ntasks:\n{TASK_A}");
+    let e = err(&text);
+    let first = assert_located(&e, "config.yaml", line_of(&text, "jsno", 0), "log.format");
+    assert!(first.contains("did you mean `json`?"), "{first}");
+}
+
+#[test]
+fn worker_count_zero() {
+    let text = format!("{DB}dispatcher:\n  worker_count: 0\ntasks:\n{TASK_A}");
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::Invalid(_)), "{e:?}");
+    assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "worker_count", 0),
+        "dispatcher.worker_count",
+    );
+}
+
+#[test]
+fn queue_size_zero() {
+    let text = format!("{DB}dispatcher:\n  queue_size: 0\ntasks:\n{TASK_A}");
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::Invalid(_)), "{e:?}");
+    assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "queue_size", 0),
+        "dispatcher.queue_size",
+    );
+}
+
+#[test]
+fn unset_env_var_names_variable_key_and_line() {
+    let var = "PIKACHU_CFG_ERRTEST_UNSET_PASSWORD_VAR";
+    std::env::remove_var(var);
+    let text = format!(
+        "{}tasks:\n{TASK_A}",
+        DB.replace("password: \"\"", &format!("password: \"${{{var}}}\""))
+    );
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::Env(_)), "{e:?}");
+    let first = assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, var, 0),
+        "database.password",
+    );
+    assert!(first.contains(var), "{first}");
+}
+
+#[test]
+fn env_value_cannot_inject_yaml() {
+    let var = "PIKACHU_CFG_ERRTEST_INJECT_PORT";
+    std::env::set_var(var, "3306\nserver_id: 0");
+    let text = format!(
+        "{}tasks:\n{TASK_A}",
+        DB.replace("port: 3306", &format!("port: ${{{var}}}"))
+    );
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::WrongType(_)), "{e:?}");
+    assert_located(&e, "config.yaml", line_of(&text, var, 0), "database.port");
+}
+
+#[test]
+fn error_in_tasks_file_names_that_file() {
+    let tasks = "- task_id: b\n  name: B\n  table_name: t\n  events: [truncate]\n  callback_url: http://x/y\n";
+    let main = format!("{DB}tasks:\n{TASK_A}");
+    let e = match from_str(&main, "config.yaml", Some((tasks, "tasks.yaml"))) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e,
+    };
+    assert_located(
+        &e,
+        "tasks.yaml",
+        line_of(tasks, "truncate", 0),
+        "tasks[0].events[0]",
+    );
+}
+
+#[test]
+fn yaml_syntax_error_is_located() {
+    let text = format!("{DB}tasks:\n{TASK_A}  events: [insert\n");
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::Syntax(_)), "{e:?}");
+    let shown = e.to_string();
+    assert!(shown.starts_with("config.yaml:"), "{shown}");
+    assert!(shown.contains("invalid YAML"), "{shown}");
+}
+
+#[test]
+fn duplicate_yaml_key_is_located() {
+    let text = format!("{}  port: 3307\ntasks:\n{TASK_A}", DB);
+    let e = err(&text);
+    let shown = e.to_string();
+    let line = line_of(&text, "port: 3307", 0);
+    assert!(
+        shown.starts_with(&format!("config.yaml:{line}:")),
+        "{shown}"
+    );
+    assert!(shown.contains("duplicate"), "{shown}");
+}
