@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The project's one test command, for people and CI alike:
+#   scripts/test.sh [cargo test args...]     e.g. scripts/test.sh --test harness_selftest
+#
+# Integration tests start their own private mariadbd processes (see
+# tests/support/mariadb.rs), so this only makes sure MariaDB is installed;
+# it does not need (or touch) a running server.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+if [[ ! -x /usr/sbin/mariadbd ]] && ! command -v mariadbd >/dev/null 2>&1; then
+    bash scripts/mariadb.sh install
+fi
+
+# Binlog files captured from real servers, for the conformance tests.
+if [[ -z "${PIKACHU_BINLOG_CORPUS:-}" && -d "$REPO_ROOT/../shared/binlog-corpus" ]]; then
+    PIKACHU_BINLOG_CORPUS="$(cd "$REPO_ROOT/../shared/binlog-corpus" && pwd)"
+    export PIKACHU_BINLOG_CORPUS
+fi
+
+# Plain `cargo test`: unit, integration and doc tests. Not --all-targets,
+# which would also build and run the benches (clippy in .ci/run checks them).
+exec cargo test "$@"
