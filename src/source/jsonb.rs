@@ -320,59 +320,137 @@ impl Json {
     }
 }
 
-/// Order-preserving JSON text parser (serde_json visitors see map entries
-/// in document order).
-impl<'de> serde::Deserialize<'de> for Json {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Json;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
-                Ok(Json::Raw(v.to_string()))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
-                Ok(Json::Raw(v.to_string()))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
-                Ok(Json::Raw(v.to_string()))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
-                let mut out = Vec::new();
-                write_f64(&mut out, v);
-                Ok(Json::Raw(String::from_utf8_lossy(&out).into_owned()))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Json, E> {
-                let mut out = Vec::new();
-                write_json_str(&mut out, v);
-                Ok(Json::Raw(String::from_utf8_lossy(&out).into_owned()))
-            }
-            fn visit_unit<E>(self) -> Result<Json, E> {
-                Ok(Json::Raw("null".into()))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Json, A::Error> {
-                let mut v = Vec::new();
-                while let Some(x) = a.next_element()? {
-                    v.push(x);
+/// Parser for JSON text that keeps scalars as their exact text (so DECIMAL
+/// digits like `9.00` and big numbers survive) and object keys in order.
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn parse(s: &'a [u8]) -> Result<Json, Fault> {
+        let mut p = Parser { s, i: 0 };
+        let v = p.value(0)?;
+        p.ws();
+        if p.i != s.len() {
+            return Err(Fault::bad("trailing characters after JSON value"));
+        }
+        Ok(v)
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.s.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        self.ws();
+        if self.s.get(self.i) == Some(&c) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A validated JSON string token, quotes included.
+    fn string_token(&mut self) -> Result<&'a str, Fault> {
+        let start = self.i;
+        self.i += 1;
+        loop {
+            match self.s.get(self.i) {
+                Some(b'\\') => self.i += 2,
+                Some(b'"') => {
+                    self.i += 1;
+                    break;
                 }
-                Ok(Json::Array(v))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Json, A::Error> {
-                let mut v: Vec<(String, Json)> = Vec::new();
-                while let Some((k, x)) = a.next_entry::<String, Json>()? {
-                    if let Some(slot) = v.iter_mut().find(|(key, _)| *key == k) {
-                        slot.1 = x;
-                    } else {
-                        v.push((k, x));
-                    }
-                }
-                Ok(Json::Object(v))
+                Some(_) => self.i += 1,
+                None => return Err(Fault::bad("unterminated JSON string")),
             }
         }
-        d.deserialize_any(V)
+        let tok = self.s.get(start..self.i).unwrap_or(&[]);
+        serde_json::from_slice::<serde::de::IgnoredAny>(tok)
+            .map_err(|e| Fault::bad(format!("bad JSON string: {e}")))?;
+        std::str::from_utf8(tok).map_err(|_| Fault::bad("JSON text is not UTF-8"))
     }
+
+    fn value(&mut self, depth: usize) -> Result<Json, Fault> {
+        if depth > MAX_DEPTH {
+            return Err(Fault::bad("JSON nesting too deep"));
+        }
+        self.ws();
+        match self.s.get(self.i) {
+            Some(b'[') => {
+                self.i += 1;
+                let mut items = Vec::new();
+                if self.eat(b']') {
+                    return Ok(Json::Array(items));
+                }
+                loop {
+                    items.push(self.value(depth + 1)?);
+                    if self.eat(b']') {
+                        return Ok(Json::Array(items));
+                    }
+                    if !self.eat(b',') {
+                        return Err(Fault::bad("expected , or ] in JSON array"));
+                    }
+                }
+            }
+            Some(b'{') => {
+                self.i += 1;
+                let mut entries: Vec<(String, Json)> = Vec::new();
+                if self.eat(b'}') {
+                    return Ok(Json::Object(entries));
+                }
+                loop {
+                    self.ws();
+                    if self.s.get(self.i) != Some(&b'"') {
+                        return Err(Fault::bad("expected a key in JSON object"));
+                    }
+                    let raw = self.string_token()?;
+                    let key: String = serde_json::from_str(raw)
+                        .map_err(|e| Fault::bad(format!("bad JSON key: {e}")))?;
+                    if !self.eat(b':') {
+                        return Err(Fault::bad("expected : in JSON object"));
+                    }
+                    let v = self.value(depth + 1)?;
+                    if let Some(slot) = entries.iter_mut().find(|(k, _)| *k == key) {
+                        slot.1 = v;
+                    } else {
+                        entries.push((key, v));
+                    }
+                    if self.eat(b'}') {
+                        return Ok(Json::Object(entries));
+                    }
+                    if !self.eat(b',') {
+                        return Err(Fault::bad("expected , or } in JSON object"));
+                    }
+                }
+            }
+            Some(b'"') => Ok(Json::Raw(self.string_token()?.to_string())),
+            Some(_) => {
+                let start = self.i;
+                while let Some(c) = self.s.get(self.i) {
+                    if matches!(c, b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r') {
+                        break;
+                    }
+                    self.i += 1;
+                }
+                let tok = self.s.get(start..self.i).unwrap_or(&[]);
+                serde_json::from_slice::<serde::de::IgnoredAny>(tok)
+                    .map_err(|e| Fault::bad(format!("bad JSON scalar: {e}")))?;
+                let tok = std::str::from_utf8(tok).map_err(|_| Fault::bad("not UTF-8"))?;
+                Ok(Json::Raw(tok.to_string()))
+            }
+            None => Err(Fault::bad("unexpected end of JSON text")),
+        }
+    }
+}
+
+/// MySQL's object key order: shorter keys first, then by bytes.
+fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    (a.len(), a.as_bytes()).cmp(&(b.len(), b.as_bytes()))
 }
 
 /// One step of a MySQL JSON path: `.key`, `[n]` or `[last]`-style index.
@@ -470,7 +548,12 @@ fn apply_one(doc: &mut Json, path: &[Step], op: u8, value: Option<Json>) -> Resu
             if let Some(slot) = o.iter_mut().find(|(key, _)| key == k) {
                 slot.1 = v;
             } else {
-                o.push((k.clone(), v));
+                // Keep MySQL's stored order, as a full after-image would show.
+                let at = o
+                    .iter()
+                    .position(|(key, _)| key_order(key, k).is_gt())
+                    .unwrap_or(o.len());
+                o.insert(at, (k.clone(), v));
             }
         }
         (1, Step::Index(i), Json::Array(a), Some(v)) => {
@@ -519,8 +602,7 @@ fn apply_inner(before: &[u8], diff_input: &[u8], out: &mut Vec<u8>) -> Result<us
         have: diff_input.len(),
         need: total,
     })?;
-    let mut doc: Json = serde_json::from_slice(before)
-        .map_err(|e| Fault::bad(format!("before-image is not JSON: {e}")))?;
+    let mut doc = Parser::parse(before)?;
     while !diffs.is_empty() {
         let (&op, rest) = diffs
             .split_first()
@@ -540,10 +622,7 @@ fn apply_inner(before: &[u8], diff_input: &[u8], out: &mut Vec<u8>) -> Result<us
             let mut text = Vec::new();
             write_jsonb(vbytes, &mut text)?;
             used += m + vlen as usize;
-            Some(
-                serde_json::from_slice::<Json>(&text)
-                    .map_err(|e| Fault::bad(format!("diff value: {e}")))?,
-            )
+            Some(Parser::parse(&text)?)
         } else {
             None
         };
@@ -945,6 +1024,38 @@ pub(crate) mod tests {
         assert!(apply(before, &[diff(0, "$.nope", Some(&J::I(1)))]).is_err());
         assert!(apply(before, &[diff(7, "$.b", None)]).is_err());
         assert!(apply("not json", &[diff(2, "$.b", None)]).is_err());
+    }
+
+    #[test]
+    fn json_diffs_keep_order_and_digits() {
+        // New keys go where MySQL stores them (length, then bytes).
+        let sorted = r#"{"a":1,"bb":2,"name":"x"}"#;
+        let d = [
+            diff(1, "$.c", Some(&J::I(3))),
+            diff(1, "$.zz", Some(&J::I(4))),
+        ];
+        assert_eq!(
+            apply(sorted, &d).unwrap(),
+            r#"{"a":1,"c":3,"bb":2,"zz":4,"name":"x"}"#
+        );
+        // Numbers and strings keep their exact text.
+        let exact = r#"{"d":9.00,"big":123456789012345678901234567890.5,"s":"\u00e9\n"}"#;
+        assert_eq!(
+            apply(exact, &[diff(0, "$.s", Some(&J::S("t".into())))]).unwrap(),
+            r#"{"d":9.00,"big":123456789012345678901234567890.5,"s":"t"}"#
+        );
+        let dec = crate::source::decimal::tests::encode("12.30", 4, 2);
+        let dec_value = J::Opaque(246, [&[4u8, 2][..], &dec].concat());
+        assert_eq!(
+            apply(exact, &[diff(0, "$.d", Some(&dec_value))]).unwrap(),
+            r#"{"d":12.30,"big":123456789012345678901234567890.5,"s":"\u00e9\n"}"#
+        );
+        assert!(apply("{\"a\":1} x", &[]).is_err());
+        assert!(apply("[1,]", &[]).is_err());
+        assert_eq!(
+            apply(" [ 1 , {\"k\" : [ ] } ] ", &[]).unwrap(),
+            r#"[1,{"k":[]}]"#
+        );
     }
 
     proptest! {

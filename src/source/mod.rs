@@ -1,6 +1,8 @@
 //! TODO
 
 pub mod charset;
+#[cfg(test)]
+mod corpus_tests;
 pub mod decimal;
 pub mod geometry;
 pub mod jsonb;
