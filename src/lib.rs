@@ -6,10 +6,18 @@
 //! [`config`], [`telemetry`] and [`server`] sit beside; [`app`] wires them.
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod demo;
 pub mod event;
 pub mod route;
 pub mod server;
 pub mod source;
 pub mod telemetry;
+
+/// Installs rustls' ring provider as the process default (reqwest is built
+/// without a provider; building a client without one panics). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,1 +1,70 @@
-//! TODO
+//! Which tasks want which change: tasks select a table (in the configured
+//! database, or `db.table`) and a set of events. The source asks
+//! [`Router::wants_table`] before decoding rows, so tables nobody wants cost
+//! nothing.
+
+use std::collections::HashMap;
+
+use crate::config::{EventKind, TaskConfig};
+use crate::event::{Change, ChangeKind};
+
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    task: usize,
+    insert: bool,
+    update: bool,
+    delete: bool,
+}
+
+/// Routing table built once from the configured tasks.
+#[derive(Debug, Default, Clone)]
+pub struct Router {
+    /// database → table → routes.
+    by_table: HashMap<String, HashMap<String, Vec<Route>>>,
+}
+
+impl Router {
+    /// `default_db` is `database.database`, used for tasks whose `table_name` has no `db.` part.
+    pub fn new(tasks: &[TaskConfig], default_db: &str) -> Self {
+        let mut by_table: HashMap<String, HashMap<String, Vec<Route>>> = HashMap::new();
+        for (i, t) in tasks.iter().enumerate() {
+            let db = t.database.clone().unwrap_or_else(|| default_db.to_string());
+            let has = |k: EventKind| t.events.contains(&k);
+            by_table
+                .entry(db)
+                .or_default()
+                .entry(t.table_name.clone())
+                .or_default()
+                .push(Route {
+                    task: i,
+                    insert: has(EventKind::Insert),
+                    update: has(EventKind::Update),
+                    delete: has(EventKind::Delete),
+                });
+        }
+        Router { by_table }
+    }
+
+    /// Whether any task wants changes of `db`.`table`.
+    pub fn wants_table(&self, db: &str, table: &str) -> bool {
+        self.by_table
+            .get(db)
+            .is_some_and(|tables| tables.contains_key(table))
+    }
+
+    /// Indexes (into the task list) of the tasks that want `change`, in config order.
+    pub fn tasks_for<'a>(&'a self, change: &Change) -> impl Iterator<Item = usize> + 'a {
+        let kind = change.kind;
+        self.by_table
+            .get(&*change.table.database)
+            .and_then(|tables| tables.get(&*change.table.name))
+            .into_iter()
+            .flatten()
+            .filter(move |r| match kind {
+                ChangeKind::Insert => r.insert,
+                ChangeKind::Update => r.update,
+                ChangeKind::Delete => r.delete,
+            })
+            .map(|r| r.task)
+    }
+}

@@ -1,10 +1,23 @@
-//! TODO
+//! The binlog side: connecting as a replica ([`connect`]), positions
+//! ([`position`]), the event stream ([`reader`]), table definitions
+//! ([`table_map`], [`schema`]) and row decoding ([`rows`], [`value`] and the
+//! per-type decoders it uses).
+//! It produces [`crate::event::Change`]s and transaction boundaries.
 
 pub mod charset;
+pub mod connect;
 #[cfg(test)]
 mod corpus_tests;
 pub mod decimal;
+pub mod error;
 pub mod geometry;
 pub mod jsonb;
+pub mod position;
+pub mod reader;
+pub mod rows;
+pub mod schema;
+pub mod table_map;
 pub mod temporal;
 pub mod value;
+
+pub use error::SourceError;

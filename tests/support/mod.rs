@@ -10,6 +10,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod mariadb;
+pub mod pikachu;
 pub mod receiver;
 
 pub use mariadb::{MariaDb, ServerOptions};

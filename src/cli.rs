@@ -1,0 +1,119 @@
+//! Command line: `pikachu -config config.yaml` exactly as the Go tool, plus
+//! `--config`/`-c`, `--version`, and subcommands. Go-style single-dash long
+//! flags are rewritten before clap sees them (else `-config` would parse as
+//! `-c onfig`).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pikachu",
+    version,
+    about = "Change data capture from the MySQL/MariaDB binlog to webhooks"
+)]
+pub struct Cli {
+    /// Config file (YAML).
+    #[arg(
+        short = 'c',
+        long = "config",
+        global = true,
+        default_value = "config.yaml"
+    )]
+    pub config: PathBuf,
+
+    /// Separate tasks file (YAML), added to the config's tasks.
+    #[arg(long = "tasks", global = true)]
+    pub tasks: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run: stream changes to the webhooks (the default).
+    Run,
+    /// Validate the config and, unless --offline, check the database.
+    Check {
+        /// Only validate the config file; do not connect.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// A tiny webhook receiver that prints every request it gets (for trying pikachu out).
+    DemoReceiver {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: String,
+    },
+}
+
+/// Rewrites Go-style flags (`-config x`, `-config=x`, `-tasks`, `-version`,
+/// `-help`) to their `--` forms.
+pub fn rewrite_args<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
+    const LONG: [&str; 5] = ["config", "tasks", "version", "help", "offline"];
+    args.into_iter()
+        .map(|a| {
+            let Some(s) = a.to_str() else { return a };
+            if let Some(rest) = s.strip_prefix('-') {
+                if !rest.starts_with('-') {
+                    let name = rest.split('=').next().unwrap_or("");
+                    if LONG.contains(&name) {
+                        return OsString::from(format!("-{s}"));
+                    }
+                }
+            }
+            a
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let v = rewrite_args(args.iter().map(OsString::from));
+        Cli::try_parse_from(v).expect("parses")
+    }
+
+    #[test]
+    fn go_style_config_flag() {
+        assert_eq!(
+            parse(&["pikachu", "-config", "a.yaml"]).config,
+            PathBuf::from("a.yaml")
+        );
+        assert_eq!(
+            parse(&["pikachu", "-config=b.yaml"]).config,
+            PathBuf::from("b.yaml")
+        );
+        assert_eq!(
+            parse(&["pikachu", "--config", "c.yaml"]).config,
+            PathBuf::from("c.yaml")
+        );
+        assert_eq!(
+            parse(&["pikachu", "-c", "d.yaml"]).config,
+            PathBuf::from("d.yaml")
+        );
+        assert_eq!(parse(&["pikachu"]).config, PathBuf::from("config.yaml"));
+        let cli = parse(&["pikachu", "-config", "x.yaml", "-tasks", "t.yaml"]);
+        assert_eq!(cli.tasks, Some(PathBuf::from("t.yaml")));
+    }
+
+    #[test]
+    fn subcommands() {
+        let cli = parse(&["pikachu", "check", "-config", "a.yaml", "--offline"]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Check { offline: true })
+        ));
+        assert_eq!(cli.config, PathBuf::from("a.yaml"));
+        let cli = parse(&["pikachu", "check", "-offline", "-c", "a.yaml"]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Check { offline: true })
+        ));
+    }
+}

@@ -1,0 +1,250 @@
+//! The webhook body of one change, in the Go pikachu's format plus added
+//! fields: `primary_id`, `event`, `table`, `data` (insert/delete) or
+//! `old_data` + `new_data` (update), `timestamp`; then `id`, `task_id`,
+//! `database` and `source` {file, pos, gtid, row}.
+//!
+//! Bodies are written straight from the row images' JSON fragments into one
+//! byte buffer; nothing is re-parsed.
+
+use super::{time, Change, ChangeKind, RowImage, Table};
+
+/// Writes `s` as a JSON string literal.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => {
+                out.extend_from_slice(&bytes[start..i]);
+                out.extend_from_slice(b"\\u00");
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 15) as usize]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Writes a row image as a JSON object `{"col":value,...}` (absent columns omitted).
+pub fn write_row(out: &mut Vec<u8>, table: &Table, image: &RowImage) {
+    out.push(b'{');
+    let mut first = true;
+    for (i, value) in image.iter() {
+        let Some(col) = table.columns.get(i) else {
+            continue;
+        };
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(col.json_key());
+        out.extend_from_slice(value);
+    }
+    out.push(b'}');
+}
+
+/// Writes the `primary_id` value: the key's value for a one-column key, an
+/// object column→value for a composite key, `null` without a key.
+pub fn write_primary_id(out: &mut Vec<u8>, table: &Table, image: &RowImage) {
+    match table.primary_key.as_slice() {
+        [] => out.extend_from_slice(b"null"),
+        [one] => match image.get(*one) {
+            Some(v) => out.extend_from_slice(v),
+            None => out.extend_from_slice(b"null"),
+        },
+        many => {
+            out.push(b'{');
+            for (n, &i) in many.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                match table.columns.get(i) {
+                    Some(col) => out.extend_from_slice(col.json_key()),
+                    None => out.extend_from_slice(b"\"?\":"),
+                }
+                out.extend_from_slice(image.get(i).unwrap_or(b"null"));
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// The deterministic id of a change for a task: the same change has the same
+/// id after a restart or a replay. Built from the GTID and the row's index in
+/// its transaction when the server has GTIDs (stable across a failover), else
+/// from file:position of the rows event and the row's index in it.
+pub fn change_id(change: &Change, task_id: &str) -> String {
+    let s = &change.source;
+    match &s.gtid {
+        Some(gtid) => format!("{gtid}#{}@{task_id}", s.row_in_trx),
+        None => format!("{}:{}#{}@{task_id}", s.file, s.pos, s.row),
+    }
+}
+
+/// Renders the webhook body of `change` for task `task_id`.
+pub fn render(out: &mut Vec<u8>, change: &Change, task_id: &str, id: &str) {
+    let table = &change.table;
+    out.extend_from_slice(b"{\"primary_id\":");
+    match change.key_image() {
+        Some(img) => write_primary_id(out, table, img),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"event\":\"");
+    out.extend_from_slice(change.kind.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"table\":");
+    write_json_str(out, &table.name);
+    match change.kind {
+        ChangeKind::Update => {
+            out.extend_from_slice(b",\"old_data\":");
+            write_image_or_null(out, table, change.before.as_ref());
+            out.extend_from_slice(b",\"new_data\":");
+            write_image_or_null(out, table, change.after.as_ref());
+        }
+        ChangeKind::Insert | ChangeKind::Delete => {
+            out.extend_from_slice(b",\"data\":");
+            write_image_or_null(out, table, change.key_image());
+        }
+    }
+    out.extend_from_slice(b",\"timestamp\":\"");
+    time::write_rfc3339(out, i64::from(change.timestamp));
+    out.extend_from_slice(b"\",\"id\":");
+    write_json_str(out, id);
+    out.extend_from_slice(b",\"task_id\":");
+    write_json_str(out, task_id);
+    out.extend_from_slice(b",\"database\":");
+    write_json_str(out, &table.database);
+    out.extend_from_slice(b",\"source\":{\"file\":");
+    write_json_str(out, &change.source.file);
+    out.extend_from_slice(b",\"pos\":");
+    out.extend_from_slice(change.source.pos.to_string().as_bytes());
+    if let Some(gtid) = &change.source.gtid {
+        out.extend_from_slice(b",\"gtid\":");
+        write_json_str(out, gtid);
+    }
+    out.extend_from_slice(b",\"row\":");
+    out.extend_from_slice(change.source.row.to_string().as_bytes());
+    out.extend_from_slice(b"}}");
+}
+
+fn write_image_or_null(out: &mut Vec<u8>, table: &Table, image: Option<&RowImage>) {
+    match image {
+        Some(img) => write_row(out, table, img),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Column, SourcePosition};
+    use std::sync::Arc;
+
+    fn table(pk: Vec<usize>) -> Arc<Table> {
+        Arc::new(Table {
+            database: "shop".into(),
+            name: "users".into(),
+            columns: vec![Column::new("id"), Column::new("name"), Column::new("org")],
+            primary_key: pk,
+        })
+    }
+
+    fn image(vals: &[&str]) -> RowImage {
+        let mut r = RowImage::default();
+        for v in vals {
+            r.push_json(v.as_bytes());
+        }
+        r
+    }
+
+    fn change(kind: ChangeKind, pk: Vec<usize>, gtid: Option<&str>) -> Change {
+        let (before, after) = match kind {
+            ChangeKind::Insert => (None, Some(image(&["1", "\"a\"", "7"]))),
+            ChangeKind::Update => (
+                Some(image(&["1", "\"a\"", "7"])),
+                Some(image(&["1", "\"b\"", "7"])),
+            ),
+            ChangeKind::Delete => (Some(image(&["1", "\"b\"", "7"])), None),
+        };
+        Change {
+            kind,
+            table: table(pk),
+            before,
+            after,
+            source: SourcePosition {
+                file: "mysql-bin.000001".into(),
+                pos: 1234,
+                gtid: gtid.map(Into::into),
+                row: 2,
+                row_in_trx: 5,
+            },
+            timestamp: 1_672_574_400,
+        }
+    }
+
+    fn render_value(c: &Change) -> serde_json::Value {
+        let id = change_id(c, "t1");
+        let mut out = Vec::new();
+        render(&mut out, c, "t1", &id);
+        serde_json::from_slice(&out).expect("valid JSON")
+    }
+
+    #[test]
+    fn insert_body_has_seed_fields_and_extras() {
+        let v = render_value(&change(ChangeKind::Insert, vec![0], None));
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "primary_id": 1, "event": "insert", "table": "users",
+                "data": {"id": 1, "name": "a", "org": 7},
+                "timestamp": "2023-01-01T12:00:00Z",
+                "id": "mysql-bin.000001:1234#2@t1", "task_id": "t1", "database": "shop",
+                "source": {"file": "mysql-bin.000001", "pos": 1234, "row": 2}
+            })
+        );
+    }
+
+    #[test]
+    fn update_and_delete_shapes() {
+        let v = render_value(&change(ChangeKind::Update, vec![0], Some("0-1-9")));
+        assert_eq!(v["old_data"]["name"], "a");
+        assert_eq!(v["new_data"]["name"], "b");
+        assert!(v.get("data").is_none());
+        assert_eq!(v["id"], "0-1-9#5@t1");
+        assert_eq!(v["source"]["gtid"], "0-1-9");
+        let v = render_value(&change(ChangeKind::Delete, vec![0], None));
+        assert_eq!(v["data"]["name"], "b");
+        assert!(v.get("old_data").is_none());
+    }
+
+    #[test]
+    fn primary_id_forms() {
+        let v = render_value(&change(ChangeKind::Insert, vec![], None));
+        assert!(v["primary_id"].is_null());
+        let v = render_value(&change(ChangeKind::Insert, vec![2, 0], None));
+        assert_eq!(v["primary_id"], serde_json::json!({"org": 7, "id": 1}));
+    }
+
+    #[test]
+    fn json_strings_escape_control_characters() {
+        let mut out = Vec::new();
+        write_json_str(&mut out, "a\"b\\c\n\u{1}é😀");
+        let back: String = serde_json::from_slice(&out).expect("valid");
+        assert_eq!(back, "a\"b\\c\n\u{1}é😀");
+    }
+}

@@ -1,0 +1,64 @@
+//! Errors of the binlog source, each worded for the operator: what is wrong
+//! and, where we know it, how to fix it.
+
+use std::fmt;
+
+/// Where in the binlog a decoding error happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct At {
+    pub file: String,
+    pub pos: u64,
+}
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.pos)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot connect to the database at {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+
+    #[error("the database at {addr} refused user '{user}': {message} (check database.user and database.password)")]
+    AccessDenied {
+        addr: String,
+        user: String,
+        message: String,
+    },
+
+    #[error("query `{query}` failed: {message}")]
+    Query { query: String, message: String },
+
+    #[error("the binlog stream failed: {0}")]
+    Stream(String),
+
+    #[error("no data from the database for {secs} s (heartbeats stopped): the connection is considered lost")]
+    Silent { secs: u64 },
+
+    #[error("binlog event at {at} could not be decoded: {message}")]
+    Decode { at: At, message: String },
+
+    #[error("binlog event at {at} has a bad checksum (expected {expected:08x}, computed {computed:08x}); the stream is corrupt")]
+    Checksum {
+        at: At,
+        expected: u32,
+        computed: u32,
+    },
+
+    #[error("binlog event at {at} has type {type_code}, which pikachu does not know and which may carry rows; stopping rather than skipping it silently")]
+    UnknownEvent { at: At, type_code: u8 },
+
+    #[error("{0}")]
+    Config(String),
+}
+
+impl SourceError {
+    pub fn query(query: &str, err: impl fmt::Display) -> Self {
+        SourceError::Query {
+            query: query.to_string(),
+            message: err.to_string(),
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! TABLE_MAP events: a table's column types and metadata as the binlog
+//! describes them, plus the optional metadata (`binlog_row_metadata=FULL`:
+//! names, signedness, charsets, ENUM/SET labels, primary key), resolved once
+//! per table into a [`TableDecoder`] that the row loop uses for every row.
+
+use std::sync::Arc;
+
+use mysql_common::binlog::events::{OptionalMetadataField, TableMapEvent};
+
+use super::schema::TableSchema;
+use super::value::{ColumnInfo, ColumnKind};
+use crate::event::{Column, Table};
+
+// Column type codes as they appear in TABLE_MAP.
+pub const T_DECIMAL: u8 = 0x00;
+pub const T_TINY: u8 = 0x01;
+pub const T_SHORT: u8 = 0x02;
+pub const T_LONG: u8 = 0x03;
+pub const T_FLOAT: u8 = 0x04;
+pub const T_DOUBLE: u8 = 0x05;
+pub const T_LONGLONG: u8 = 0x08;
+pub const T_INT24: u8 = 0x09;
+pub const T_YEAR: u8 = 0x0d;
+pub const T_VARCHAR: u8 = 0x0f;
+pub const T_BIT: u8 = 0x10;
+pub const T_TIMESTAMP2: u8 = 0x11;
+pub const T_DATETIME2: u8 = 0x12;
+pub const T_TIME2: u8 = 0x13;
+pub const T_TYPED_ARRAY: u8 = 0x14;
+pub const T_VECTOR: u8 = 0xf2;
+pub const T_JSON: u8 = 0xf5;
+pub const T_NEWDECIMAL: u8 = 0xf6;
+pub const T_ENUM: u8 = 0xf7;
+pub const T_SET: u8 = 0xf8;
+pub const T_BLOB: u8 = 0xfc;
+pub const T_VAR_STRING: u8 = 0xfd;
+pub const T_STRING: u8 = 0xfe;
+pub const T_GEOMETRY: u8 = 0xff;
+
+/// The real type of a column: STRING columns carry ENUM/SET in their metadata.
+pub fn real_type(ty: u8, meta: &[u8]) -> u8 {
+    if ty == T_STRING {
+        if let Some(&b0) = meta.first() {
+            if b0 & 0x30 != 0x30 {
+                return T_STRING; // long CHAR: length bits are mixed into byte 0
+            }
+            return b0;
+        }
+    }
+    ty
+}
+
+/// Numeric columns, in the sense of the SIGNEDNESS optional metadata.
+fn is_numeric(real: u8) -> bool {
+    matches!(
+        real,
+        T_TINY
+            | T_SHORT
+            | T_INT24
+            | T_LONG
+            | T_LONGLONG
+            | T_DECIMAL
+            | T_NEWDECIMAL
+            | T_FLOAT
+            | T_DOUBLE
+            | T_YEAR
+    )
+}
+
+/// Character columns, in the sense of the charset optional metadata.
+fn is_character(real: u8) -> bool {
+    matches!(real, T_STRING | T_VAR_STRING | T_VARCHAR | T_BLOB)
+}
+
+/// One column of a TABLE_MAP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapColumn {
+    pub ty: u8,
+    pub meta: Vec<u8>,
+    pub nullable: bool,
+    pub name: Option<String>,
+    pub unsigned: Option<bool>,
+    pub collation: Option<u16>,
+    pub enum_labels: Option<Vec<String>>,
+    pub set_labels: Option<Vec<String>>,
+}
+
+/// A TABLE_MAP event, with optional metadata spread onto its columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableMap {
+    pub table_id: u64,
+    pub database: String,
+    pub table: String,
+    pub columns: Vec<MapColumn>,
+    /// From SIMPLE_PRIMARY_KEY / PRIMARY_KEY_WITH_PREFIX, when present.
+    pub primary_key: Option<Vec<usize>>,
+}
+
+impl TableMap {
+    /// Whether the binlog carried column names (binlog_row_metadata=FULL).
+    pub fn has_names(&self) -> bool {
+        self.columns.iter().all(|c| c.name.is_some()) && !self.columns.is_empty()
+    }
+}
+
+/// Parses a TABLE_MAP event.
+pub fn parse(tme: &TableMapEvent<'_>) -> Result<TableMap, String> {
+    let n = tme.columns_count() as usize;
+    let mut columns = Vec::with_capacity(n);
+    let nulls = tme.null_bitmask();
+    for i in 0..n {
+        let ty = match tme.get_raw_column_type(i) {
+            Ok(Some(t)) => t as u8,
+            Ok(None) => return Err(format!("column {i} missing from TABLE_MAP")),
+            Err(e) => return Err(format!("column {} has an unknown type {}", i + 1, e.0)),
+        };
+        // Offsets are recomputed per column (quadratic), but a TABLE_MAP is
+        // parsed once per distinct table definition, not per row.
+        let meta = tme
+            .get_column_metadata(i)
+            .ok_or_else(|| {
+                format!(
+                    "TABLE_MAP metadata of column {} is missing or truncated",
+                    i + 1
+                )
+            })?
+            .to_vec();
+        columns.push(MapColumn {
+            ty,
+            meta,
+            nullable: nulls.get(i).map(|b| *b).unwrap_or(true),
+            name: None,
+            unsigned: None,
+            collation: None,
+            enum_labels: None,
+            set_labels: None,
+        });
+    }
+    let mut tm = TableMap {
+        table_id: tme.table_id(),
+        database: tme.database_name().into_owned(),
+        table: tme.table_name().into_owned(),
+        columns,
+        primary_key: None,
+    };
+    apply_optional_metadata(tme, &mut tm)?;
+    Ok(tm)
+}
+
+fn apply_optional_metadata(tme: &TableMapEvent<'_>, tm: &mut TableMap) -> Result<(), String> {
+    let real: Vec<u8> = tm
+        .columns
+        .iter()
+        .map(|c| real_type(c.ty, &c.meta))
+        .collect();
+    let numeric: Vec<usize> = (0..real.len()).filter(|&i| is_numeric(real[i])).collect();
+    let character: Vec<usize> = (0..real.len()).filter(|&i| is_character(real[i])).collect();
+    let enum_set: Vec<usize> = (0..real.len())
+        .filter(|&i| matches!(real[i], T_ENUM | T_SET))
+        .collect();
+    let enums: Vec<usize> = (0..real.len()).filter(|&i| real[i] == T_ENUM).collect();
+    let sets: Vec<usize> = (0..real.len()).filter(|&i| real[i] == T_SET).collect();
+    let bad = |what: &str, e: std::io::Error| format!("optional metadata {what}: {e}");
+
+    for field in tme.iter_optional_meta() {
+        let field = field.map_err(|e| bad("", e))?;
+        match field {
+            OptionalMetadataField::Signedness(bits) => {
+                for (k, &i) in numeric.iter().enumerate() {
+                    tm.columns[i].unsigned = Some(bits.get(k).map(|b| *b).unwrap_or(false));
+                }
+            }
+            OptionalMetadataField::DefaultCharset(dc) => {
+                let default = dc.default_charset();
+                for &i in &character {
+                    tm.columns[i].collation = Some(default);
+                }
+                for nd in dc.iter_non_default() {
+                    let nd = nd.map_err(|e| bad("DEFAULT_CHARSET", e))?;
+                    if let Some(&i) = character.get(nd.column_index() as usize) {
+                        tm.columns[i].collation = Some(nd.charset());
+                    }
+                }
+            }
+            OptionalMetadataField::ColumnCharset(cc) => {
+                for (k, c) in cc.iter_charsets().enumerate() {
+                    let c = c.map_err(|e| bad("COLUMN_CHARSET", e))?;
+                    if let Some(&i) = character.get(k) {
+                        tm.columns[i].collation = Some(c);
+                    }
+                }
+            }
+            OptionalMetadataField::EnumAndSetDefaultCharset(dc) => {
+                let default = dc.default_charset();
+                for &i in &enum_set {
+                    tm.columns[i].collation = Some(default);
+                }
+                for nd in dc.iter_non_default() {
+                    let nd = nd.map_err(|e| bad("ENUM_AND_SET_DEFAULT_CHARSET", e))?;
+                    if let Some(&i) = enum_set.get(nd.column_index() as usize) {
+                        tm.columns[i].collation = Some(nd.charset());
+                    }
+                }
+            }
+            OptionalMetadataField::EnumAndSetColumnCharset(cc) => {
+                for (k, c) in cc.iter_charsets().enumerate() {
+                    let c = c.map_err(|e| bad("ENUM_AND_SET_COLUMN_CHARSET", e))?;
+                    if let Some(&i) = enum_set.get(k) {
+                        tm.columns[i].collation = Some(c);
+                    }
+                }
+            }
+            OptionalMetadataField::ColumnName(names) => {
+                for (i, name) in names.iter_names().enumerate() {
+                    let name = name.map_err(|e| bad("COLUMN_NAME", e))?;
+                    if let Some(col) = tm.columns.get_mut(i) {
+                        col.name = Some(name.name().into_owned());
+                    }
+                }
+            }
+            OptionalMetadataField::EnumStrValue(values) => {
+                for (k, labels) in values.iter_values().enumerate() {
+                    let labels = labels.map_err(|e| bad("ENUM_STR_VALUE", e))?;
+                    if let Some(&i) = enums.get(k) {
+                        tm.columns[i].enum_labels = Some(
+                            labels
+                                .values()
+                                .iter()
+                                .map(|v| v.value().into_owned())
+                                .collect(),
+                        );
+                    }
+                }
+            }
+            OptionalMetadataField::SetStrValue(values) => {
+                for (k, labels) in values.iter_values().enumerate() {
+                    let labels = labels.map_err(|e| bad("SET_STR_VALUE", e))?;
+                    if let Some(&i) = sets.get(k) {
+                        tm.columns[i].set_labels = Some(
+                            labels
+                                .values()
+                                .iter()
+                                .map(|v| v.value().into_owned())
+                                .collect(),
+                        );
+                    }
+                }
+            }
+            OptionalMetadataField::SimplePrimaryKey(pk) => {
+                let mut keys = Vec::new();
+                for i in pk.iter_indexes() {
+                    keys.push(i.map_err(|e| bad("SIMPLE_PRIMARY_KEY", e))? as usize);
+                }
+                tm.primary_key = Some(keys);
+            }
+            OptionalMetadataField::PrimaryKeyWithPrefix(pk) => {
+                let mut keys = Vec::new();
+                for k in pk.iter_keys() {
+                    keys.push(
+                        k.map_err(|e| bad("PRIMARY_KEY_WITH_PREFIX", e))?
+                            .column_index() as usize,
+                    );
+                }
+                tm.primary_key = Some(keys);
+            }
+            OptionalMetadataField::GeometryType(_)
+            | OptionalMetadataField::ColumnVisibility(_)
+            | OptionalMetadataField::Dimensionality(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Everything the row loop needs for one table: the event-model table
+/// (names, key) and each column's resolved decoder.
+#[derive(Debug)]
+pub struct TableDecoder {
+    pub table: Arc<Table>,
+    pub kinds: Vec<ColumnKind>,
+}
+
+/// Combines a TABLE_MAP with what `information_schema` says of the table
+/// (when available) into a decoder. Binlog metadata wins where both exist;
+/// the schema fills the gaps (names without FULL metadata, MariaDB JSON).
+pub fn build_decoder(tm: &TableMap, schema: Option<&TableSchema>) -> Result<TableDecoder, String> {
+    let n = tm.columns.len();
+    if let Some(s) = schema {
+        if !tm.has_names() && s.columns.len() != n {
+            return Err(format!(
+                "the binlog has {n} columns for `{}`.`{}` but the table has {} now (its definition changed since this event was written, and the binlog does not carry column names: set binlog_row_metadata=FULL)",
+                tm.database,
+                tm.table,
+                s.columns.len()
+            ));
+        }
+    }
+    let mut columns = Vec::with_capacity(n);
+    let mut kinds = Vec::with_capacity(n);
+    for (i, c) in tm.columns.iter().enumerate() {
+        let sc = schema.and_then(|s| {
+            // Match by name when the binlog has names, else by position.
+            match &c.name {
+                Some(name) => s.columns.iter().find(|sc| &sc.name == name),
+                None => s.columns.get(i),
+            }
+        });
+        let name = c
+            .name
+            .clone()
+            .or_else(|| sc.map(|s| s.name.clone()))
+            .unwrap_or_else(|| format!("@{}", i + 1));
+        let info = ColumnInfo {
+            binlog_type: c.ty,
+            meta: &c.meta,
+            unsigned: c.unsigned.or(sc.map(|s| s.unsigned)).unwrap_or(false),
+            collation: c.collation.or(sc.and_then(|s| s.collation)),
+            enum_labels: c
+                .enum_labels
+                .clone()
+                .or_else(|| sc.and_then(|s| s.enum_labels.clone())),
+            set_labels: c
+                .set_labels
+                .clone()
+                .or_else(|| sc.and_then(|s| s.set_labels.clone())),
+            is_json: sc.is_some_and(|s| s.is_json),
+            is_binary: sc.is_some_and(|s| s.is_binary),
+        };
+        let kind = ColumnKind::resolve(&info).map_err(|e| format!("column `{name}`: {e}"))?;
+        kinds.push(kind);
+        columns.push(Column::new(name));
+    }
+    let primary_key = match &tm.primary_key {
+        Some(pk) => pk.iter().copied().filter(|&i| i < n).collect(),
+        None => schema
+            .map(|s| {
+                s.primary_key
+                    .iter()
+                    .filter_map(|k| columns.iter().position(|c: &Column| &c.name == k))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    Ok(TableDecoder {
+        table: Arc::new(Table {
+            database: tm.database.as_str().into(),
+            name: tm.table.as_str().into(),
+            columns,
+            primary_key,
+        }),
+        kinds,
+    })
+}

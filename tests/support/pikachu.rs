@@ -1,0 +1,161 @@
+//! Running the real `pikachu` binary from tests: config files, process
+//! lifetime (killed on drop), and its captured output.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::MariaDb;
+
+/// One task of a generated config.
+pub struct TaskSpec {
+    pub task_id: String,
+    pub table: String,
+    pub events: Vec<String>,
+    pub url: String,
+    pub extra: String,
+}
+
+impl TaskSpec {
+    pub fn new(task_id: &str, table: &str, events: &[&str], url: &str) -> TaskSpec {
+        TaskSpec {
+            task_id: task_id.into(),
+            table: table.into(),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            url: url.into(),
+            extra: String::new(),
+        }
+    }
+}
+
+/// A server_id unique within this test process (and unlikely to clash across processes).
+pub fn unique_server_id() -> u32 {
+    static N: AtomicU32 = AtomicU32::new(0);
+    1000 + (std::process::id() % 100_000) * 100 + N.fetch_add(1, Ordering::Relaxed) % 100
+}
+
+impl MariaDb {
+    /// `SHOW MASTER STATUS`: (file, position).
+    pub fn master_status(&self) -> (String, u64) {
+        let rows = self.query("SHOW MASTER STATUS");
+        let row = rows.into_iter().next().expect("binlog is on");
+        let file = row[0].clone().expect("file");
+        let pos = row[1].clone().expect("pos").parse().expect("numeric pos");
+        (file, pos)
+    }
+}
+
+/// A config reading `database` on `db` from `start` (file, pos), with `tasks`.
+pub fn config_yaml(
+    db: &MariaDb,
+    database: &str,
+    start: &(String, u64),
+    tasks: &[TaskSpec],
+) -> String {
+    let mut y = format!(
+        "database:\n  host: \"127.0.0.1\"\n  port: {}\n  user: \"pikachu\"\n  password: \"pikachu\"\n  database: \"{database}\"\n  server_id: {}\n  heartbeat: \"1s\"\n\
+         log:\n  level: \"debug\"\n  format: \"text\"\n\
+         dispatcher:\n  retry_base_delay: \"50ms\"\n  retry_max_delay: \"200ms\"\n  timeout: \"5s\"\n\
+         start:\n  file: \"{}\"\n  pos: {}\n\
+         tasks:\n",
+        db.port,
+        unique_server_id(),
+        start.0,
+        start.1
+    );
+    for t in tasks {
+        let events: Vec<String> = t.events.iter().map(|e| format!("\"{e}\"")).collect();
+        y.push_str(&format!(
+            "- task_id: \"{}\"\n  name: \"{}\"\n  table_name: \"{}\"\n  events: [{}]\n  callback_url: \"{}\"\n{}",
+            t.task_id,
+            t.task_id,
+            t.table,
+            events.join(", "),
+            t.url,
+            t.extra
+        ));
+    }
+    y
+}
+
+/// A running `pikachu` process, killed on drop.
+pub struct Pikachu {
+    child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Pikachu {
+    pub fn bin() -> PathBuf {
+        PathBuf::from(env!("CARGO_BIN_EXE_pikachu"))
+    }
+
+    /// Writes `yaml` to a temp dir and runs `pikachu -config <file>` there.
+    pub fn start(yaml: &str) -> Pikachu {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("config.yaml");
+        std::fs::write(&cfg, yaml).expect("write config");
+        let log = std::fs::File::create(dir.path().join("pikachu.log")).expect("log file");
+        let child = Command::new(Self::bin())
+            .arg("-config")
+            .arg(&cfg)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn pikachu");
+        Pikachu { child, dir }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pikachu.log")).unwrap_or_default()
+    }
+
+    /// Panics with the log if the process has exited.
+    pub fn assert_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("pikachu exited early ({status}); its log:\n{}", self.log());
+        }
+    }
+
+    /// Waits until the log contains `needle`, or panics with the log.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("pikachu log never showed {needle:?}; log:\n{}", self.log());
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pikachu did not stop on SIGTERM; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Pikachu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- pikachu log ---\n{}", self.log());
+        }
+    }
+}
