@@ -9,6 +9,7 @@ pub mod connect;
 #[cfg(test)]
 mod corpus_tests;
 pub mod decimal;
+pub mod decoder;
 pub mod error;
 pub mod geometry;
 pub mod jsonb;

@@ -1,6 +1,10 @@
-//! The row loop: splits a rows event (WRITE/UPDATE/DELETE, v1 and v2) into
-//! row images, and decodes each present, non-NULL column with the decoder the
-//! table map resolved for it, writing JSON straight into the image's buffer.
+//! The row loop: splits a rows event (WRITE/UPDATE/DELETE, v1 and v2, and
+//! MariaDB's zlib-compressed variants) into row images, and decodes each
+//! present, non-NULL column with the decoder the table map resolved for it,
+//! writing JSON straight into the image's buffer.
+
+use std::borrow::Cow;
+use std::io::Read;
 
 use super::table_map::TableDecoder;
 use super::value::{decode_value, DecodeOptions};
@@ -16,8 +20,55 @@ pub struct RowsHeader<'a> {
     pub present: &'a [u8],
     /// Columns present in the after image (updates only).
     pub present_after: Option<&'a [u8]>,
-    /// The row data.
-    pub rows: &'a [u8],
+    /// The row data (decompressed for MariaDB compressed events).
+    pub rows: Cow<'a, [u8]>,
+}
+
+/// Largest decompressed size we accept for one event (a corrupt length
+/// must not make us allocate without bound).
+const MAX_UNCOMPRESSED: usize = 1 << 30;
+
+/// Decompresses a MariaDB compressed block: one header byte
+/// (`0x80 | algorithm << 4 | length-bytes`), the uncompressed length
+/// big-endian in that many bytes, then zlib data.
+pub fn mariadb_uncompress(block: &[u8]) -> Result<Vec<u8>, String> {
+    let Some(&h) = block.first() else {
+        return Err("compressed block is empty".into());
+    };
+    if h & 0x80 == 0 {
+        return Err(format!("compressed block has a bad header byte {h:#04x}"));
+    }
+    let alg = (h & 0x70) >> 4;
+    if alg != 0 {
+        return Err(format!(
+            "compression algorithm {alg} is not known (only zlib, 0)"
+        ));
+    }
+    let lenlen = usize::from(h & 0x07);
+    if !(1..=4).contains(&lenlen) {
+        return Err(format!("compressed block has a bad length size {lenlen}"));
+    }
+    let len_bytes = block
+        .get(1..1 + lenlen)
+        .ok_or("compressed block truncated in its length")?;
+    let len = len_bytes
+        .iter()
+        .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+    if len > MAX_UNCOMPRESSED {
+        return Err(format!("compressed block claims {len} bytes uncompressed"));
+    }
+    let mut out = Vec::with_capacity(len);
+    flate2::read::ZlibDecoder::new(&block[1 + lenlen..])
+        .take(len as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("zlib data is corrupt: {e}"))?;
+    if out.len() != len {
+        return Err(format!(
+            "zlib data decompressed to {} bytes, the header says {len}",
+            out.len()
+        ));
+    }
+    Ok(out)
 }
 
 fn take<'a>(buf: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8], String> {
@@ -53,11 +104,14 @@ pub fn lenenc(buf: &mut &[u8]) -> Result<u64, String> {
 
 /// Parses the fixed part of a rows event body (post-header and bitmaps).
 ///
-/// `table_id_len` is 6, or 4 for very old servers; `v2` for event types 30–32 and 39.
+/// `table_id_len` is 6, or 4 for very old servers; `v2` for event types 30–32
+/// and 39 (and MariaDB compressed events written as v2); `compressed` for
+/// MariaDB's compressed rows events, whose row data is a compressed block.
 pub fn parse_header(
     body: &[u8],
     table_id_len: usize,
     v2: bool,
+    compressed: bool,
     kind: ChangeKind,
 ) -> Result<RowsHeader<'_>, String> {
     let mut buf = body;
@@ -79,13 +133,18 @@ pub fn parse_header(
     } else {
         None
     };
+    let rows = if compressed {
+        Cow::Owned(mariadb_uncompress(buf)?)
+    } else {
+        Cow::Borrowed(buf)
+    };
     Ok(RowsHeader {
         table_id,
         flags,
         column_count,
         present,
         present_after,
-        rows: buf,
+        rows,
     })
 }
 
@@ -155,7 +214,7 @@ pub fn decode_rows(
             dec.kinds.len()
         ));
     }
-    let mut buf = hdr.rows;
+    let mut buf: &[u8] = &hdr.rows;
     while !buf.is_empty() {
         match kind {
             ChangeKind::Insert => {
@@ -199,19 +258,54 @@ mod tests {
     fn header_v1_and_v2() {
         // table id 0x010203040506, flags 1, 2 columns, bitmap 0b11
         let body = [6, 5, 4, 3, 2, 1, 1, 0, 2, 0b11, 0xaa];
-        let h = parse_header(&body, 6, false, ChangeKind::Insert).expect("parses");
+        let h = parse_header(&body, 6, false, false, ChangeKind::Insert).expect("parses");
         assert_eq!(h.table_id, 0x010203040506);
         assert_eq!(h.flags, 1);
         assert_eq!(h.column_count, 2);
         assert_eq!(h.present, &[0b11]);
-        assert_eq!(h.rows, &[0xaa]);
+        assert_eq!(&*h.rows, &[0xaa]);
         // v2 with 2 bytes of extra data beyond the length field, update: two bitmaps
         let body = [1, 0, 0, 0, 0, 0, 0, 0, 4, 0, 9, 9, 3, 0b101, 0b111];
-        let h = parse_header(&body, 6, true, ChangeKind::Update).expect("parses");
+        let h = parse_header(&body, 6, true, false, ChangeKind::Update).expect("parses");
         assert_eq!(h.column_count, 3);
         assert_eq!(h.present, &[0b101]);
         assert_eq!(h.present_after, Some(&[0b111][..]));
         assert!(h.rows.is_empty());
-        assert!(parse_header(&body[..5], 6, true, ChangeKind::Update).is_err());
+        assert!(parse_header(&body[..5], 6, true, false, ChangeKind::Update).is_err());
+    }
+
+    fn compress(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(data).expect("compress");
+        let z = z.finish().expect("compress");
+        let mut out = vec![0x80 | 2, (data.len() >> 8) as u8, data.len() as u8];
+        out.extend_from_slice(&z);
+        out
+    }
+
+    #[test]
+    fn mariadb_blocks() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(mariadb_uncompress(&compress(&data)), Ok(data.clone()));
+        // Wrong length in the header.
+        let mut bad = compress(&data);
+        bad[2] ^= 1;
+        assert!(mariadb_uncompress(&bad).is_err());
+        // Corrupt zlib data.
+        let mut bad = compress(&data);
+        let n = bad.len();
+        bad[n - 3] ^= 0xff;
+        assert!(mariadb_uncompress(&bad).is_err());
+        // Unknown algorithm, no header bit, truncated.
+        assert!(mariadb_uncompress(&[0x90 | 1, 5]).is_err());
+        assert!(mariadb_uncompress(&[0x01, 5]).is_err());
+        assert!(mariadb_uncompress(&[0x82, 5]).is_err());
+        assert!(mariadb_uncompress(&[]).is_err());
+        // Compressed rows header: the bitmaps stay plain, the rows are a block.
+        let mut body = vec![1, 0, 0, 0, 0, 0, 0, 0, 2, 0b11];
+        body.extend_from_slice(&compress(&[7, 7, 7]));
+        let h = parse_header(&body, 6, false, true, ChangeKind::Insert).expect("parses");
+        assert_eq!(&*h.rows, &[7, 7, 7]);
     }
 }

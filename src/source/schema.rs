@@ -14,6 +14,8 @@ use super::error::SourceError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchemaColumn {
     pub name: String,
+    /// `DATA_TYPE`, lower case (`int`, `varchar`, …).
+    pub data_type: String,
     pub unsigned: bool,
     pub collation: Option<u16>,
     pub enum_labels: Option<Vec<String>>,
@@ -27,6 +29,40 @@ pub struct SchemaColumn {
 pub struct TableSchema {
     pub columns: Vec<SchemaColumn>,
     pub primary_key: Vec<String>,
+}
+
+/// Whether a column that `information_schema` calls `data_type` can appear
+/// in the binlog with real type `real` (see [`super::table_map::real_type`]).
+/// Unknown data types are accepted (no opinion).
+pub fn type_matches(data_type: &str, real: u8) -> bool {
+    let allowed: &[u8] = match data_type {
+        "tinyint" | "bool" | "boolean" => &[0x01],
+        "smallint" => &[0x02],
+        "mediumint" => &[0x09],
+        "int" | "integer" => &[0x03],
+        "bigint" => &[0x08],
+        "float" => &[0x04],
+        "double" | "real" | "double precision" => &[0x05],
+        "decimal" | "numeric" | "fixed" => &[0xf6, 0x00],
+        "bit" => &[0x10],
+        "year" => &[0x0d],
+        "date" => &[0x0a, 0x0e],
+        "datetime" => &[0x12, 0x0c],
+        "timestamp" => &[0x11, 0x07],
+        "time" => &[0x13, 0x0b],
+        "char" | "binary" => &[0xfe],
+        "varchar" | "varbinary" => &[0x0f, 0xfd],
+        "enum" => &[0xf7],
+        "set" => &[0xf8],
+        "tinytext" | "text" | "mediumtext" | "longtext" | "tinyblob" | "blob" | "mediumblob"
+        | "longblob" => &[0xfc, 0xf9, 0xfa, 0xfb],
+        "json" => &[0xf5, 0xfc],
+        "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
+        | "multipolygon" | "geometrycollection" | "geomcollection" => &[0xff],
+        "vector" => &[0xf2, 0x0f, 0xfe],
+        _ => return true,
+    };
+    allowed.contains(&real)
 }
 
 /// Parses the labels of `enum('a','b''c')` / `set(...)` as COLUMN_TYPE shows them.
@@ -127,6 +163,7 @@ pub async fn load(
                     "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob"
                 ),
                 name,
+                data_type: dt,
             }
         })
         .collect();

@@ -294,6 +294,22 @@ pub fn build_decoder(tm: &TableMap, schema: Option<&TableSchema>) -> Result<Tabl
             ));
         }
     }
+    if let (Some(s), false) = (schema, tm.has_names()) {
+        // Without names in the binlog, columns are matched by position: refuse
+        // when the types say the definition is not the one the event was written with.
+        for (i, (c, sc)) in tm.columns.iter().zip(&s.columns).enumerate() {
+            let real = real_type(c.ty, &c.meta);
+            if !super::schema::type_matches(&sc.data_type, real) {
+                return Err(format!(
+                    "column #{} is `{}` {} now, but the binlog event has a {} there: the table's definition changed since this event was written, and the binlog does not carry column names (set binlog_row_metadata=FULL); refusing to emit shifted columns",
+                    i + 1,
+                    sc.name,
+                    sc.data_type,
+                    super::value::type_name(real)
+                ));
+            }
+        }
+    }
     let mut columns = Vec::with_capacity(n);
     let mut kinds = Vec::with_capacity(n);
     for (i, c) in tm.columns.iter().enumerate() {

@@ -96,6 +96,10 @@ pub enum ColumnKind {
         len_bytes: u8,
         mode: TextMode,
         sql: StrType,
+        /// BINARY(n): the server strips trailing 0x00 bytes in the binlog;
+        /// they are put back up to this many bytes so the value equals what
+        /// SELECT returns. 0 for every other string type.
+        pad_to: u16,
     },
     /// ENUM stored in `pack_len` (1 or 2) bytes.
     Enum {
@@ -324,12 +328,14 @@ impl ColumnKind {
                     len_bytes: if max < 256 { 1 } else { 2 },
                     mode: text_mode(info),
                     sql: StrType::Varchar,
+                    pad_to: 0,
                 }
             }
             0xf9..=0xfc => ColumnKind::Str {
                 len_bytes: len_bytes_meta(info)?,
                 mode: text_mode(info),
                 sql: StrType::Blob,
+                pad_to: 0,
             },
             0xfe | 0xf7 | 0xf8 => {
                 let byte0 = meta_byte(info, 0)?;
@@ -365,11 +371,15 @@ impl ColumnKind {
                             labels: labels(&info.set_labels),
                         }
                     }
-                    0xfe => ColumnKind::Str {
-                        len_bytes: if length < 256 { 1 } else { 2 },
-                        mode: text_mode(info),
-                        sql: StrType::Char,
-                    },
+                    0xfe => {
+                        let mode = text_mode(info);
+                        ColumnKind::Str {
+                            len_bytes: if length < 256 { 1 } else { 2 },
+                            pad_to: if mode == TextMode::Binary { length } else { 0 },
+                            mode,
+                            sql: StrType::Char,
+                        }
+                    }
                     other => {
                         return Err(bad_meta(
                             info,
@@ -433,6 +443,7 @@ impl ColumnKind {
                 len_bytes,
                 mode,
                 sql,
+                ..
             } => {
                 let name = match (sql, mode) {
                     (StrType::Char, TextMode::Binary) => "BINARY",
@@ -678,10 +689,18 @@ fn decode_inner(
         ColumnKind::Timestamp => temporal::write_timestamp_v1(input, out),
         ColumnKind::Timestamp2 { fsp } => temporal::write_timestamp2(input, *fsp, out),
         ColumnKind::Str {
-            len_bytes, mode, ..
+            len_bytes,
+            mode,
+            pad_to,
+            ..
         } => {
             let (payload, used) = length_prefixed(input, *len_bytes)?;
             match mode {
+                TextMode::Binary if payload.len() < usize::from(*pad_to) => {
+                    let mut padded = payload.to_vec();
+                    padded.resize(usize::from(*pad_to), 0);
+                    write_base64(out, &padded)
+                }
                 TextMode::Binary => write_base64(out, payload),
                 TextMode::Text(cs) => charset::write_text(*cs, payload, out),
                 TextMode::JsonText(cs) => charset::write_json_text(*cs, payload, out),
@@ -1003,13 +1022,20 @@ mod tests {
             ColumnKind::Str {
                 len_bytes: 2,
                 mode: TextMode::Text(Charset::Utf8mb4),
-                sql: StrType::Char
+                sql: StrType::Char,
+                pad_to: 0,
             }
         );
         assert_eq!(dec(&c, &lp(2, b"S")), "\"S\"");
         // BINARY(4) keeps its 0x00 padding
         let bin = kind(&text_info(0xfe, &[0xfe, 4], Some(63)));
         assert_eq!(dec(&bin, &lp(1, &[b'a', 0, 0, 0])), "\"YQAAAA==\"");
+        // ... also when the server stripped trailing zeros from the binlog
+        assert_eq!(dec(&bin, &lp(1, b"a")), "\"YQAAAA==\"");
+        assert_eq!(dec(&bin, &lp(1, b"")), "\"AAAAAA==\"");
+        // VARBINARY is never padded
+        let vb = kind(&text_info(0x0f, &[4, 0], Some(63)));
+        assert_eq!(dec(&vb, &lp(1, b"")), "\"\"");
         // MariaDB JSON text
         let j = kind(&ColumnInfo {
             is_json: true,

@@ -159,3 +159,110 @@ impl Drop for Pikachu {
         }
     }
 }
+
+/// Reads the binlog of `db` from `start` through pikachu's own reader (the
+/// library, in-process) until `n` changes of `database`.`tables` arrived,
+/// and returns their payloads (rendered for a task `t`) in order. Panics
+/// with what arrived when `timeout` passes first, or on a reader error.
+pub fn collect_payloads(
+    db: &MariaDb,
+    database: &str,
+    tables: &[&str],
+    start: &(String, u64),
+    n: usize,
+    timeout: Duration,
+) -> Vec<serde_json::Value> {
+    match try_collect_payloads(db, database, tables, start, n, timeout) {
+        Ok(v) => v,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// As [`collect_payloads`], returning the reader's error instead of panicking.
+pub fn try_collect_payloads(
+    db: &MariaDb,
+    database: &str,
+    tables: &[&str],
+    start: &(String, u64),
+    n: usize,
+    timeout: Duration,
+) -> Result<Vec<serde_json::Value>, String> {
+    use pikachu::source::{connect, position::StartAt, reader};
+    let specs: Vec<TaskSpec> = tables
+        .iter()
+        .map(|t| {
+            TaskSpec::new(
+                &format!("task_{t}"),
+                t,
+                &["insert", "update", "delete"],
+                "http://127.0.0.1:9/",
+            )
+        })
+        .collect();
+    let yaml = config_yaml(db, database, start, &specs);
+    let cfg = pikachu::config::from_str(&yaml, "test.yaml", None)
+        .map_err(|e| format!("config: {e}"))?
+        .config;
+    let wanted: Vec<(String, String)> = tables
+        .iter()
+        .map(|t| (database.to_string(), t.to_string()))
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let mut conn = connect::connect(&cfg.database)
+            .await
+            .map_err(|e| e.to_string())?;
+        let info = connect::server_info(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        drop(conn);
+        let opts = reader::ReaderOptions {
+            db: cfg.database.clone(),
+            heartbeat: Duration::from_secs(1),
+            decode: Default::default(),
+            filter: std::sync::Arc::new(move |d: &str, t: &str| {
+                wanted.iter().any(|(wd, wt)| wd == d && wt == t)
+            }),
+        };
+        let start = StartAt::FilePos(pikachu::source::position::FilePos {
+            file: start.0.clone(),
+            pos: start.1,
+        });
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let handle = tokio::spawn(reader::run(info, opts, start, tx, cancel.clone()));
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while out.len() < n {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(reader::SourceEvent::Change(c))) => {
+                    let task = format!("task_{}", c.table.name);
+                    let id = pikachu::event::payload::change_id(&c, &task);
+                    let mut body = Vec::new();
+                    pikachu::event::payload::render(&mut body, &c, &task, &id);
+                    out.push(
+                        serde_json::from_slice(&body)
+                            .map_err(|e| format!("payload is not JSON: {e}"))?,
+                    );
+                }
+                Ok(Some(reader::SourceEvent::Commit(_))) => {}
+                Ok(None) => break,
+                Err(_) => break,
+            }
+        }
+        cancel.cancel();
+        drop(rx);
+        let result = handle.await.map_err(|e| e.to_string())?;
+        if out.len() < n {
+            return Err(format!(
+                "got {} of {n} changes (reader ended with {result:?}); got: {out:#?}",
+                out.len()
+            ));
+        }
+        Ok(out)
+    })
+}
