@@ -81,7 +81,16 @@ pub async fn run(
     };
     let (tx, mut rx) = mpsc::channel::<SourceEvent>(config.dispatcher.queue_size.max(1));
     let reader_cancel = cancel.child_token();
-    let reader = tokio::spawn(reader::run(info, opts, start, tx, reader_cancel.clone()));
+    let reader_status = Arc::new(reader::ReaderStatus::default());
+    let _ = health.source.set(reader_status.clone());
+    let reader = tokio::spawn(reader::run_with_reconnect(
+        info,
+        opts,
+        start,
+        tx,
+        reader_cancel.clone(),
+        reader_status,
+    ));
     health.monitor_running.store(true, Ordering::Relaxed);
     health.connected.store(true, Ordering::Relaxed);
     health.dispatcher_running.store(true, Ordering::Relaxed);

@@ -23,6 +23,8 @@ pub struct Health {
     pub last_event_time: AtomicI64,
     pub dead_letters: AtomicU64,
     pub position: Mutex<Option<String>>,
+    /// The binlog reader's own state (connection, reconnects), once it runs.
+    pub source: std::sync::OnceLock<Arc<crate::source::reader::ReaderStatus>>,
 }
 
 impl Health {
@@ -32,9 +34,17 @@ impl Health {
         }
     }
 
+    fn is_connected(&self) -> bool {
+        match self.source.get() {
+            Some(s) => s.connected.load(Ordering::Relaxed),
+            None => self.connected.load(Ordering::Relaxed),
+        }
+    }
+
     fn is_up(&self) -> bool {
         self.monitor_running.load(Ordering::Relaxed)
             && self.dispatcher_running.load(Ordering::Relaxed)
+            && self.is_connected()
     }
 
     /// The health document.
@@ -52,7 +62,7 @@ impl Health {
             "last_event_time": if last > 0 { serde_json::Value::String(crate::event::time::rfc3339(last)) } else { serde_json::Value::Null },
             "lag_seconds": if last > 0 { serde_json::json!((now - last).max(0)) } else { serde_json::Value::Null },
             "position": self.position.lock().ok().and_then(|p| p.clone()),
-            "connected": self.connected.load(Ordering::Relaxed),
+            "connected": self.is_connected(),
             "dead_letters": self.dead_letters.load(Ordering::Relaxed),
         })
     }

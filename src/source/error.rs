@@ -50,8 +50,30 @@ pub enum SourceError {
     #[error("binlog event at {at} has type {type_code}, which pikachu does not know and which may carry rows; stopping rather than skipping it silently")]
     UnknownEvent { at: At, type_code: u8 },
 
+    #[error("the binlog position pikachu needs, {needed}, is no longer on the server ({message}); the oldest binlog it still has is {oldest}. Changes between them are lost to pikachu: to go on from now, set `start: latest` and reset the position (`pikachu position set latest`), or take a snapshot of the tables first")]
+    Purged {
+        needed: String,
+        oldest: String,
+        message: String,
+    },
+
     #[error("{0}")]
     Config(String),
+}
+
+impl SourceError {
+    /// Whether reconnecting may help (the server went away, the network
+    /// broke, heartbeats stopped), as opposed to errors a retry would repeat
+    /// (bad credentials, a purged position, an event we cannot decode).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            SourceError::Connect { .. }
+                | SourceError::Stream(_)
+                | SourceError::Silent { .. }
+                | SourceError::Query { .. }
+        )
+    }
 }
 
 impl SourceError {

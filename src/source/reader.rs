@@ -178,12 +178,202 @@ fn stream_error(e: mysql_async::Error, file: &str, pos: u64) -> SourceError {
     if let mysql_async::Error::Server(se) = &e {
         // 1236: ER_MASTER_FATAL_ERROR_READING_BINLOG (purged or unknown position).
         if se.code == 1236 {
-            return SourceError::Stream(format!(
-                "the server cannot send the binlog from {file}:{pos}: {} \
-                 (the file may have been purged; start from `latest` or an existing position)",
-                se.message
-            ));
+            return SourceError::Purged {
+                needed: format!("{file}:{pos}"),
+                oldest: "unknown".into(),
+                message: se.message.clone(),
+            };
         }
     }
     SourceError::Stream(e.to_string())
+}
+
+/// Fills in the oldest binlog the server still has, for the purged-position message.
+async fn with_oldest(db: &DatabaseConfig, e: SourceError) -> SourceError {
+    match e {
+        SourceError::Purged {
+            needed, message, ..
+        } => {
+            let oldest = match connect::connect(db).await {
+                Ok(mut c) => match super::position::earliest(&mut c).await {
+                    Ok(p) => p.to_string(),
+                    Err(_) => "unknown".into(),
+                },
+                Err(_) => "unknown".into(),
+            };
+            SourceError::Purged {
+                needed,
+                oldest,
+                message,
+            }
+        }
+        other => other,
+    }
+}
+
+/// Live state of a reader, for health and metrics.
+#[derive(Debug, Default)]
+pub struct ReaderStatus {
+    pub connected: std::sync::atomic::AtomicBool,
+    pub reconnects: std::sync::atomic::AtomicU64,
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl ReaderStatus {
+    fn set_connected(&self, c: bool) {
+        self.connected
+            .store(c, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How far the reader got: the last transaction end it sent, and how many
+/// changes of the open transaction it sent after it.
+#[derive(Debug, Default, Clone)]
+struct Progress {
+    last_commit: Option<Commit>,
+    open_changes: u64,
+}
+
+/// Reads the binlog from `start` like [`run`], but survives lost connections:
+/// it reconnects with backoff and resumes after the last complete
+/// transaction it sent, skipping the changes of the interrupted transaction
+/// that were already sent, so nothing is lost, repeated or reordered.
+/// Errors a retry would repeat (bad credentials, a purged position, an event
+/// that cannot be decoded) end it.
+pub async fn run_with_reconnect(
+    info: ServerInfo,
+    opts: ReaderOptions,
+    start: StartAt,
+    tx: mpsc::Sender<SourceEvent>,
+    cancel: CancellationToken,
+    status: std::sync::Arc<ReaderStatus>,
+) -> Result<(), SourceError> {
+    let mut progress = Progress::default();
+    let mut from = start;
+    let mut skip = 0u64;
+    let mut failures = 0u32;
+    loop {
+        let result = stream_from(
+            &info,
+            &opts,
+            &from,
+            skip,
+            &tx,
+            &cancel,
+            &status,
+            &mut progress,
+            &mut failures,
+        )
+        .await;
+        status.set_connected(false);
+        let e = match result {
+            Ok(()) => return Ok(()),
+            Err(e) if !e.is_retryable() => return Err(with_oldest(&opts.db, e).await),
+            Err(e) => e,
+        };
+        failures += 1;
+        let delay = crate::deliver::backoff::full_jitter(
+            Duration::from_millis(200),
+            Duration::from_secs(10),
+            failures.min(16),
+            0.5 + crate::deliver::backoff::rand01() / 2.0,
+        );
+        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, attempt = failures, "binlog connection lost, reconnecting");
+        if let Ok(mut l) = status.last_error.lock() {
+            *l = Some(e.to_string());
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        status
+            .reconnects
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(c) = &progress.last_commit {
+            from = StartAt::FilePos(super::position::FilePos {
+                file: c.file.to_string(),
+                pos: c.pos,
+            });
+        }
+        skip = progress.open_changes;
+    }
+}
+
+/// One connection's worth of streaming for [`run_with_reconnect`].
+#[allow(clippy::too_many_arguments)]
+async fn stream_from(
+    info: &ServerInfo,
+    opts: &ReaderOptions,
+    from: &StartAt,
+    mut skip: u64,
+    tx: &mpsc::Sender<SourceEvent>,
+    cancel: &CancellationToken,
+    status: &ReaderStatus,
+    progress: &mut Progress,
+    failures: &mut u32,
+) -> Result<(), SourceError> {
+    let (mut stream, file) = open_stream(info, opts, from).await?;
+    status.set_connected(true);
+    tracing::info!(start = %from, server_id = opts.db.server_id, skip, "binlog stream opened");
+    let mut decoder = Decoder::new(
+        DecoderOptions {
+            decode: opts.decode,
+            filter: opts.filter.clone(),
+            schema_lookup: true,
+        },
+        &file,
+    );
+    let mariadb = info.flavour == Flavour::MariaDb;
+    let mut schema_conn: Option<Conn> = None;
+    let silence = (opts.heartbeat * 3).max(Duration::from_secs(5));
+    let mut out = Vec::new();
+    loop {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            next = tokio::time::timeout(silence, stream.next()) => next,
+        };
+        let event = match next {
+            Err(_) => {
+                return Err(SourceError::Silent {
+                    secs: silence.as_secs(),
+                })
+            }
+            Ok(None) => {
+                return Err(SourceError::Stream(
+                    "the server closed the binlog stream".into(),
+                ))
+            }
+            Ok(Some(Err(e))) => return Err(stream_error(e, decoder.file(), 0)),
+            Ok(Some(Ok(ev))) => ev,
+        };
+        // A healthy event stream resets the backoff.
+        *failures = 0;
+        if let Some((db, table)) = decoder.schema_needed(&event) {
+            let s = load_schema(&opts.db, &mut schema_conn, mariadb, &db, &table).await?;
+            decoder.schemas.insert(&db, &table, s);
+        }
+        decoder.handle(&event, &mut out)?;
+        for o in out.drain(..) {
+            let msg = match o {
+                Output::Change(c) => {
+                    if skip > 0 {
+                        // Already sent before the connection was lost.
+                        skip -= 1;
+                        continue;
+                    }
+                    progress.open_changes += 1;
+                    SourceEvent::Change(c)
+                }
+                Output::Commit(c) => {
+                    skip = 0;
+                    progress.open_changes = 0;
+                    progress.last_commit = Some(c.clone());
+                    SourceEvent::Commit(c)
+                }
+            };
+            if tx.send(msg).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
 }
