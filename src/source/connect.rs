@@ -178,7 +178,11 @@ pub async fn connect_tls(db: &DatabaseConfig) -> Result<(Conn, TlsState), Source
                 // Connect again naming one of the certificate's own names;
                 // the chain is verified again on that connection.
                 Err(Failed::Driver(e)) if name_mismatch(&e).is_some_and(|n| !n.is_empty()) => {
-                    let name = name_mismatch(&e).unwrap_or_default().remove(0);
+                    let name = dialable(&name_mismatch(&e).unwrap_or_default().remove(0));
+                    tracing::debug!(
+                        "the database's certificate is not for '{}'; verifying it as '{name}' (database.tls: verify_ca)",
+                        db.host
+                    );
                     let ssl = ssl.with_danger_tls_hostname_override(Some(name));
                     let r = attempt(db, Some(ssl)).await;
                     Ok((worded(db, r)?, TlsState::On { verified: true }))
@@ -239,9 +243,27 @@ fn name_mismatch(e: &mysql_async::Error) -> Option<Vec<String>> {
     match tls_error(e)? {
         Error::InvalidCertificate(CertificateError::NotValidForNameContext {
             presented, ..
-        }) => Some(presented.clone()),
+        }) => Some(presented.iter().map(|p| plain_name(p)).collect()),
         Error::InvalidCertificate(CertificateError::NotValidForName) => Some(Vec::new()),
         _ => None,
+    }
+}
+
+/// `DnsName("db.example.com")` / `IpAddress(10.0.0.1)` (as webpki reports
+/// a certificate's names) → `db.example.com` / `10.0.0.1`.
+fn plain_name(presented: &str) -> String {
+    match (presented.find('('), presented.strip_suffix(')')) {
+        (Some(open), Some(inner)) => inner[open + 1..].trim_matches('"').to_string(),
+        _ => presented.to_string(),
+    }
+}
+
+/// A name to verify a certificate issued for `name` with: a wildcard name
+/// gets a label of ours.
+fn dialable(name: &str) -> String {
+    match name.strip_prefix("*.") {
+        Some(rest) => format!("pikachu-verify-ca.{rest}"),
+        None => name.to_string(),
     }
 }
 
@@ -259,7 +281,11 @@ fn tls_reason(db: &DatabaseConfig, t: &rustls::Error) -> String {
                 if presented.is_empty() {
                     "no host name".to_string()
                 } else {
-                    presented.join(", ")
+                    presented
+                        .iter()
+                        .map(|p| plain_name(p))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 },
                 db.host
             )
@@ -437,4 +463,18 @@ pub async fn server_info(conn: &mut Conn) -> Result<ServerInfo, SourceError> {
         server_uuid,
         binlog_checksum,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_names() {
+        assert_eq!(plain_name("DnsName(\"localhost\")"), "localhost");
+        assert_eq!(plain_name("IpAddress(10.0.0.1)"), "10.0.0.1");
+        assert_eq!(plain_name("db.example.com"), "db.example.com");
+        assert_eq!(dialable("*.example.com"), "pikachu-verify-ca.example.com");
+        assert_eq!(dialable("db"), "db");
+    }
 }
