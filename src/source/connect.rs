@@ -106,8 +106,9 @@ fn remember_without_tls(addr: &str) {
     }
 }
 
-/// TLS settings for `mode`; `None` for a plain connection. Reads
-/// `database.tls_ca` (a clear error when it cannot be read).
+/// TLS settings: without certificate verification, or verifying against
+/// `database.tls_ca` (read here, with a clear error when it cannot be) or,
+/// without it, the built-in root CAs.
 fn ssl_opts(db: &DatabaseConfig, verify: bool) -> Result<SslOpts, SourceError> {
     let mut ssl = SslOpts::default();
     if !verify {
