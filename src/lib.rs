@@ -3,7 +3,8 @@
 //! Data flows one way: [`source`] (connection, binlog stream, table schema,
 //! row decoding) → [`event`] (the change model and its webhook payload) →
 //! [`route`] (which task wants which change) → [`deliver`] (webhooks).
-//! [`config`], [`telemetry`] and [`server`] sit beside; [`app`] wires them.
+//! [`config`], [`telemetry`], [`server`] and [`preflight`] (database checks)
+//! sit beside; [`app`] wires them.
 
 pub mod app;
 pub mod cli;
@@ -11,6 +12,7 @@ pub mod config;
 pub mod deliver;
 pub mod demo;
 pub mod event;
+pub mod preflight;
 pub mod route;
 pub mod server;
 pub mod source;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use pikachu::cli::{rewrite_args, Cli, Command};
 use pikachu::config::{self, Loaded};
 use pikachu::server::Health;
-use pikachu::{app, demo, telemetry};
+use pikachu::{app, demo, preflight, telemetry};
 
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
@@ -55,15 +55,20 @@ fn main() -> ExitCode {
                 cli.config.display(),
                 loaded.config.tasks.len()
             );
+            for w in &loaded.warnings {
+                println!("WARN {w}");
+            }
             if offline {
                 return ExitCode::SUCCESS;
             }
-            match runtime.block_on(check_online(&loaded.config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    println!("FAIL {e}");
-                    ExitCode::from(EXIT_RUNTIME)
-                }
+            let report = runtime.block_on(preflight::run(&loaded.config, preflight::Mode::Check));
+            for line in report.lines() {
+                println!("{line}");
+            }
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_RUNTIME)
             }
         }
         None | Some(Command::Run) => {
@@ -71,7 +76,11 @@ fn main() -> ExitCode {
                 Ok(l) => l,
                 Err(code) => return code,
             };
-            telemetry::init(&loaded.config.log);
+            // Held until the end: dropping it flushes the log file.
+            let _log_guard = match telemetry::init(&loaded.config.log) {
+                Ok(g) => g,
+                Err(e) => return fail(EXIT_CONFIG, &e),
+            };
             for w in &loaded.warnings {
                 tracing::warn!("{w}");
             }
@@ -87,21 +96,6 @@ fn fail(code: u8, msg: &str) -> ExitCode {
 
 fn load(cli: &Cli) -> Result<Loaded, ExitCode> {
     config::load(&cli.config, cli.tasks.as_deref()).map_err(|e| fail(EXIT_CONFIG, &e.to_string()))
-}
-
-async fn check_online(cfg: &config::Config) -> Result<(), String> {
-    let mut conn = pikachu::source::connect::connect(&cfg.database)
-        .await
-        .map_err(|e| e.to_string())?;
-    println!(
-        "ok   connected to {}",
-        pikachu::source::connect::addr(&cfg.database)
-    );
-    app::check_binlog_settings(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?;
-    println!("ok   binary log is on, binlog_format=ROW");
-    Ok(())
 }
 
 async fn run(config: config::Config) -> ExitCode {

@@ -10,7 +10,7 @@ pub mod duration;
 pub mod env;
 mod error;
 mod node;
-mod suggest;
+pub(crate) mod suggest;
 mod validate;
 
 use std::fmt;
