@@ -28,28 +28,6 @@ pub enum AppError {
     Setup(String),
 }
 
-/// Checks that the server can be read from (binlog on, ROW format).
-pub async fn check_binlog_settings(conn: &mut mysql_async::Conn) -> Result<(), SourceError> {
-    let sql = "SELECT @@log_bin, @@binlog_format";
-    let row = connect::query_row(conn, sql)
-        .await?
-        .ok_or_else(|| SourceError::query(sql, "no row"))?;
-    let get = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-    let log_bin = get(0);
-    if log_bin != "1" && !log_bin.eq_ignore_ascii_case("ON") {
-        return Err(SourceError::Config(
-            "binary logging is off on the server: add `log_bin=ON` (MySQL) or `log-bin` (MariaDB) and `binlog_format=ROW` under [mysqld] in my.cnf and restart it".into(),
-        ));
-    }
-    let format = get(1);
-    if !format.eq_ignore_ascii_case("ROW") {
-        return Err(SourceError::Config(format!(
-            "binlog_format is {format}, but pikachu needs ROW: run `SET GLOBAL binlog_format = 'ROW'` and add `binlog_format=ROW` under [mysqld] in my.cnf"
-        )));
-    }
-    Ok(())
-}
-
 /// Runs the pipeline until `cancel` or a fatal error.
 pub async fn run(
     config: Config,
@@ -57,16 +35,12 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<(), AppError> {
     let config = Arc::new(config);
+    crate::preflight::at_start(&config)
+        .await
+        .map_err(AppError::Setup)?;
     let mut conn = connect::connect(&config.database).await?;
     let info: ServerInfo = connect::server_info(&mut conn).await?;
     tracing::info!(flavour = info.flavour.as_str(), version = %info.version, server_id = info.server_id, "connected to {}", connect::addr(&config.database));
-    check_binlog_settings(&mut conn).await?;
-    if info.server_id == config.database.server_id {
-        return Err(AppError::Setup(format!(
-            "database.server_id {} is the server's own server_id: choose another, unique among its replicas",
-            config.database.server_id
-        )));
-    }
     let start = position::resolve(&mut conn, &info, &config.start).await?;
     drop(conn);
     tracing::info!(position = %start, "starting from {:?}", config.start);

@@ -99,6 +99,7 @@ fn load(cli: &Cli) -> Result<Loaded, ExitCode> {
 }
 
 async fn run(config: config::Config) -> ExitCode {
+    let logs_to_file = config.log.file.is_some();
     let cancel = CancellationToken::new();
     let health = Arc::new(Health::default());
     spawn_signal_handler(cancel.clone());
@@ -126,6 +127,10 @@ async fn run(config: config::Config) -> ExitCode {
         }
         Err(e) => {
             cancel.cancel();
+            if logs_to_file {
+                // stderr gets it below; the log file should have it too.
+                tracing::error!("{e}");
+            }
             fail(EXIT_RUNTIME, &e.to_string())
         }
     }

@@ -36,10 +36,14 @@ fn forbidden() -> Vec<String> {
 }
 
 fn setup_user(db: &MariaDb) {
-    db.exec(&format!(
-        "DROP USER IF EXISTS '{USER}'@'%'; CREATE USER '{USER}'@'%' IDENTIFIED BY '{PASSWORD}';
-         GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{USER}'@'%';"
-    ));
+    // Once per process: the tests run in parallel on the shared server.
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        db.exec(&format!(
+            "DROP USER IF EXISTS '{USER}'@'%'; CREATE USER '{USER}'@'%' IDENTIFIED BY '{PASSWORD}';
+             GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{USER}'@'%';"
+        ))
+    });
 }
 
 #[derive(Clone)]

@@ -113,7 +113,9 @@ impl Report {
             match f.status {
                 Status::Ok => tracing::debug!(check = f.check, "preflight ok: {}", f.message),
                 Status::Warn => tracing::warn!(check = f.check, "{}", f.message),
-                Status::Fail => tracing::error!(check = f.check, "{}", f.message),
+                // Failures stop pikachu and reach the user as its one error
+                // message (see `error`); logging them too would say it twice.
+                Status::Fail => tracing::debug!(check = f.check, "preflight failed: {}", f.message),
             }
         }
     }
