@@ -149,6 +149,7 @@ fn connection_cut_mid_transaction_resumes_without_duplicates() {
             }
         }
         cancel.cancel();
+        drop(rx);
         let _ = handle.await;
         assert!(killed);
         assert!(

@@ -147,8 +147,11 @@ pub async fn run(
                 Output::Change(c) => SourceEvent::Change(c),
                 Output::Commit(c) => SourceEvent::Commit(c),
             };
-            if tx.send(msg).await.is_err() {
-                return Ok(());
+            // Waiting for room downstream is the backpressure; a stop request
+            // must still get through.
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                sent = tx.send(msg) => if sent.is_err() { return Ok(()) },
             }
         }
     }
@@ -371,8 +374,11 @@ async fn stream_from(
                     SourceEvent::Commit(c)
                 }
             };
-            if tx.send(msg).await.is_err() {
-                return Ok(());
+            // Waiting for room downstream is the backpressure; a stop request
+            // must still get through.
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                sent = tx.send(msg) => if sent.is_err() { return Ok(()) },
             }
         }
     }
