@@ -3,7 +3,8 @@
 //! Data flows one way: [`source`] (connection, binlog stream, table schema,
 //! row decoding) → [`event`] (the change model and its webhook payload) →
 //! [`route`] (which task wants which change) → [`deliver`] (webhooks).
-//! [`config`], [`telemetry`] and [`server`] sit beside; [`app`] wires them.
+//! [`config`], [`telemetry`], [`server`] and [`store`] (local durable state)
+//! sit beside; [`app`] wires them.
 
 pub mod app;
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod event;
 pub mod route;
 pub mod server;
 pub mod source;
+pub mod store;
 pub mod telemetry;
 
 /// Installs rustls' ring provider as the process default (reqwest is built
