@@ -16,9 +16,11 @@
 //!   at the head of the FIFO of each of its keys (1 key, or 2 for a
 //!   primary-key change), and leaves the FIFOs when settled.
 //! - **Workers**: at most `worker_count` HTTP attempts in flight. A unit
-//!   waiting for its retry holds no worker. Tasks take turns (round robin),
-//!   and a task whose last attempt failed may hold at most half of the
-//!   workers, so a failing (or hanging) endpoint cannot starve the others.
+//!   waiting for its retry holds no worker. Tasks take turns (round robin).
+//!   With several tasks, one task never holds all the workers (one per
+//!   other task is kept free, up to half of them), and a task whose last
+//!   attempt failed holds at most half: a failing or hanging endpoint cannot
+//!   starve the other tasks.
 //! - **Batching** (per task): up to `max_events` jobs in one JSON array,
 //!   flushed when full or `max_wait` after the first; one batch in flight
 //!   per task, which keeps the task's order.
@@ -177,6 +179,7 @@ impl Dispatcher {
             keys: HashMap::new(),
             rr: 0,
             free_workers: workers,
+            task_cap: workers - (tasks.len().saturating_sub(1)).min(workers / 2),
             failing_cap: (workers / 2).max(1),
             unsettled: BTreeSet::new(),
             next_seq: 0,
@@ -311,6 +314,9 @@ struct Engine {
     keys: HashMap<u64, VecDeque<u64>>,
     rr: usize,
     free_workers: usize,
+    /// Most attempts one task may have in flight.
+    task_cap: usize,
+    /// Same, for a task whose last attempt failed.
     failing_cap: usize,
     unsettled: BTreeSet<u64>,
     next_seq: u64,
@@ -458,7 +464,12 @@ impl Engine {
                 if ts.ready.is_empty() {
                     continue;
                 }
-                if ts.consecutive_failures > 0 && ts.in_flight >= self.failing_cap {
+                let cap = if ts.consecutive_failures > 0 {
+                    self.failing_cap.min(self.task_cap)
+                } else {
+                    self.task_cap
+                };
+                if ts.in_flight >= cap {
                     continue;
                 }
                 picked = Some(t);
