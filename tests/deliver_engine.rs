@@ -278,6 +278,11 @@ async fn retries_then_success() {
         .collect();
     assert_eq!(vs, vec![1, 1, 1, 2]);
     assert_eq!(all[0].header("webhook-id"), all[2].header("webhook-id"));
+    // The receiver records its answer just before the engine reads it.
+    poll(Duration::from_secs(5), "both settled", || {
+        (*e.d.watermark().borrow() == 2).then_some(())
+    })
+    .await;
     let s = e.d.stats();
     assert_eq!(s.retries.load(Ordering::Relaxed), 2);
     assert_eq!(s.delivered.load(Ordering::Relaxed), 2);
