@@ -20,6 +20,12 @@ if [[ -z "${PIKACHU_BINLOG_CORPUS:-}" && -d "$REPO_ROOT/../shared/binlog-corpus"
     export PIKACHU_BINLOG_CORPUS
 fi
 
+# The signature test checks our Standard Webhooks signatures with the
+# reference Python implementation (PyPI `standardwebhooks`), not our code.
+if ! python3 -c 'import standardwebhooks' >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check standardwebhooks
+fi
+
 # Plain `cargo test`: unit, integration and doc tests. Not --all-targets,
 # which would also build and run the benches (clippy in .ci/run checks them).
 exec cargo test "$@"

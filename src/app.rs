@@ -2,22 +2,25 @@
 //! the binlog stream at the start position, route each change to the tasks
 //! that want it, deliver, and stop cleanly when cancelled.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::deliver::{self, Outcome};
+use crate::deliver::{self, Dispatcher, Job};
 use crate::event::payload;
 use crate::route::Router;
 use crate::server::Health;
 use crate::source::connect::{self, ServerInfo};
 use crate::source::position;
-use crate::source::reader::{self, ReaderOptions, SourceEvent};
+use crate::source::reader::{self, Commit, ReaderOptions, SourceEvent};
 use crate::source::value::DecodeOptions;
 use crate::source::SourceError;
+use crate::store::Store;
 
 /// Errors that stop `pikachu run`.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +29,58 @@ pub enum AppError {
     Source(#[from] SourceError),
     #[error("{0}")]
     Setup(String),
+}
+
+/// Binlog positions of transactions whose changes are not all settled yet.
+///
+/// Every job gets a sequence number (strictly increasing in binlog order);
+/// at each commit the app records the next unused number. The delivery
+/// engine's watermark is the smallest unsettled number (or the next unused
+/// one when all are settled), so a commit is settled (all its changes, and
+/// all before it, delivered or dead-lettered) once its recorded number is
+/// <= the watermark. [`CommitTracker::settled_commit`] is the position a
+/// checkpoint may be saved at.
+#[derive(Debug, Default)]
+pub struct CommitTracker {
+    pending: VecDeque<(u64, Commit)>,
+    settled: Option<Commit>,
+}
+
+impl CommitTracker {
+    /// Records a commit read when the next job's seq was `next_seq`.
+    pub fn record(&mut self, next_seq: u64, commit: Commit) {
+        // Commits with no job in between settle together: keep the last.
+        if let Some(back) = self.pending.back_mut() {
+            if back.0 == next_seq {
+                back.1 = commit;
+                return;
+            }
+        }
+        self.pending.push_back((next_seq, commit));
+    }
+
+    /// Moves the settled commit forward to the last one whose seq <=
+    /// `watermark`; true if it moved.
+    pub fn advance(&mut self, watermark: u64) -> bool {
+        let mut moved = false;
+        while self.pending.front().is_some_and(|(s, _)| *s <= watermark) {
+            if let Some((_, c)) = self.pending.pop_front() {
+                self.settled = Some(c);
+                moved = true;
+            }
+        }
+        moved
+    }
+
+    /// The latest commit all of whose changes (and all earlier ones) are settled.
+    pub fn settled_commit(&self) -> Option<&Commit> {
+        self.settled.as_ref()
+    }
+
+    /// Commits read but not settled yet.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
 }
 
 /// Runs the pipeline until `cancel` or a fatal error.
@@ -69,11 +124,60 @@ pub async fn run(
     health.connected.store(true, Ordering::Relaxed);
     health.dispatcher_running.store(true, Ordering::Relaxed);
 
-    let client = deliver::http_client(config.dispatcher.timeout).map_err(AppError::Setup)?;
-    let mut body = Vec::with_capacity(1024);
-    loop {
+    let store = Store::open(&config.state_dir).map_err(|e| AppError::Setup(e.to_string()))?;
+    let dead_letters_before = store
+        .count_dead_letters()
+        .map_err(|e| AppError::Setup(e.to_string()))?;
+    if dead_letters_before > 0 {
+        tracing::warn!(count = dead_letters_before, path = %store.path().display(), "there are dead letters from earlier runs (see `pikachu dlq list`)");
+    }
+    health
+        .dead_letters
+        .store(dead_letters_before, Ordering::Relaxed);
+    let dispatcher = Dispatcher::start(
+        &config.dispatcher,
+        &config.tasks,
+        Arc::new(Mutex::new(store)),
+    )
+    .map_err(AppError::Setup)?;
+    let stats = dispatcher.stats();
+    let mut watermark = dispatcher.watermark();
+    let mut commits = CommitTracker::default();
+    let refresh_health = |commits: &CommitTracker| {
+        health
+            .queue_size
+            .store(stats.queued.load(Ordering::Relaxed), Ordering::Relaxed);
+        health.dead_letters.store(
+            dead_letters_before + stats.dead_lettered.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        if let Some(c) = commits.settled_commit() {
+            health.set_position(format!("{}:{}", c.file, c.pos));
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Sequence number of the next job: strictly increasing in binlog order.
+    let mut seq: u64 = 0;
+    let mut scratch = Vec::with_capacity(64);
+    let mut body_hint = 512usize;
+    'run: loop {
         let ev = tokio::select! {
             _ = cancel.cancelled() => break,
+            changed = watermark.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let w = *watermark.borrow_and_update();
+                if commits.advance(w) {
+                    refresh_health(&commits);
+                }
+                continue;
+            }
+            _ = tick.tick() => {
+                refresh_health(&commits);
+                continue;
+            }
             ev = rx.recv() => ev,
         };
         let Some(ev) = ev else { break };
@@ -85,44 +189,87 @@ pub async fn run(
                 for task_idx in router.tasks_for(&change) {
                     let task = &config.tasks[task_idx];
                     let id = payload::change_id(&change, &task.task_id);
-                    body.clear();
+                    let mut body = Vec::with_capacity(body_hint);
                     payload::render(&mut body, &change, &task.task_id, &id);
-                    let outcome = deliver::deliver_with_retries(
-                        &client,
-                        &config.dispatcher,
-                        task,
-                        &id,
-                        i64::from(change.timestamp),
-                        &body,
-                    )
-                    .await;
-                    match outcome {
-                        Outcome::Delivered { attempts } => {
-                            tracing::debug!(task_id = %task.task_id, id = %id, attempts, "delivered");
-                        }
-                        Outcome::Failed {
-                            attempts,
-                            last_error,
-                        } => {
-                            health.dead_letters.fetch_add(1, Ordering::Relaxed);
-                            tracing::error!(task_id = %task.task_id, id = %id, attempts, error = %last_error, payload = %String::from_utf8_lossy(&body), "webhook delivery failed after all retries");
-                        }
+                    body_hint = body_hint.max(body.len() + 64);
+                    let job = Job {
+                        task: task_idx,
+                        keys: deliver::ordering_keys(task_idx, &change, &mut scratch),
+                        id,
+                        body: body.into(),
+                        seq,
+                    };
+                    seq += 1;
+                    // Waits while the delivery queue is full: the reader
+                    // channel fills up and the binlog reader waits too.
+                    let submitted = tokio::select! {
+                        _ = cancel.cancelled() => break 'run,
+                        r = dispatcher.submit(job) => r,
+                    };
+                    if let Err(e) = submitted {
+                        tracing::error!(error = %e, "cannot hand a change to delivery");
+                        break 'run;
                     }
                 }
             }
             SourceEvent::Commit(c) => {
-                health.set_position(format!("{}:{}", c.file, c.pos));
+                commits.record(seq, c);
+                if commits.advance(*watermark.borrow()) {
+                    refresh_health(&commits);
+                }
             }
         }
     }
     reader_cancel.cancel();
     health.monitor_running.store(false, Ordering::Relaxed);
+    let report = dispatcher.shutdown(config.shutdown_timeout).await;
+    commits.advance(report.watermark);
+    refresh_health(&commits);
     health.dispatcher_running.store(false, Ordering::Relaxed);
+    match commits.settled_commit() {
+        Some(c) => {
+            tracing::info!(position = %format!("{}:{}", c.file, c.pos), unsettled = report.unsettled, "delivery stopped; every change up to this position is settled")
+        }
+        None => tracing::info!(unsettled = report.unsettled, "delivery stopped"),
+    }
     match reader.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.into()),
         Err(join) => Err(AppError::Setup(format!(
             "the binlog reader stopped unexpectedly: {join}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(pos: u64) -> Commit {
+        Commit {
+            file: "mysql-bin.000001".into(),
+            pos,
+            gtid: None,
+            timestamp: 0,
+        }
+    }
+
+    #[test]
+    fn commit_settles_when_its_changes_are_settled() {
+        let mut t = CommitTracker::default();
+        // trx A: jobs 0, 1; trx B: no job; trx C: job 2.
+        t.record(2, commit(100));
+        t.record(2, commit(200));
+        t.record(3, commit(300));
+        assert_eq!(t.pending(), 2);
+        assert!(!t.advance(0));
+        assert!(!t.advance(1));
+        assert!(t.settled_commit().is_none());
+        assert!(t.advance(2));
+        assert_eq!(t.settled_commit().map(|c| c.pos), Some(200));
+        assert!(!t.advance(2));
+        assert!(t.advance(3));
+        assert_eq!(t.settled_commit().map(|c| c.pos), Some(300));
+        assert_eq!(t.pending(), 0);
     }
 }

@@ -42,11 +42,55 @@ pub enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Dead letters: changes whose delivery failed after all retries.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// A tiny webhook receiver that prints every request it gets (for trying pikachu out).
     DemoReceiver {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: String,
+    },
+}
+
+/// `pikachu dlq ...`. `--id` takes a dead-letter id (the number `list`
+/// prints) or a change id.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// One line per dead letter: id, task, change id, attempts, last attempt, last error.
+    List {
+        /// Only this task's dead letters.
+        #[arg(long)]
+        task: Option<String>,
+    },
+    /// Everything recorded about one dead letter, and its body.
+    Show {
+        /// The dead letter's id (from `list`).
+        id: i64,
+    },
+    /// Re-send dead letters, oldest first, through the normal delivery path;
+    /// delete those that got a 2xx. Stops at the first that still fails.
+    Replay {
+        /// Only this task's dead letters.
+        #[arg(long)]
+        task: Option<String>,
+        /// Only this dead letter (dead-letter id or change id).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Delete dead letters (without --id, --yes is required).
+    Purge {
+        /// Only this task's dead letters.
+        #[arg(long)]
+        task: Option<String>,
+        /// Only this dead letter (dead-letter id or change id).
+        #[arg(long)]
+        id: Option<String>,
+        /// Confirm deleting more than one.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -108,6 +152,16 @@ mod tests {
         assert!(matches!(
             cli.command,
             Some(Command::Check { offline: true })
+        ));
+        assert_eq!(cli.config, PathBuf::from("a.yaml"));
+        let cli = parse(&[
+            "pikachu", "dlq", "purge", "-config", "a.yaml", "--task", "t", "--yes",
+        ]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Dlq {
+                command: DlqCommand::Purge { yes: true, .. }
+            })
         ));
         assert_eq!(cli.config, PathBuf::from("a.yaml"));
         let cli = parse(&["pikachu", "check", "-offline", "-c", "a.yaml"]);

@@ -3,7 +3,8 @@
 //! Data flows one way: [`source`] (connection, binlog stream, table schema,
 //! row decoding) → [`event`] (the change model and its webhook payload) →
 //! [`route`] (which task wants which change) → [`deliver`] (webhooks).
-//! [`config`], [`telemetry`], [`server`] and [`preflight`] (database checks)
+//! [`config`], [`telemetry`], [`server`], [`preflight`] (database checks)
+//! and [`store`] (local durable state)
 //! sit beside; [`app`] wires them.
 
 pub mod app;
@@ -16,6 +17,7 @@ pub mod preflight;
 pub mod route;
 pub mod server;
 pub mod source;
+pub mod store;
 pub mod telemetry;
 
 /// Installs rustls' ring provider as the process default (reqwest is built

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use pikachu::cli::{rewrite_args, Cli, Command};
+use pikachu::cli::{rewrite_args, Cli, Command, DlqCommand};
 use pikachu::config::{self, Loaded};
 use pikachu::server::Health;
 use pikachu::{app, demo, preflight, telemetry};
@@ -71,6 +71,13 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_RUNTIME)
             }
         }
+        Some(Command::Dlq { ref command }) => {
+            let loaded = match load(&cli) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            runtime.block_on(dlq(&loaded.config, command))
+        }
         None | Some(Command::Run) => {
             let loaded = match load(&cli) {
                 Ok(l) => l,
@@ -96,6 +103,37 @@ fn fail(code: u8, msg: &str) -> ExitCode {
 
 fn load(cli: &Cli) -> Result<Loaded, ExitCode> {
     config::load(&cli.config, cli.tasks.as_deref()).map_err(|e| fail(EXIT_CONFIG, &e.to_string()))
+}
+
+async fn dlq(cfg: &config::Config, command: &DlqCommand) -> ExitCode {
+    use pikachu::deliver::dlq::{self, DlqError};
+    use pikachu::store::Filter;
+    let filter = |task: &Option<String>, id: &Option<String>| Filter {
+        task_id: task.clone(),
+        id: id.clone(),
+    };
+    let mut out = std::io::stdout();
+    let result = match command {
+        DlqCommand::List { task } => dlq::list(cfg, &filter(task, &None), &mut out).map(|n| {
+            if n == 0 {
+                eprintln!("no dead letters");
+            }
+            true
+        }),
+        DlqCommand::Show { id } => dlq::show(cfg, *id, &mut out).map(|()| true),
+        DlqCommand::Replay { task, id } => dlq::replay(cfg, &filter(task, id), &mut out)
+            .await
+            .map(|r| r.failed == 0),
+        DlqCommand::Purge { task, id, yes } => {
+            dlq::purge(cfg, &filter(task, id), *yes, &mut out).map(|_| true)
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(EXIT_RUNTIME),
+        Err(DlqError::Usage(m)) => fail(EXIT_CONFIG, &m),
+        Err(DlqError::Runtime(m)) => fail(EXIT_RUNTIME, &m),
+    }
 }
 
 async fn run(config: config::Config) -> ExitCode {

@@ -1,7 +1,8 @@
 //! The database going away in the middle of a workload: pikachu reconnects
 //! by itself and resumes after the last complete transaction it sent,
 //! skipping what it already sent of the interrupted one — every change
-//! arrives exactly once and in order, without restarting pikachu.
+//! arrives exactly once (and the reader's output stays in binlog order),
+//! without restarting pikachu.
 
 mod support;
 
@@ -38,7 +39,7 @@ fn workload_survives(crash: bool) {
     db.exec_in(&name, "INSERT INTO t SELECT seq, seq FROM seq_401_to_600");
     let got = receiver.wait_for(600, Duration::from_secs(60));
     pikachu.assert_alive();
-    let ids: Vec<i64> = got
+    let mut ids: Vec<i64> = got
         .iter()
         .map(|r| r.json()["data"]["id"].as_i64().expect("id"))
         .collect();
@@ -47,11 +48,10 @@ fn workload_survives(crash: bool) {
         .map(|r| r.header("webhook-id").unwrap_or_default().to_string())
         .collect();
     assert_eq!(webhook_ids.len(), got.len(), "a change was delivered twice");
-    assert_eq!(
-        ids,
-        (1..=600).collect::<Vec<i64>>(),
-        "lost or reordered changes"
-    );
+    // Different rows are delivered in parallel: compare as a set (each row
+    // has one change here, so per-row order holds trivially).
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=600).collect::<Vec<i64>>(), "lost changes");
     assert!(
         pikachu.log().contains("reconnecting"),
         "pikachu never noticed the outage; log:\n{}",

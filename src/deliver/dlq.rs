@@ -1,0 +1,242 @@
+//! `pikachu dlq list|show|replay|purge`: the operator's view of the
+//! dead-letter store.
+//!
+//! `replay` re-sends dead letters oldest first (the order they were
+//! recorded, which is binlog order for each row) through the normal delivery
+//! path: the task's current URL, headers and secret from the config, a fresh
+//! `webhook-timestamp` and signature, the same `webhook-id` and body, retried
+//! as configured. A dead letter that got a 2xx is deleted. The first one that
+//! still fails stops the replay (later ones may be newer changes of the same
+//! row, which must not overtake it).
+
+use std::io::Write;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::backoff;
+use super::http::{self, AttemptError, Target};
+use crate::config::{Config, DispatcherConfig};
+use crate::store::{DeadLetter, Filter, Store};
+
+/// A `dlq` command failure: usage (exit 2) or runtime (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+fn open(config: &Config) -> Result<Option<Store>, DlqError> {
+    Store::open_existing(&config.state_dir).map_err(|e| DlqError::Runtime(e.to_string()))
+}
+
+fn rt(e: impl std::fmt::Display) -> DlqError {
+    DlqError::Runtime(e.to_string())
+}
+
+fn when(millis: i64) -> String {
+    crate::event::time::rfc3339(millis.div_euclid(1000))
+}
+
+/// One line per dead letter: id, task, change id, attempts, last attempt, last error.
+pub fn list(config: &Config, filter: &Filter, out: &mut dyn Write) -> Result<usize, DlqError> {
+    let Some(store) = open(config)? else {
+        return Ok(0);
+    };
+    let letters = store.dead_letters(filter).map_err(rt)?;
+    if !letters.is_empty() {
+        writeln!(
+            out,
+            "ID\tTASK\tCHANGE_ID\tATTEMPTS\tLAST_ATTEMPT\tLAST_ERROR"
+        )
+        .map_err(rt)?;
+    }
+    for d in &letters {
+        writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            d.id,
+            d.task_id,
+            d.change_id,
+            d.attempts,
+            when(d.last_attempt_at),
+            d.last_error.replace(['\n', '\t'], " ")
+        )
+        .map_err(rt)?;
+    }
+    Ok(letters.len())
+}
+
+/// The full record of dead letter `id`, then its body.
+pub fn show(config: &Config, id: i64, out: &mut dyn Write) -> Result<(), DlqError> {
+    let letter = match open(config)? {
+        Some(store) => store.dead_letter(id).map_err(rt)?,
+        None => None,
+    };
+    let Some(d) = letter else {
+        return Err(DlqError::Runtime(format!(
+            "no dead letter {id} (see `pikachu dlq list`)"
+        )));
+    };
+    let status = d.last_status.map_or("-".to_string(), |s| s.to_string());
+    let text = format!(
+        "id:            {}\ntask_id:       {}\nchange_id:     {}\nurl:           {}\nevents:        {}\nattempts:      {}\nlast_status:   {status}\nlast_error:    {}\nfirst_attempt: {}\nlast_attempt:  {}\nrecorded:      {}\nseq:           {}\nbody:\n",
+        d.id,
+        d.task_id,
+        d.change_id,
+        d.url,
+        d.events,
+        d.attempts,
+        d.last_error,
+        when(d.first_attempt_at),
+        when(d.last_attempt_at),
+        when(d.created_at),
+        d.seq,
+    );
+    out.write_all(text.as_bytes()).map_err(rt)?;
+    out.write_all(&d.body).map_err(rt)?;
+    out.write_all(b"\n").map_err(rt)?;
+    Ok(())
+}
+
+/// Deletes the matching dead letters. Without `--id`, `yes` is required.
+pub fn purge(
+    config: &Config,
+    filter: &Filter,
+    yes: bool,
+    out: &mut dyn Write,
+) -> Result<usize, DlqError> {
+    let Some(mut store) = open(config)? else {
+        writeln!(out, "purged 0 dead letters").map_err(rt)?;
+        return Ok(0);
+    };
+    if filter.id.is_none() && !yes {
+        let n = store.dead_letters(filter).map_err(rt)?.len();
+        return Err(DlqError::Usage(format!(
+            "this would delete {n} dead letter(s){}; add --yes to do it",
+            filter
+                .task_id
+                .as_deref()
+                .map(|t| format!(" of task {t}"))
+                .unwrap_or_default()
+        )));
+    }
+    let n = store.purge_dead_letters(filter).map_err(rt)?;
+    writeln!(out, "purged {n} dead letter(s)").map_err(rt)?;
+    Ok(n)
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    pub delivered: usize,
+    /// Dead letters still failing (at most 1: the replay stops there).
+    pub failed: usize,
+    /// Not tried: after a failure, or of a task no longer in the config.
+    pub left: usize,
+}
+
+/// Re-sends the matching dead letters; see the module docs.
+pub async fn replay(
+    config: &Config,
+    filter: &Filter,
+    out: &mut (dyn Write + Send),
+) -> Result<ReplayReport, DlqError> {
+    let Some(store) = open(config)? else {
+        writeln!(out, "replayed 0: no dead letters").map_err(rt)?;
+        return Ok(ReplayReport::default());
+    };
+    let letters = store.dead_letters(filter).map_err(rt)?;
+    let client = http::http_client(&config.dispatcher).map_err(DlqError::Runtime)?;
+    let store = std::sync::Arc::new(std::sync::Mutex::new(store));
+    let mut report = ReplayReport::default();
+    let mut stopped = false;
+    for d in letters {
+        if stopped {
+            report.left += 1;
+            continue;
+        }
+        let Some(task) = config.tasks.iter().find(|t| t.task_id == d.task_id) else {
+            writeln!(
+                out,
+                "skipped {}: task {} is not in the config",
+                d.id, d.task_id
+            )
+            .map_err(rt)?;
+            report.left += 1;
+            continue;
+        };
+        let target = Target::new(task).map_err(DlqError::Usage)?;
+        match send_with_retries(&client, &config.dispatcher, &target, &d).await {
+            Ok(attempts) => {
+                let id = d.id;
+                let st = store.clone();
+                tokio::task::spawn_blocking(move || {
+                    st.lock()
+                        .map_err(|_| "store lock poisoned".to_string())?
+                        .delete_dead_letter(id)
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(rt)?
+                .map_err(DlqError::Runtime)?;
+                report.delivered += 1;
+                writeln!(
+                    out,
+                    "delivered {} (task {}, change {}, {} attempt(s)); removed",
+                    d.id, d.task_id, d.change_id, attempts
+                )
+                .map_err(rt)?;
+            }
+            Err(e) => {
+                report.failed += 1;
+                stopped = true;
+                writeln!(
+                    out,
+                    "failed {} (task {}, change {}): {}; stopping (later dead letters may be newer changes of the same row)",
+                    d.id, d.task_id, d.change_id, e.message
+                )
+                .map_err(rt)?;
+            }
+        }
+    }
+    writeln!(
+        out,
+        "replayed: {} delivered, {} failed, {} left",
+        report.delivered, report.failed, report.left
+    )
+    .map_err(rt)?;
+    Ok(report)
+}
+
+async fn send_with_retries(
+    client: &reqwest::Client,
+    cfg: &DispatcherConfig,
+    target: &Target,
+    d: &DeadLetter,
+) -> Result<u32, AttemptError> {
+    let body = Bytes::from(d.body.clone());
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match http::attempt(client, target, &d.change_id, body.clone(), cfg.timeout).await {
+            Ok(_) => return Ok(attempt),
+            Err(e) if attempt > cfg.max_retries => return Err(e),
+            Err(e) => {
+                let delay: Duration = match e.retry_after {
+                    Some(ra) => ra.min(cfg.retry_max_delay),
+                    None => backoff::full_jitter(
+                        cfg.retry_base_delay,
+                        cfg.retry_max_delay,
+                        attempt - 1,
+                        backoff::rand01(),
+                    ),
+                };
+                tracing::warn!(task_id = %target.task_id, id = %d.change_id, attempt, error = %e.message, "replay attempt failed, retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,779 @@
+//! The delivery engine: a bounded queue of jobs, scheduled so that jobs of
+//! the same ordering key go out one at a time in submission (binlog) order
+//! and different keys go out in parallel over `worker_count` workers; failed
+//! attempts retried with backoff; exhausted jobs written to the dead-letter
+//! store; and a low watermark of settled sequence numbers for the checkpoint.
+//!
+//! One scheduler task owns all the state (no locks on the hot path). HTTP
+//! attempts, retry timers and dead-letter writes run as tasks of a `JoinSet`
+//! and report back to it.
+//!
+//! - **Queue**: `queue_size` jobs at most are in the engine (waiting,
+//!   in flight, backing off, being dead-lettered). [`Dispatcher::submit`]
+//!   waits for room: that wait is the backpressure that makes the binlog
+//!   reader wait. Nothing is dropped.
+//! - **Order**: each key has a FIFO of units; a unit starts only when it is
+//!   at the head of the FIFO of each of its keys (1 key, or 2 for a
+//!   primary-key change), and leaves the FIFOs when settled.
+//! - **Workers**: at most `worker_count` HTTP attempts in flight. A unit
+//!   waiting for its retry holds no worker. Tasks take turns (round robin).
+//!   With several tasks, one task never holds all the workers (one per
+//!   other task is kept free, up to half of them), and a task whose last
+//!   attempt failed holds at most half: a failing or hanging endpoint cannot
+//!   starve the other tasks.
+//! - **Batching** (per task): up to `max_events` jobs in one JSON array,
+//!   flushed when full or `max_wait` after the first; one batch in flight
+//!   per task, which keeps the task's order.
+//! - **Settled** = delivered (2xx) or durably dead-lettered. The watermark
+//!   is the smallest unsettled seq, or the next seq when all are settled.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore, TryAcquireError};
+use tokio::task::JoinSet;
+
+use super::backoff;
+use super::http::{self, AttemptError, Target};
+use super::keys::OrderingKeys;
+use crate::config::{DispatcherConfig, OnFailure, TaskConfig};
+use crate::store::{self, DeadLetter, Store};
+
+/// Attempts between error-level reminders for a task with `on_failure: block`.
+const BLOCK_ERROR_EVERY: u32 = 10;
+/// Wait before trying again to write a dead letter that could not be written.
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
+
+/// One change for one task, ready to send.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Index of the task in the config's task list.
+    pub task: usize,
+    pub keys: OrderingKeys,
+    /// The change id (`webhook-id`).
+    pub id: String,
+    /// The rendered payload (JSON object).
+    pub body: Bytes,
+    /// Strictly increasing in binlog order, assigned by the submitter.
+    pub seq: u64,
+}
+
+/// Counters of the engine (read them with `Ordering::Relaxed`).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Jobs accepted by `submit`.
+    pub submitted: AtomicU64,
+    /// Changes delivered with a 2xx answer.
+    pub delivered: AtomicU64,
+    /// HTTP requests made (attempts, batches count once).
+    pub requests: AtomicU64,
+    /// Attempts that failed (connection error, timeout, non-2xx).
+    pub failed_attempts: AtomicU64,
+    /// Retries scheduled.
+    pub retries: AtomicU64,
+    /// Changes written to the dead-letter store.
+    pub dead_lettered: AtomicU64,
+    /// HTTP attempts in progress.
+    pub in_flight: AtomicU64,
+    /// Jobs in the engine, not yet settled (the queue depth).
+    pub queued: AtomicU64,
+    /// Times `submit` had to wait because the queue was full.
+    pub submit_waits: AtomicU64,
+}
+
+/// Why `submit` did not take a job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the dispatcher is shutting down")]
+    ShuttingDown,
+    #[error("job for task number {0}, which does not exist")]
+    UnknownTask(usize),
+}
+
+/// What [`Dispatcher::shutdown`] left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Jobs not settled (not delivered, not dead-lettered): they will be read
+    /// again from the binlog after a restart, since the watermark stays
+    /// below them.
+    pub unsettled: u64,
+    /// The final watermark.
+    pub watermark: u64,
+}
+
+/// Handle to the running engine.
+pub struct Dispatcher {
+    tx: mpsc::UnboundedSender<Msg>,
+    queue: Arc<Semaphore>,
+    watermark: watch::Receiver<u64>,
+    stats: Arc<Stats>,
+    tasks: usize,
+    engine: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+enum Msg {
+    Job(Job),
+    Shutdown {
+        grace: Duration,
+        reply: oneshot::Sender<ShutdownReport>,
+    },
+}
+
+enum Event {
+    Done {
+        unit: u64,
+        result: Result<u16, AttemptError>,
+    },
+    RetryDue(u64),
+    DeadLettered {
+        unit: u64,
+        result: Result<i64, String>,
+    },
+    DeadLetterRetry(u64),
+}
+
+impl Dispatcher {
+    /// Starts the engine (on the current tokio runtime) for `tasks`; dead
+    /// letters go to `store`. Errors on a task whose URL, headers or secret
+    /// cannot be used.
+    pub fn start(
+        cfg: &DispatcherConfig,
+        tasks: &[TaskConfig],
+        store: Arc<Mutex<Store>>,
+    ) -> Result<Dispatcher, String> {
+        let client = http::http_client(cfg)?;
+        let mut states = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            states.push(TaskState {
+                target: Arc::new(Target::new(t)?),
+                on_failure: t.on_failure,
+                ready: VecDeque::new(),
+                in_flight: 0,
+                consecutive_failures: 0,
+                batch: t.batch.map(|b| Batcher {
+                    max_events: b.max_events.max(1),
+                    max_wait: b.max_wait,
+                    pending: VecDeque::new(),
+                    first_at: None,
+                    busy: false,
+                }),
+            });
+        }
+        let workers = cfg.worker_count.max(1);
+        let queue_size = cfg.queue_size.max(1);
+        let queue = Arc::new(Semaphore::new(queue_size));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (wm_tx, wm_rx) = watch::channel(0u64);
+        let stats = Arc::new(Stats::default());
+        let engine = Engine {
+            cfg: cfg.clone(),
+            client,
+            store,
+            stats: stats.clone(),
+            queue: queue.clone(),
+            tasks: states,
+            units: HashMap::new(),
+            keys: HashMap::new(),
+            rr: 0,
+            free_workers: workers,
+            task_cap: workers - (tasks.len().saturating_sub(1)).min(workers / 2),
+            failing_cap: (workers / 2).max(1),
+            unsettled: BTreeSet::new(),
+            next_seq: 0,
+            watermark: wm_tx,
+            joins: JoinSet::new(),
+            shutdown: None,
+        };
+        let handle = tokio::spawn(engine.run(rx));
+        Ok(Dispatcher {
+            tx,
+            queue,
+            watermark: wm_rx,
+            stats,
+            tasks: tasks.len(),
+            engine: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Hands a job to the engine; waits while the queue is full.
+    pub async fn submit(&self, job: Job) -> Result<(), SubmitError> {
+        if job.task >= self.tasks {
+            return Err(SubmitError::UnknownTask(job.task));
+        }
+        match self.queue.try_acquire() {
+            Ok(p) => p.forget(),
+            Err(TryAcquireError::NoPermits) => {
+                self.stats.submit_waits.fetch_add(1, Ordering::Relaxed);
+                self.queue
+                    .acquire()
+                    .await
+                    .map_err(|_| SubmitError::ShuttingDown)?
+                    .forget();
+            }
+            Err(TryAcquireError::Closed) => return Err(SubmitError::ShuttingDown),
+        }
+        self.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx
+            .send(Msg::Job(job))
+            .map_err(|_| SubmitError::ShuttingDown)
+    }
+
+    /// The low watermark: the smallest seq not yet settled, or the next
+    /// seq when everything submitted is settled. Never decreases.
+    pub fn watermark(&self) -> watch::Receiver<u64> {
+        self.watermark.clone()
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Stops taking jobs, keeps delivering what it has for up to `grace`
+    /// (until everything is settled), then stops the rest. Idempotent.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        self.queue.close();
+        let (reply, rx) = oneshot::channel();
+        let sent = self.tx.send(Msg::Shutdown { grace, reply }).is_ok();
+        let report = if sent { rx.await.ok() } else { None };
+        let handle = self.engine.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+        report.unwrap_or_else(|| ShutdownReport {
+            unsettled: self.stats.queued.load(Ordering::Relaxed),
+            watermark: *self.watermark.borrow(),
+        })
+    }
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        if let Ok(mut h) = self.engine.lock() {
+            if let Some(h) = h.take() {
+                h.abort();
+            }
+        }
+    }
+}
+
+struct Unit {
+    task: usize,
+    /// Members of a batch (empty for a single job, whose seq is the unit id).
+    batch: Vec<u64>,
+    keys: Option<OrderingKeys>,
+    /// Number of its keys where it is not yet at the head.
+    blocked: usize,
+    id: Arc<str>,
+    body: Bytes,
+    attempts: u32,
+    first_attempt: Option<SystemTime>,
+    last_attempt: Option<SystemTime>,
+    last_error: String,
+    last_status: Option<u16>,
+}
+
+impl Unit {
+    fn members(&self) -> usize {
+        self.batch.len().max(1)
+    }
+}
+
+struct Batcher {
+    max_events: usize,
+    max_wait: Duration,
+    pending: VecDeque<Job>,
+    first_at: Option<Instant>,
+    /// A batch of this task is in flight, backing off or being dead-lettered.
+    busy: bool,
+}
+
+struct TaskState {
+    target: Arc<Target>,
+    on_failure: OnFailure,
+    /// Units that may start, waiting for a worker.
+    ready: VecDeque<u64>,
+    in_flight: usize,
+    consecutive_failures: u32,
+    batch: Option<Batcher>,
+}
+
+struct Engine {
+    cfg: DispatcherConfig,
+    client: reqwest::Client,
+    store: Arc<Mutex<Store>>,
+    stats: Arc<Stats>,
+    queue: Arc<Semaphore>,
+    tasks: Vec<TaskState>,
+    /// Units by id (a single job's seq; a batch's first seq).
+    units: HashMap<u64, Unit>,
+    /// Ordering key → FIFO of unit ids.
+    keys: HashMap<u64, VecDeque<u64>>,
+    rr: usize,
+    free_workers: usize,
+    /// Most attempts one task may have in flight.
+    task_cap: usize,
+    /// Same, for a task whose last attempt failed.
+    failing_cap: usize,
+    unsettled: BTreeSet<u64>,
+    next_seq: u64,
+    watermark: watch::Sender<u64>,
+    joins: JoinSet<Event>,
+    shutdown: Option<(Instant, oneshot::Sender<ShutdownReport>)>,
+}
+
+impl Engine {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        let mut rx_open = true;
+        loop {
+            self.dispatch();
+            if let Some((deadline, _)) = &self.shutdown {
+                if self.unsettled.is_empty() || Instant::now() >= *deadline {
+                    break;
+                }
+            }
+            if !rx_open && self.shutdown.is_none() {
+                // The handle is gone without a shutdown: stop now.
+                break;
+            }
+            let flush_at = self.next_batch_deadline();
+            let stop_at = self.shutdown.as_ref().map(|(d, _)| *d);
+            tokio::select! {
+                biased;
+                Some(done) = self.joins.join_next(), if !self.joins.is_empty() => match done {
+                    Ok(ev) => self.on_event(ev),
+                    Err(e) if e.is_cancelled() => {}
+                    Err(e) => tracing::error!(error = %e, "a delivery task failed; its job stays unsettled"),
+                },
+                msg = rx.recv(), if rx_open => match msg {
+                    Some(msg) => {
+                        self.on_msg(msg);
+                        // Take what else is waiting before scheduling.
+                        for _ in 0..1024 {
+                            match rx.try_recv() {
+                                Ok(msg) => self.on_msg(msg),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => rx_open = false,
+                },
+                _ = sleep_until_opt(flush_at), if flush_at.is_some() => {}
+                _ = sleep_until_opt(stop_at), if stop_at.is_some() => {}
+            }
+        }
+        self.joins.abort_all();
+        let report = ShutdownReport {
+            unsettled: self.unsettled.len() as u64,
+            watermark: *self.watermark.borrow(),
+        };
+        if report.unsettled > 0 {
+            tracing::warn!(
+                unsettled = report.unsettled,
+                "delivery stopped with changes not yet delivered; they will be read again after a restart"
+            );
+        }
+        if let Some((_, reply)) = self.shutdown.take() {
+            let _ = reply.send(report);
+        }
+    }
+
+    fn on_msg(&mut self, msg: Msg) {
+        match msg {
+            Msg::Job(job) => self.add(job),
+            Msg::Shutdown { grace, reply } => {
+                let deadline = Instant::now() + grace;
+                match &mut self.shutdown {
+                    Some((d, _)) => *d = (*d).min(deadline),
+                    None => self.shutdown = Some((deadline, reply)),
+                }
+            }
+        }
+    }
+
+    fn add(&mut self, job: Job) {
+        debug_assert!(job.seq >= self.next_seq, "seq must increase");
+        self.next_seq = self.next_seq.max(job.seq + 1);
+        self.unsettled.insert(job.seq);
+        let task = &mut self.tasks[job.task];
+        if let Some(b) = &mut task.batch {
+            if b.pending.is_empty() {
+                b.first_at = Some(Instant::now());
+            }
+            b.pending.push_back(job);
+            return;
+        }
+        let id = job.seq;
+        let mut blocked = 0;
+        for k in job.keys.iter() {
+            let q = self.keys.entry(k).or_default();
+            if !q.is_empty() {
+                blocked += 1;
+            }
+            q.push_back(id);
+        }
+        if blocked == 0 {
+            task.ready.push_back(id);
+        }
+        self.units.insert(
+            id,
+            Unit {
+                task: job.task,
+                batch: Vec::new(),
+                keys: Some(job.keys),
+                blocked,
+                id: job.id.into(),
+                body: job.body,
+                attempts: 0,
+                first_attempt: None,
+                last_attempt: None,
+                last_error: String::new(),
+                last_status: None,
+            },
+        );
+    }
+
+    /// Forms due batches and starts ready units while workers are free.
+    fn dispatch(&mut self) {
+        let stopping = self.shutdown.is_some();
+        let mut now = None;
+        for t in 0..self.tasks.len() {
+            let Some(b) = &mut self.tasks[t].batch else {
+                continue;
+            };
+            if b.busy || b.pending.is_empty() {
+                continue;
+            }
+            let now = *now.get_or_insert_with(Instant::now);
+            let due = b.pending.len() >= b.max_events
+                || stopping
+                || b.first_at.is_some_and(|f| now >= f + b.max_wait);
+            if due {
+                self.form_batch(t, now);
+            }
+        }
+        let n = self.tasks.len();
+        while self.free_workers > 0 {
+            let mut picked = None;
+            for i in 0..n {
+                let t = (self.rr + i) % n;
+                let ts = &self.tasks[t];
+                if ts.ready.is_empty() {
+                    continue;
+                }
+                let cap = if ts.consecutive_failures > 0 {
+                    self.failing_cap.min(self.task_cap)
+                } else {
+                    self.task_cap
+                };
+                if ts.in_flight >= cap {
+                    continue;
+                }
+                picked = Some(t);
+                break;
+            }
+            let Some(t) = picked else { break };
+            self.rr = (t + 1) % n;
+            if let Some(unit) = self.tasks[t].ready.pop_front() {
+                self.start(unit);
+            }
+        }
+    }
+
+    fn form_batch(&mut self, t: usize, now: Instant) {
+        let Some(b) = &mut self.tasks[t].batch else {
+            return;
+        };
+        let n = b.pending.len().min(b.max_events);
+        let jobs: Vec<Job> = b.pending.drain(..n).collect();
+        b.first_at = if b.pending.is_empty() {
+            None
+        } else {
+            Some(now)
+        };
+        b.busy = true;
+        let size: usize = jobs.iter().map(|j| j.body.len() + 1).sum::<usize>() + 2;
+        let mut body = Vec::with_capacity(size);
+        body.push(b'[');
+        for (i, j) in jobs.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&j.body);
+        }
+        body.push(b']');
+        let first = &jobs[0];
+        let last = &jobs[jobs.len() - 1];
+        let id = batch_id(&first.id, &last.id);
+        let unit_id = first.seq;
+        self.units.insert(
+            unit_id,
+            Unit {
+                task: t,
+                batch: jobs.iter().map(|j| j.seq).collect(),
+                keys: None,
+                blocked: 0,
+                id: id.into(),
+                body: Bytes::from(body),
+                attempts: 0,
+                first_attempt: None,
+                last_attempt: None,
+                last_error: String::new(),
+                last_status: None,
+            },
+        );
+        self.tasks[t].ready.push_back(unit_id);
+    }
+
+    fn next_batch_deadline(&self) -> Option<Instant> {
+        self.tasks
+            .iter()
+            .filter_map(|t| t.batch.as_ref())
+            .filter(|b| !b.busy && !b.pending.is_empty())
+            .filter_map(|b| b.first_at.map(|f| f + b.max_wait))
+            .min()
+    }
+
+    fn start(&mut self, unit_id: u64) {
+        let Some(unit) = self.units.get_mut(&unit_id) else {
+            return;
+        };
+        let now = SystemTime::now();
+        unit.attempts += 1;
+        unit.first_attempt.get_or_insert(now);
+        unit.last_attempt = Some(now);
+        let task = &mut self.tasks[unit.task];
+        task.in_flight += 1;
+        self.free_workers -= 1;
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let client = self.client.clone();
+        let target = task.target.clone();
+        let id = unit.id.clone();
+        let body = unit.body.clone();
+        let timeout = self.cfg.timeout;
+        self.joins.spawn(async move {
+            let result = http::attempt(&client, &target, &id, body, timeout).await;
+            Event::Done {
+                unit: unit_id,
+                result,
+            }
+        });
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Done { unit, result } => self.on_done(unit, result),
+            Event::RetryDue(unit) => {
+                if let Some(u) = self.units.get(&unit) {
+                    // Its keys are held: let it go before newer ready units.
+                    self.tasks[u.task].ready.push_front(unit);
+                }
+            }
+            Event::DeadLettered { unit, result } => match result {
+                Ok(row) => {
+                    if let Some(u) = self.units.get(&unit) {
+                        let n = u.members() as u64;
+                        self.stats.dead_lettered.fetch_add(n, Ordering::Relaxed);
+                        let t = &self.tasks[u.task];
+                        tracing::error!(
+                            task_id = %t.target.task_id, id = %u.id, attempts = u.attempts,
+                            error = %u.last_error, dead_letter = row, events = n,
+                            "webhook delivery failed after all retries; recorded as dead letter {row} (see `pikachu dlq`)"
+                        );
+                    }
+                    self.settle(unit);
+                }
+                Err(e) => {
+                    if let Some(u) = self.units.get(&unit) {
+                        let t = &self.tasks[u.task];
+                        tracing::error!(
+                            task_id = %t.target.task_id, id = %u.id, error = %e,
+                            "cannot write the dead letter; holding the change and trying again"
+                        );
+                    }
+                    self.joins.spawn(async move {
+                        tokio::time::sleep(DEAD_LETTER_RETRY).await;
+                        Event::DeadLetterRetry(unit)
+                    });
+                }
+            },
+            Event::DeadLetterRetry(unit) => self.dead_letter(unit),
+        }
+    }
+
+    fn on_done(&mut self, unit_id: u64, result: Result<u16, AttemptError>) {
+        self.free_workers += 1;
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let Some(unit) = self.units.get_mut(&unit_id) else {
+            return;
+        };
+        let task = &mut self.tasks[unit.task];
+        task.in_flight -= 1;
+        match result {
+            Ok(status) => {
+                task.consecutive_failures = 0;
+                let n = unit.members() as u64;
+                self.stats.delivered.fetch_add(n, Ordering::Relaxed);
+                tracing::debug!(task_id = %task.target.task_id, id = %unit.id, attempts = unit.attempts, status, events = n, "delivered");
+                self.settle(unit_id);
+            }
+            Err(e) => {
+                task.consecutive_failures = task.consecutive_failures.saturating_add(1);
+                self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                unit.last_error = e.message;
+                unit.last_status = e.status;
+                let retries_done = unit.attempts - 1;
+                let block = task.on_failure == OnFailure::Block;
+                if retries_done >= self.cfg.max_retries && !block {
+                    self.dead_letter(unit_id);
+                    return;
+                }
+                let delay = match e.retry_after {
+                    Some(ra) => ra.min(self.cfg.retry_max_delay),
+                    None => backoff::full_jitter(
+                        self.cfg.retry_base_delay,
+                        self.cfg.retry_max_delay,
+                        retries_done,
+                        backoff::rand01(),
+                    ),
+                };
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                let retry_in_ms = delay.as_millis() as u64;
+                if block
+                    && retries_done >= self.cfg.max_retries
+                    && unit.attempts % BLOCK_ERROR_EVERY == 0
+                {
+                    tracing::error!(
+                        task_id = %task.target.task_id, id = %unit.id, attempt = unit.attempts,
+                        error = %unit.last_error, retry_in_ms,
+                        "webhook delivery still failing; on_failure: block holds this row's later changes until it succeeds"
+                    );
+                } else {
+                    tracing::warn!(
+                        task_id = %task.target.task_id, id = %unit.id, attempt = unit.attempts,
+                        error = %unit.last_error, retry_in_ms,
+                        "webhook delivery failed, retrying"
+                    );
+                }
+                self.joins.spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    Event::RetryDue(unit_id)
+                });
+            }
+        }
+    }
+
+    fn dead_letter(&mut self, unit_id: u64) {
+        let Some(u) = self.units.get(&unit_id) else {
+            return;
+        };
+        let t = &self.tasks[u.task];
+        let now = store::unix_millis(SystemTime::now());
+        let record = DeadLetter {
+            id: 0,
+            task_id: t.target.task_id.clone(),
+            change_id: u.id.to_string(),
+            url: t.target.url.to_string(),
+            body: u.body.to_vec(),
+            events: u.members() as u32,
+            last_status: u.last_status,
+            last_error: u.last_error.clone(),
+            attempts: u.attempts,
+            first_attempt_at: u.first_attempt.map_or(now, store::unix_millis),
+            last_attempt_at: u.last_attempt.map_or(now, store::unix_millis),
+            seq: u.batch.first().copied().unwrap_or(unit_id),
+            created_at: now,
+        };
+        let store = self.store.clone();
+        self.joins.spawn(async move {
+            let result = tokio::task::spawn_blocking(move || {
+                let mut s = store
+                    .lock()
+                    .map_err(|_| "the store lock is poisoned".to_string())?;
+                s.insert_dead_letter(&record).map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("the dead-letter writer failed: {e}")));
+            Event::DeadLettered {
+                unit: unit_id,
+                result,
+            }
+        });
+    }
+
+    fn settle(&mut self, unit_id: u64) {
+        let Some(unit) = self.units.remove(&unit_id) else {
+            return;
+        };
+        let n = unit.members();
+        if unit.batch.is_empty() {
+            self.unsettled.remove(&unit_id);
+        } else {
+            for s in &unit.batch {
+                self.unsettled.remove(s);
+            }
+        }
+        self.stats.queued.fetch_sub(n as u64, Ordering::Relaxed);
+        self.queue.add_permits(n);
+        if let Some(keys) = unit.keys {
+            for k in keys.iter() {
+                let Some(q) = self.keys.get_mut(&k) else {
+                    continue;
+                };
+                debug_assert_eq!(q.front(), Some(&unit_id));
+                q.pop_front();
+                match q.front().copied() {
+                    None => {
+                        self.keys.remove(&k);
+                    }
+                    Some(next) => {
+                        if let Some(nu) = self.units.get_mut(&next) {
+                            nu.blocked -= 1;
+                            if nu.blocked == 0 {
+                                self.tasks[nu.task].ready.push_back(next);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(b) = &mut self.tasks[unit.task].batch {
+            if !unit.batch.is_empty() {
+                b.busy = false;
+                if !b.pending.is_empty() && b.first_at.is_none() {
+                    b.first_at = Some(Instant::now());
+                }
+            }
+        }
+        let w = self.unsettled.first().copied().unwrap_or(self.next_seq);
+        self.watermark.send_if_modified(|v| {
+            if *v < w {
+                *v = w;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// The `webhook-id` of a batch: derived from its first and last change ids
+/// (the id itself for a batch of one).
+pub fn batch_id(first: &str, last: &str) -> String {
+    if first == last {
+        first.to_string()
+    } else {
+        format!("{first}..{last}")
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

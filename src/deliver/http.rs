@@ -1,0 +1,282 @@
+//! One HTTP attempt: the shared client, each task's prepared target (URL,
+//! headers, signing key), Standard Webhooks signing, and how an answer is
+//! classified (2xx = delivered; anything else is a failure to retry).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use sha2::Sha256;
+
+use super::backoff;
+use crate::config::{DispatcherConfig, TaskConfig};
+
+/// `pikachu/<version>`.
+pub const USER_AGENT: &str = concat!("pikachu/", env!("CARGO_PKG_VERSION"));
+
+/// Builds the shared HTTP client: rustls on ring, HTTP/1.1 keep-alive and
+/// HTTP/2 (ALPN, for https), `timeout` per attempt, an idle pool big enough
+/// for `worker_count` parallel deliveries.
+pub fn http_client(cfg: &DispatcherConfig) -> Result<reqwest::Client, String> {
+    crate::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(cfg.timeout)
+        .user_agent(USER_AGENT)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(cfg.worker_count.max(1))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// Where and how one task's webhooks are sent, prepared once.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub task_id: String,
+    pub url: reqwest::Url,
+    /// `Content-Type` and the task's own headers.
+    pub headers: HeaderMap,
+    /// HMAC key when the task has a `secret`.
+    signing_key: Option<Vec<u8>>,
+}
+
+impl Target {
+    /// Prepares `task`'s target; errors name the task and the bad setting
+    /// (never the secret's value).
+    pub fn new(task: &TaskConfig) -> Result<Target, String> {
+        let url = reqwest::Url::parse(&task.callback_url).map_err(|e| {
+            format!(
+                "task {}: callback_url {:?} is not a valid URL: {e}",
+                task.task_id, task.callback_url
+            )
+        })?;
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (k, v) in &task.headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("task {}: {k:?} is not a valid header name", task.task_id))?;
+            let mut value = HeaderValue::from_str(v).map_err(|_| {
+                format!(
+                    "task {}: the value of header {k} is not a valid header value",
+                    task.task_id
+                )
+            })?;
+            value.set_sensitive(true);
+            headers.append(name, value);
+        }
+        let signing_key = match &task.secret {
+            Some(secret) => Some(
+                signing_key(secret.expose())
+                    .map_err(|e| format!("task {}: secret: {e}", task.task_id))?,
+            ),
+            None => None,
+        };
+        Ok(Target {
+            task_id: task.task_id.clone(),
+            url,
+            headers,
+            signing_key,
+        })
+    }
+
+    pub fn signs(&self) -> bool {
+        self.signing_key.is_some()
+    }
+}
+
+/// The HMAC key of a Standard Webhooks secret: the base64 after `whsec_`,
+/// or a plain string's own bytes.
+pub fn signing_key(secret: &str) -> Result<Vec<u8>, String> {
+    let key = match secret.strip_prefix("whsec_") {
+        Some(b64) => {
+            let b64 = b64.trim_end_matches('=');
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(b64)
+                .map_err(|_| "a `whsec_` secret must be followed by base64".to_string())?
+        }
+        None => secret.as_bytes().to_vec(),
+    };
+    if key.is_empty() {
+        return Err("the secret is empty".into());
+    }
+    Ok(key)
+}
+
+/// The `webhook-signature` value: `v1,<base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}"))>`.
+pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    // HMAC accepts keys of any length.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(itoa::Buffer::new().format(timestamp).as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let sig = mac.finalize().into_bytes();
+    let mut out = String::with_capacity(48);
+    out.push_str("v1,");
+    base64::engine::general_purpose::STANDARD.encode_string(sig, &mut out);
+    out
+}
+
+/// Why one attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptError {
+    /// The HTTP status, when there was an answer.
+    pub status: Option<u16>,
+    /// `HTTP 503`, `timed out after 30s`, `connection failed: ...`.
+    pub message: String,
+    /// `Retry-After` (seconds) of a 429 or 503 answer.
+    pub retry_after: Option<Duration>,
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Sends `body` once to `target` with `id` as `webhook-id`; Ok(status) on 2xx.
+pub async fn attempt(
+    client: &reqwest::Client,
+    target: &Target,
+    id: &str,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<u16, AttemptError> {
+    let timestamp = unix_now();
+    let mut headers = target.headers.clone();
+    let hv = |s: &str| HeaderValue::from_str(s);
+    match hv(id) {
+        Ok(v) => {
+            headers.insert("webhook-id", v);
+        }
+        Err(_) => {
+            return Err(AttemptError {
+                status: None,
+                message: format!("change id {id:?} is not a valid header value"),
+                retry_after: None,
+            })
+        }
+    }
+    headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
+    if let Some(key) = &target.signing_key {
+        let sig = sign(key, id, timestamp, &body);
+        if let Ok(v) = hv(&sig) {
+            headers.insert("webhook-signature", v);
+        }
+    }
+    let sent = client
+        .post(target.url.clone())
+        .headers(headers)
+        .body(body)
+        .send()
+        .await;
+    let mut resp = match sent {
+        Ok(resp) => resp,
+        Err(e) => return Err(request_error(&e, timeout)),
+    };
+    let status = resp.status().as_u16();
+    let retry_after = if status == 429 || status == 503 {
+        resp.headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(backoff::retry_after)
+    } else {
+        None
+    };
+    // Read (and drop) the answer so the connection can be reused; a large
+    // answer is cut off (the connection is then closed, which is fine).
+    let mut read = 0usize;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                read += chunk.len();
+                if read > 64 * 1024 {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                if (200..300).contains(&status) {
+                    // The status is what counts: the receiver said 2xx.
+                    break;
+                }
+                return Err(AttemptError {
+                    status: Some(status),
+                    message: format!("HTTP {status} ({})", request_error(&e, timeout).message),
+                    retry_after,
+                });
+            }
+        }
+    }
+    if (200..300).contains(&status) {
+        Ok(status)
+    } else {
+        Err(AttemptError {
+            status: Some(status),
+            message: format!("HTTP {status}"),
+            retry_after,
+        })
+    }
+}
+
+fn request_error(e: &reqwest::Error, timeout: Duration) -> AttemptError {
+    let message = if e.is_timeout() {
+        format!("timed out after {timeout:?}")
+    } else if e.is_connect() {
+        format!("connection failed: {}", error_chain(e))
+    } else {
+        format!("request failed: {}", error_chain(e))
+    };
+    AttemptError {
+        status: None,
+        message,
+        retry_after: None,
+    }
+}
+
+/// `e` and its sources, `: `-joined, without repeats.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_webhooks_spec_vector() {
+        // The test vector of the Standard Webhooks specification.
+        let key = signing_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("key");
+        let sig = sign(
+            &key,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1_614_265_330,
+            br#"{"test": 2432232314}"#,
+        );
+        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn secrets() {
+        assert_eq!(signing_key("plain").expect("plain"), b"plain".to_vec());
+        assert_eq!(signing_key("whsec_aGk=").expect("b64"), b"hi".to_vec());
+        assert_eq!(signing_key("whsec_aGk").expect("unpadded"), b"hi".to_vec());
+        assert!(signing_key("whsec_!!").is_err());
+        assert!(signing_key("").is_err());
+        assert!(signing_key("whsec_").is_err());
+    }
+}
