@@ -10,13 +10,13 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint;
 use crate::config::Config;
 use crate::deliver::{self, Dispatcher, Job};
 use crate::event::payload;
 use crate::route::Router;
 use crate::server::Health;
 use crate::source::connect::{self, ServerInfo};
-use crate::source::position;
 use crate::source::reader::{self, Commit, ReaderOptions, SourceEvent};
 use crate::source::value::DecodeOptions;
 use crate::source::SourceError;
@@ -88,17 +88,35 @@ pub async fn run(
     config: Config,
     health: Arc<Health>,
     cancel: CancellationToken,
+    reset_position: bool,
 ) -> Result<(), AppError> {
     let config = Arc::new(config);
     crate::preflight::at_start(&config)
         .await
         .map_err(AppError::Setup)?;
+    let mut store = Store::open(&config.state_dir).map_err(|e| AppError::Setup(e.to_string()))?;
+    if reset_position
+        && store
+            .clear_checkpoint()
+            .map_err(|e| AppError::Setup(e.to_string()))?
+    {
+        tracing::warn!(state = %store.path().display(), "checkpoint forgotten (--reset-position): starting from `start` in the config");
+    }
+    let saved = store
+        .checkpoint()
+        .map_err(|e| AppError::Setup(e.to_string()))?;
     let mut conn = connect::connect(&config.database).await?;
     let info: ServerInfo = connect::server_info(&mut conn).await?;
     tracing::info!(flavour = info.flavour.as_str(), version = %info.version, server_id = info.server_id, "connected to {}", connect::addr(&config.database));
-    let start = position::resolve(&mut conn, &info, &config.start).await?;
+    let start = checkpoint::decide_start(&config, &mut conn, &info, saved)
+        .await
+        .map_err(|e| match e {
+            checkpoint::CheckpointError::Source(s) => AppError::Source(s),
+            other => AppError::Setup(other.to_string()),
+        })?;
     drop(conn);
-    tracing::info!(position = %start, "starting from {:?}", config.start);
+    tracing::info!(position = %start.at, "{}", start.reason);
+    let start = start.at;
 
     let router = Arc::new(Router::new(&config.tasks, &config.database.database));
     let filter_router = router.clone();
@@ -112,6 +130,7 @@ pub async fn run(
     let reader_cancel = cancel.child_token();
     let reader_status = Arc::new(reader::ReaderStatus::default());
     let _ = health.source.set(reader_status.clone());
+    let info_for_checkpoint = info.clone();
     let reader = tokio::spawn(reader::run_with_reconnect(
         info,
         opts,
@@ -124,7 +143,6 @@ pub async fn run(
     health.connected.store(true, Ordering::Relaxed);
     health.dispatcher_running.store(true, Ordering::Relaxed);
 
-    let store = Store::open(&config.state_dir).map_err(|e| AppError::Setup(e.to_string()))?;
     let dead_letters_before = store
         .count_dead_letters()
         .map_err(|e| AppError::Setup(e.to_string()))?;
@@ -134,12 +152,10 @@ pub async fn run(
     health
         .dead_letters
         .store(dead_letters_before, Ordering::Relaxed);
-    let dispatcher = Dispatcher::start(
-        &config.dispatcher,
-        &config.tasks,
-        Arc::new(Mutex::new(store)),
-    )
-    .map_err(AppError::Setup)?;
+    let store = Arc::new(Mutex::new(store));
+    let mut saver = checkpoint::Saver::new(store.clone(), info_for_checkpoint);
+    let dispatcher =
+        Dispatcher::start(&config.dispatcher, &config.tasks, store).map_err(AppError::Setup)?;
     let stats = dispatcher.stats();
     let mut watermark = dispatcher.watermark();
     let mut commits = CommitTracker::default();
@@ -157,13 +173,34 @@ pub async fn run(
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut checkpoint_tick = tokio::time::interval(config.checkpoint.interval);
+    checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut fatal: Option<AppError> = None;
     // Sequence number of the next job: strictly increasing in binlog order.
     let mut seq: u64 = 0;
     let mut scratch = Vec::with_capacity(64);
     let mut body_hint = 512usize;
+    // On a stop request, finish reading the open transaction (so that what
+    // was delivered is covered by the checkpoint and not sent again after a
+    // restart), within the shutdown grace period.
+    let mut in_trx = false;
+    let mut draining: Option<tokio::time::Instant> = None;
     'run: loop {
+        let drain_deadline =
+            draining.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
         let ev = tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = cancel.cancelled(), if draining.is_none() => {
+                if !in_trx {
+                    break;
+                }
+                tracing::info!("stopping at the end of the open transaction");
+                draining = Some(tokio::time::Instant::now() + config.shutdown_timeout);
+                continue;
+            }
+            _ = tokio::time::sleep_until(drain_deadline), if draining.is_some() => {
+                tracing::warn!("the open transaction did not end within the shutdown grace period; its changes delivered so far will be sent again after a restart");
+                break;
+            }
             changed = watermark.changed() => {
                 if changed.is_err() {
                     break;
@@ -178,11 +215,21 @@ pub async fn run(
                 refresh_health(&commits);
                 continue;
             }
+            _ = checkpoint_tick.tick() => {
+                if let Some(c) = commits.settled_commit() {
+                    if let Err(e) = saver.save(c).await {
+                        fatal = Some(AppError::Setup(format!("cannot save the checkpoint: {e}")));
+                        break;
+                    }
+                }
+                continue;
+            }
             ev = rx.recv() => ev,
         };
         let Some(ev) = ev else { break };
         match ev {
             SourceEvent::Change(change) => {
+                in_trx = true;
                 health
                     .last_event_time
                     .store(i64::from(change.timestamp), Ordering::Relaxed);
@@ -202,9 +249,22 @@ pub async fn run(
                     seq += 1;
                     // Waits while the delivery queue is full: the reader
                     // channel fills up and the binlog reader waits too.
-                    let submitted = tokio::select! {
-                        _ = cancel.cancelled() => break 'run,
-                        r = dispatcher.submit(job) => r,
+                    let submit = dispatcher.submit(job);
+                    tokio::pin!(submit);
+                    let submitted = loop {
+                        let deadline = draining.unwrap_or_else(|| {
+                            tokio::time::Instant::now() + Duration::from_secs(86_400)
+                        });
+                        tokio::select! {
+                            r = &mut submit => break r,
+                            _ = cancel.cancelled(), if draining.is_none() => {
+                                draining = Some(tokio::time::Instant::now() + config.shutdown_timeout);
+                            }
+                            _ = tokio::time::sleep_until(deadline), if draining.is_some() => {
+                                tracing::warn!("delivery did not make room within the shutdown grace period; stopping");
+                                break 'run;
+                            }
+                        }
                     };
                     if let Err(e) = submitted {
                         tracing::error!(error = %e, "cannot hand a change to delivery");
@@ -213,9 +273,13 @@ pub async fn run(
                 }
             }
             SourceEvent::Commit(c) => {
+                in_trx = false;
                 commits.record(seq, c);
                 if commits.advance(*watermark.borrow()) {
                     refresh_health(&commits);
+                }
+                if draining.is_some() {
+                    break;
                 }
             }
         }
@@ -228,9 +292,17 @@ pub async fn run(
     health.dispatcher_running.store(false, Ordering::Relaxed);
     match commits.settled_commit() {
         Some(c) => {
-            tracing::info!(position = %format!("{}:{}", c.file, c.pos), unsettled = report.unsettled, "delivery stopped; every change up to this position is settled")
+            if let Err(e) = saver.save(c).await {
+                tracing::error!("cannot save the final checkpoint: {e}");
+                fatal.get_or_insert(AppError::Setup(format!("cannot save the checkpoint: {e}")));
+            }
+            tracing::info!(position = %format!("{}:{}", c.file, c.pos), unsettled = report.unsettled, "delivery stopped; checkpoint saved: every change up to this position is settled")
         }
         None => tracing::info!(unsettled = report.unsettled, "delivery stopped"),
+    }
+    if let Some(e) = fatal {
+        let _ = reader.await;
+        return Err(e);
     }
     match reader.await {
         Ok(Ok(())) => Ok(()),
@@ -250,6 +322,7 @@ mod tests {
             file: "mysql-bin.000001".into(),
             pos,
             gtid: None,
+            gtid_state: None,
             timestamp: 0,
         }
     }

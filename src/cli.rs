@@ -28,8 +28,25 @@ pub struct Cli {
     #[arg(long = "tasks", global = true)]
     pub tasks: Option<PathBuf>,
 
+    /// Forget the saved position before running: start from `start` in the config.
+    #[arg(long = "reset-position")]
+    pub reset_position: bool,
+
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PositionCommand {
+    /// Print the saved position.
+    Show,
+    /// Save a position to resume from: `latest`, `earliest`, `FILE:POS`, or a GTID (`gtid:0-1-100`).
+    Set {
+        /// latest | earliest | FILE:POS | gtid:GTID_SET
+        position: String,
+    },
+    /// Forget the saved position: the next run starts from `start` in the config.
+    Reset,
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +58,11 @@ pub enum Command {
         /// Only validate the config file; do not connect.
         #[arg(long)]
         offline: bool,
+    },
+    /// The saved binlog position (checkpoint): show, set or reset it.
+    Position {
+        #[command(subcommand)]
+        command: PositionCommand,
     },
     /// Dead letters: changes whose delivery failed after all retries.
     Dlq {
@@ -97,7 +119,14 @@ pub enum DlqCommand {
 /// Rewrites Go-style flags (`-config x`, `-config=x`, `-tasks`, `-version`,
 /// `-help`) to their `--` forms.
 pub fn rewrite_args<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
-    const LONG: [&str; 5] = ["config", "tasks", "version", "help", "offline"];
+    const LONG: [&str; 6] = [
+        "config",
+        "tasks",
+        "version",
+        "help",
+        "offline",
+        "reset-position",
+    ];
     args.into_iter()
         .map(|a| {
             let Some(s) = a.to_str() else { return a };

@@ -8,6 +8,7 @@
 //! sit beside; [`app`] wires them.
 
 pub mod app;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod deliver;

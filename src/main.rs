@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use pikachu::cli::{rewrite_args, Cli, Command, DlqCommand};
+use pikachu::cli::{rewrite_args, Cli, Command, DlqCommand, PositionCommand};
 use pikachu::config::{self, Loaded};
 use pikachu::server::Health;
 use pikachu::{app, demo, preflight, telemetry};
@@ -71,6 +71,34 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_RUNTIME)
             }
         }
+        Some(Command::Position { ref command }) => {
+            let loaded = match load(&cli) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            let cfg = &loaded.config;
+            let result = match command {
+                PositionCommand::Show => pikachu::checkpoint::show(cfg),
+                PositionCommand::Reset => pikachu::checkpoint::reset(cfg).map(|cleared| {
+                    if cleared {
+                        "checkpoint forgotten: the next run starts from `start` in the config"
+                            .to_string()
+                    } else {
+                        "there was no checkpoint".to_string()
+                    }
+                }),
+                PositionCommand::Set { position } => runtime
+                    .block_on(pikachu::checkpoint::set(cfg, position))
+                    .map_err(|e| e.to_string()),
+            };
+            match result {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(EXIT_RUNTIME, &e),
+            }
+        }
         Some(Command::Dlq { ref command }) => {
             let loaded = match load(&cli) {
                 Ok(l) => l,
@@ -91,7 +119,7 @@ fn main() -> ExitCode {
             for w in &loaded.warnings {
                 tracing::warn!("{w}");
             }
-            runtime.block_on(run(loaded.config))
+            runtime.block_on(run(loaded.config, cli.reset_position))
         }
     }
 }
@@ -136,7 +164,7 @@ async fn dlq(cfg: &config::Config, command: &DlqCommand) -> ExitCode {
     }
 }
 
-async fn run(config: config::Config) -> ExitCode {
+async fn run(config: config::Config, reset_position: bool) -> ExitCode {
     let logs_to_file = config.log.file.is_some();
     let cancel = CancellationToken::new();
     let health = Arc::new(Health::default());
@@ -158,7 +186,7 @@ async fn run(config: config::Config) -> ExitCode {
             Err(e) => return fail(EXIT_RUNTIME, &e),
         }
     }
-    match app::run(config, health, cancel.clone()).await {
+    match app::run(config, health, cancel.clone(), reset_position).await {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS

@@ -34,6 +34,10 @@ pub struct Commit {
     pub file: Arc<str>,
     pub pos: u64,
     pub gtid: Option<Arc<str>>,
+    /// MariaDB: the server's GTID state after this transaction (the last
+    /// GTID of every replication domain, `d-s-n,d-s-n`), as far as the stream
+    /// told it; resuming with it works on any server of the topology.
+    pub gtid_state: Option<Arc<str>>,
     pub timestamp: u32,
 }
 
@@ -60,6 +64,7 @@ pub const PARTIAL_UPDATE_ROWS: u8 = 39;
 pub const TRANSACTION_PAYLOAD: u8 = 40;
 pub const GTID_TAGGED: u8 = 42;
 pub const MARIA_GTID: u8 = 162;
+pub const MARIA_GTID_LIST: u8 = 163;
 pub const MARIA_QUERY_COMPRESSED: u8 = 165;
 /// MariaDB compressed rows events: 166–168 (v1 layout) and 169–171.
 pub const MARIA_ROWS_COMPRESSED_FIRST: u8 = 166;
@@ -83,7 +88,6 @@ fn is_inert(t: u8) -> bool {
         | 41 // HEARTBEAT_V2
         | 160 // MariaDB ANNOTATE_ROWS
         | 161 // MariaDB BINLOG_CHECKPOINT
-        | 163 // MariaDB GTID_LIST
     )
 }
 
@@ -118,6 +122,10 @@ pub struct Decoder {
     payload_end: Option<u64>,
     /// A TRANSACTION_PAYLOAD was just seen: its inner events must follow.
     expect_inner: bool,
+    /// MariaDB GTID state: domain → (server_id, seq), from GTID_LIST and GTID events.
+    gtid_state: std::collections::BTreeMap<u32, (u32, u64)>,
+    /// The GTID of the open transaction as (domain, server_id, seq).
+    maria_gtid: Option<(u32, u32, u64)>,
 }
 
 impl Decoder {
@@ -133,6 +141,8 @@ impl Decoder {
             schemas: SchemaCache::default(),
             payload_end: None,
             expect_inner: false,
+            gtid_state: std::collections::BTreeMap::new(),
+            maria_gtid: None,
         }
     }
 
@@ -209,12 +219,64 @@ impl Decoder {
         self.in_trx = false;
         self.standalone = false;
         self.row_in_trx = 0;
+        if let Some((domain, server, seq)) = self.maria_gtid.take() {
+            self.gtid_state.insert(domain, (server, seq));
+        }
+        let gtid_state = (!self.gtid_state.is_empty()).then(|| self.gtid_state_string().into());
         out.push(Output::Commit(Commit {
             file: self.file.clone(),
             pos: self.event_pos(ev),
             gtid: self.gtid.take(),
+            gtid_state,
             timestamp: ev.header().timestamp(),
         }));
+    }
+
+    /// Seeds the MariaDB GTID state (`d-s-n,d-s-n`), e.g. from
+    /// `BINLOG_GTID_POS(file, pos)` when the stream starts mid-file, where the
+    /// server sends no GTID_LIST. Malformed parts are ignored.
+    pub fn seed_gtid_state(&mut self, state: &str) {
+        for part in state.split(',') {
+            let mut it = part.trim().splitn(3, '-');
+            if let (Some(d), Some(srv), Some(seq)) = (it.next(), it.next(), it.next()) {
+                if let (Ok(d), Ok(srv), Ok(seq)) = (d.parse(), srv.parse(), seq.parse()) {
+                    self.gtid_state.insert(d, (srv, seq));
+                }
+            }
+        }
+    }
+
+    fn gtid_state_string(&self) -> String {
+        let mut s = String::new();
+        for (d, (srv, seq)) in &self.gtid_state {
+            if !s.is_empty() {
+                s.push(',');
+            }
+            s.push_str(&format!("{d}-{srv}-{seq}"));
+        }
+        s
+    }
+
+    /// MariaDB GTID_LIST: the binlog state at this point of the stream.
+    fn on_maria_gtid_list(&mut self, ev: &Event) -> Result<(), SourceError> {
+        let d = ev.data();
+        let Some(n) = d.get(0..4) else {
+            return Err(self.decode_err(ev, "GTID_LIST event too short"));
+        };
+        let count = (u32::from_le_bytes([n[0], n[1], n[2], n[3]]) & 0x0fff_ffff) as usize;
+        for i in 0..count {
+            let at = 4 + i * 16;
+            let Some(e) = d.get(at..at + 16) else {
+                return Err(self.decode_err(ev, "GTID_LIST event truncated"));
+            };
+            let domain = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+            let server = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&e[8..16]);
+            self.gtid_state
+                .insert(domain, (server, u64::from_le_bytes(seq)));
+        }
+        Ok(())
     }
 
     /// Decodes one event, appending what it produced to `out`.
@@ -267,6 +329,7 @@ impl Decoder {
             }
             GTID | GTID_TAGGED => self.on_mysql_gtid(ev)?,
             MARIA_GTID => self.on_maria_gtid(ev)?,
+            MARIA_GTID_LIST => self.on_maria_gtid_list(ev)?,
             INCIDENT => {
                 return Err(self.decode_err(
                     ev,
@@ -424,7 +487,9 @@ impl Decoder {
         let mut dm = [0u8; 4];
         dm.copy_from_slice(domain);
         let (seq, domain) = (u64::from_le_bytes(s), u32::from_le_bytes(dm));
-        self.gtid = Some(format!("{domain}-{}-{seq}", ev.header().server_id()).into());
+        let server = ev.header().server_id();
+        self.gtid = Some(format!("{domain}-{server}-{seq}").into());
+        self.maria_gtid = Some((domain, server, seq));
         self.row_in_trx = 0;
         // FL_STANDALONE: no BEGIN/COMMIT around the single statement.
         self.standalone = flags & 1 != 0;

@@ -44,8 +44,20 @@ async fn open_stream(
     info: &ServerInfo,
     opts: &ReaderOptions,
     start: &StartAt,
-) -> Result<(mysql_async::BinlogStream, String), SourceError> {
+) -> Result<(mysql_async::BinlogStream, String, Option<String>), SourceError> {
     let mut conn = connect::connect(&opts.db).await?;
+    // MariaDB sends no GTID_LIST when a stream starts mid-file: ask for the
+    // GTID state at the start position, so commits carry the full state.
+    let gtid_seed = match (info.flavour, start) {
+        (Flavour::MariaDb, StartAt::FilePos(p)) => {
+            let r: Result<Option<Option<String>>, _> = conn
+                .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (p.file.as_str(), p.pos))
+                .await;
+            r.ok().flatten().flatten()
+        }
+        (Flavour::MariaDb, StartAt::Gtid(g)) => Some(g.clone()),
+        _ => None,
+    };
     let mut setup = vec![format!(
         "SET @master_heartbeat_period = {}",
         opts.heartbeat.as_nanos().max(1_000_000_000)
@@ -93,7 +105,7 @@ async fn open_stream(
         .get_binlog_stream(request)
         .await
         .map_err(|e| stream_error(e, &file, pos))?;
-    Ok((stream, file))
+    Ok((stream, file, gtid_seed))
 }
 
 /// Reads the binlog from `start` until cancelled, the receiver is gone, or an error.
@@ -104,7 +116,7 @@ pub async fn run(
     tx: mpsc::Sender<SourceEvent>,
     cancel: CancellationToken,
 ) -> Result<(), SourceError> {
-    let (mut stream, file) = open_stream(&info, &opts, &start).await?;
+    let (mut stream, file, gtid_seed) = open_stream(&info, &opts, &start).await?;
     tracing::info!(start = %start, server_id = opts.db.server_id, "binlog stream opened");
     let mut decoder = Decoder::new(
         DecoderOptions {
@@ -114,6 +126,9 @@ pub async fn run(
         },
         &file,
     );
+    if let Some(seed) = &gtid_seed {
+        decoder.seed_gtid_state(seed);
+    }
     let mariadb = info.flavour == Flavour::MariaDb;
     let mut schema_conn: Option<Conn> = None;
     let silence = (opts.heartbeat * 3).max(Duration::from_secs(5));
@@ -315,7 +330,7 @@ async fn stream_from(
     progress: &mut Progress,
     failures: &mut u32,
 ) -> Result<(), SourceError> {
-    let (mut stream, file) = open_stream(info, opts, from).await?;
+    let (mut stream, file, gtid_seed) = open_stream(info, opts, from).await?;
     status.set_connected(true);
     tracing::info!(start = %from, server_id = opts.db.server_id, skip, "binlog stream opened");
     let mut decoder = Decoder::new(
@@ -326,6 +341,9 @@ async fn stream_from(
         },
         &file,
     );
+    if let Some(seed) = &gtid_seed {
+        decoder.seed_gtid_state(seed);
+    }
     let mariadb = info.flavour == Flavour::MariaDb;
     let mut schema_conn: Option<Conn> = None;
     let silence = (opts.heartbeat * 3).max(Duration::from_secs(5));

@@ -6,6 +6,9 @@
 //! Tables:
 //! - `dead_letters`: changes whose delivery failed after all retries
 //!   (see [`DeadLetter`]); managed with `pikachu dlq`.
+//! - `checkpoint`: one row, the binlog position up to which every change is
+//!   settled, and the identity of the server it belongs to (see
+//!   [`Checkpoint`]); managed with `pikachu position`.
 //!
 //! The schema is versioned with SQLite's `PRAGMA user_version`: each entry
 //! of [`MIGRATIONS`] is applied once, in order, in its own transaction. To
@@ -19,6 +22,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
+
+mod checkpoint;
+pub use checkpoint::Checkpoint;
 
 /// File name of the database inside `state_dir`.
 pub const DB_FILE: &str = "pikachu.db";
@@ -43,6 +49,18 @@ pub const MIGRATIONS: &[&str] = &[
         UNIQUE (task_id, change_id)
     );
     CREATE INDEX dead_letters_task ON dead_letters (task_id, id);",
+    // 2: the checkpoint: one row, the position up to which every change is settled.
+    "CREATE TABLE checkpoint (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        file        TEXT    NOT NULL,
+        pos         INTEGER NOT NULL,
+        gtid        TEXT,
+        gtid_state  TEXT,
+        flavour     TEXT    NOT NULL,
+        server_id   INTEGER NOT NULL,
+        server_uuid TEXT,
+        updated_at  INTEGER NOT NULL
+    );",
 ];
 
 /// A store error, with what was being done.

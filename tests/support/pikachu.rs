@@ -82,7 +82,20 @@ pub fn config_yaml(
 /// A running `pikachu` process, killed on drop.
 pub struct Pikachu {
     child: Child,
-    pub dir: tempfile::TempDir,
+    pub dir: RunDir,
+}
+
+/// The folder a `pikachu` process runs in (its config, log and `./data`
+/// state): a temp dir of its own, or one a test keeps across restarts.
+pub struct RunDir {
+    _tmp: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl RunDir {
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
 }
 
 impl Pikachu {
@@ -92,19 +105,71 @@ impl Pikachu {
 
     /// Writes `yaml` to a temp dir and runs `pikachu -config <file>` there.
     pub fn start(yaml: &str) -> Pikachu {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().to_path_buf();
+        Self::spawn(
+            RunDir {
+                _tmp: Some(tmp),
+                path,
+            },
+            yaml,
+            &[],
+        )
+    }
+
+    /// Runs `pikachu -config <file> [args]` in `dir`, which the test keeps
+    /// (so a restart finds the same `./data` state). The log is appended to.
+    pub fn start_in(dir: &std::path::Path, yaml: &str, args: &[&str]) -> Pikachu {
+        Self::spawn(
+            RunDir {
+                _tmp: None,
+                path: dir.to_path_buf(),
+            },
+            yaml,
+            args,
+        )
+    }
+
+    fn spawn(dir: RunDir, yaml: &str, args: &[&str]) -> Pikachu {
         let cfg = dir.path().join("config.yaml");
         std::fs::write(&cfg, yaml).expect("write config");
-        let log = std::fs::File::create(dir.path().join("pikachu.log")).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("pikachu.log"))
+            .expect("log file");
         let child = Command::new(Self::bin())
             .arg("-config")
             .arg(&cfg)
+            .args(args)
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn pikachu");
         Pikachu { child, dir }
+    }
+
+    /// SIGKILL, like a crash; waits for the process to be gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit by itself (e.g. on a fatal error).
+    pub fn wait_exit(mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pikachu did not exit; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn log(&self) -> String {

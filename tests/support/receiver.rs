@@ -63,7 +63,7 @@ impl Received {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    fn succeeded(&self) -> bool {
+    pub fn succeeded(&self) -> bool {
         matches!(self.status, Some(s) if (200..300).contains(&s))
     }
 }
@@ -279,7 +279,7 @@ impl Receiver {
         state.queue.extend(std::iter::repeat_n(plan, n));
     }
 
-    fn wait_until(&self, timeout: Duration, done: impl Fn(&[Received]) -> bool) {
+    pub fn wait_until(&self, timeout: Duration, done: impl Fn(&[Received]) -> bool) {
         let deadline = Instant::now() + timeout;
         let mut state = self.shared.lock();
         while !done(&state.requests) {
