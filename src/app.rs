@@ -141,6 +141,7 @@ pub async fn run(
     )
     .map_err(AppError::Setup)?;
     let stats = dispatcher.stats();
+    health.attach_delivery(stats.clone());
     let mut watermark = dispatcher.watermark();
     let mut commits = CommitTracker::default();
     let refresh_health = |commits: &CommitTracker| {
@@ -183,6 +184,7 @@ pub async fn run(
         let Some(ev) = ev else { break };
         match ev {
             SourceEvent::Change(change) => {
+                health.metrics.change_read(&change);
                 health
                     .last_event_time
                     .store(i64::from(change.timestamp), Ordering::Relaxed);
