@@ -26,6 +26,12 @@ if ! python3 -c 'import standardwebhooks' >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check standardwebhooks
 fi
 
+# The `/metrics` tests validate the exposition with the reference Python
+# OpenMetrics parser (PyPI `prometheus_client`), besides the Rust one.
+if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check prometheus_client
+fi
+
 # Plain `cargo test`: unit, integration and doc tests. Not --all-targets,
 # which would also build and run the benches (clippy in .ci/run checks them).
 exec cargo test "$@"

@@ -83,6 +83,13 @@ impl CommitTracker {
     }
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// Runs the pipeline until `cancel` or a fatal error.
 pub async fn run(
     config: Config,
@@ -157,6 +164,7 @@ pub async fn run(
     let dispatcher =
         Dispatcher::start(&config.dispatcher, &config.tasks, store).map_err(AppError::Setup)?;
     let stats = dispatcher.stats();
+    health.attach_delivery(stats.clone());
     let mut watermark = dispatcher.watermark();
     let mut commits = CommitTracker::default();
     let refresh_health = |commits: &CommitTracker| {
@@ -217,9 +225,13 @@ pub async fn run(
             }
             _ = checkpoint_tick.tick() => {
                 if let Some(c) = commits.settled_commit() {
-                    if let Err(e) = saver.save(c).await {
-                        fatal = Some(AppError::Setup(format!("cannot save the checkpoint: {e}")));
-                        break;
+                    match saver.save(c).await {
+                        // Saved, or already saved: the checkpoint is current as of now.
+                        Ok(_) => health.metrics.set_checkpoint(&c.file, c.pos, unix_now()),
+                        Err(e) => {
+                            fatal = Some(AppError::Setup(format!("cannot save the checkpoint: {e}")));
+                            break;
+                        }
                     }
                 }
                 continue;
@@ -230,6 +242,7 @@ pub async fn run(
         match ev {
             SourceEvent::Change(change) => {
                 in_trx = true;
+                health.metrics.change_read(&change);
                 health
                     .last_event_time
                     .store(i64::from(change.timestamp), Ordering::Relaxed);

@@ -14,6 +14,7 @@ pub mod config;
 pub mod deliver;
 pub mod demo;
 pub mod event;
+pub mod metrics;
 pub mod preflight;
 pub mod route;
 pub mod server;

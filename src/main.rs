@@ -167,26 +167,38 @@ async fn dlq(cfg: &config::Config, command: &DlqCommand) -> ExitCode {
 async fn run(config: config::Config, reset_position: bool) -> ExitCode {
     let logs_to_file = config.log.file.is_some();
     let cancel = CancellationToken::new();
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health::for_config(&config));
     spawn_signal_handler(cancel.clone());
+    // The server and the monitor outlive the pipeline's stop (health says
+    // DOWN while deliveries drain); they stop once it has returned.
+    let server_cancel = CancellationToken::new();
+    let monitor = pikachu::server::monitor::spawn(health.clone(), &config, server_cancel.clone());
+    let mut server = None;
     if config.server.enabled {
         match pikachu::server::bind(
             &config.server.bind,
             config.server.port,
             &config.server.path,
             health.clone(),
-            cancel.clone(),
+            server_cancel.clone(),
         )
         .await
         {
             Ok((addr, serve)) => {
-                tracing::info!(%addr, path = %config.server.path, "health server listening");
-                tokio::spawn(serve);
+                tracing::info!(%addr, path = %config.server.path, "health server listening (also /live, /ready, /metrics)");
+                server = Some(tokio::spawn(serve));
             }
             Err(e) => return fail(EXIT_RUNTIME, &e),
         }
     }
-    match app::run(config, health, cancel.clone(), reset_position).await {
+    let result = app::run(config, health, cancel.clone(), reset_position).await;
+    server_cancel.cancel();
+    let _ = monitor.await;
+    if let Some(server) = server {
+        // Graceful: requests in progress finish; a stuck client cannot hold the exit.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    }
+    match result {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS

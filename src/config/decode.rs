@@ -329,11 +329,24 @@ fn default_server() -> ServerConfig {
         bind: "0.0.0.0".to_owned(),
         port: 8080,
         path: "/health".to_owned(),
+        down_after: Duration::from_secs(30),
+        stall_after: Duration::from_secs(300),
     }
 }
 
 fn server(v: Val<'_>, warnings: &mut Vec<String>) -> R<ServerConfig> {
-    let f = v.fields(&["enabled", "bind", "port", "path"], &[], warnings)?;
+    let f = v.fields(
+        &[
+            "enabled",
+            "bind",
+            "port",
+            "path",
+            "down_after",
+            "stall_after",
+        ],
+        &[],
+        warnings,
+    )?;
     let mut server = default_server();
     if let Some(v) = f.get("enabled") {
         server.enabled = v.boolean()?;
@@ -363,6 +376,8 @@ fn server(v: Val<'_>, warnings: &mut Vec<String>) -> R<ServerConfig> {
         }
         server.path = path;
     }
+    server.down_after = f.duration_positive_or("down_after", server.down_after)?;
+    server.stall_after = f.duration_positive_or("stall_after", server.stall_after)?;
     Ok(server)
 }
 

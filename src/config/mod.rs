@@ -163,6 +163,12 @@ pub struct ServerConfig {
     pub port: u16,
     /// Default `/health`.
     pub path: String,
+    /// How long the binlog connection may be down before health says DOWN
+    /// (reconnects shorter than this stay UP). Default 30s.
+    pub down_after: Duration,
+    /// How long delivery may make no progress (changes queued, none
+    /// delivered or dead-lettered) before health says DOWN. Default 5m.
+    pub stall_after: Duration,
 }
 
 /// Webhook delivery.

@@ -77,7 +77,9 @@ fn seed_example_loads_with_documented_defaults() {
             enabled: true,
             bind: "0.0.0.0".into(),
             port: 8080,
-            path: "/health".into()
+            path: "/health".into(),
+            down_after: Duration::from_secs(30),
+            stall_after: Duration::from_secs(300),
         }
     );
     assert_eq!(

@@ -82,6 +82,8 @@ pub struct Stats {
     pub queued: AtomicU64,
     /// Times `submit` had to wait because the queue was full.
     pub submit_waits: AtomicU64,
+    /// Per-task metrics, when attached (`Health::attach_delivery`).
+    pub metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 /// Why `submit` did not take a job.
@@ -274,6 +276,8 @@ struct Unit {
     last_attempt: Option<SystemTime>,
     last_error: String,
     last_status: Option<u16>,
+    /// When its (first) job reached the engine, for the latency metric.
+    queued_at: Instant,
 }
 
 impl Unit {
@@ -432,6 +436,7 @@ impl Engine {
                 last_attempt: None,
                 last_error: String::new(),
                 last_status: None,
+                queued_at: Instant::now(),
             },
         );
     }
@@ -488,6 +493,7 @@ impl Engine {
             return;
         };
         let n = b.pending.len().min(b.max_events);
+        let queued_at = b.first_at.unwrap_or(now);
         let jobs: Vec<Job> = b.pending.drain(..n).collect();
         b.first_at = if b.pending.is_empty() {
             None
@@ -523,6 +529,7 @@ impl Engine {
                 last_attempt: None,
                 last_error: String::new(),
                 last_status: None,
+                queued_at,
             },
         );
         self.tasks[t].ready.push_back(unit_id);
@@ -578,6 +585,9 @@ impl Engine {
                     if let Some(u) = self.units.get(&unit) {
                         let n = u.members() as u64;
                         self.stats.dead_lettered.fetch_add(n, Ordering::Relaxed);
+                        if let Some(m) = self.stats.metrics.get() {
+                            m.dead_lettered(u.task, n);
+                        }
                         let t = &self.tasks[u.task];
                         tracing::error!(
                             task_id = %t.target.task_id, id = %u.id, attempts = u.attempts,
@@ -613,11 +623,18 @@ impl Engine {
         };
         let task = &mut self.tasks[unit.task];
         task.in_flight -= 1;
+        let metrics = self.stats.metrics.get();
+        if let Some(m) = metrics {
+            m.attempt(unit.task, result.is_ok());
+        }
         match result {
             Ok(status) => {
                 task.consecutive_failures = 0;
                 let n = unit.members() as u64;
                 self.stats.delivered.fetch_add(n, Ordering::Relaxed);
+                if let Some(m) = metrics {
+                    m.delivered(unit.task, n, unit.queued_at.elapsed());
+                }
                 tracing::debug!(task_id = %task.target.task_id, id = %unit.id, attempts = unit.attempts, status, events = n, "delivered");
                 self.settle(unit_id);
             }
@@ -642,6 +659,9 @@ impl Engine {
                     ),
                 };
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = metrics {
+                    m.retry(unit.task);
+                }
                 let retry_in_ms = delay.as_millis() as u64;
                 if block
                     && retries_done >= self.cfg.max_retries

@@ -230,18 +230,111 @@ async fn with_oldest(db: &DatabaseConfig, e: SourceError) -> SourceError {
 }
 
 /// Live state of a reader, for health and metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReaderStatus {
     pub connected: std::sync::atomic::AtomicBool,
     pub reconnects: std::sync::atomic::AtomicU64,
     pub last_error: std::sync::Mutex<Option<String>>,
+    /// Since when the reader has had no binlog connection (set at creation:
+    /// not connected yet), `None` while connected.
+    pub disconnected_since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Sizes of the binlog events received (heartbeats included).
+    pub bytes_read: std::sync::atomic::AtomicU64,
+    /// Binlog timestamp of the last real event read (not a heartbeat, not
+    /// an artificial event), seconds since the epoch; 0 = none yet.
+    pub event_time: std::sync::atomic::AtomicI64,
+    /// Wall clock minus `event_time` when that event was read, in seconds;
+    /// 0 after a heartbeat (the server had nothing more to send).
+    pub read_lag: std::sync::atomic::AtomicI64,
+    /// The reader is waiting for the server (not decoding, not waiting
+    /// for room downstream).
+    pub waiting: std::sync::atomic::AtomicBool,
+}
+
+impl Default for ReaderStatus {
+    fn default() -> Self {
+        ReaderStatus {
+            connected: Default::default(),
+            reconnects: Default::default(),
+            last_error: Default::default(),
+            disconnected_since: std::sync::Mutex::new(Some(std::time::Instant::now())),
+            bytes_read: Default::default(),
+            event_time: Default::default(),
+            read_lag: Default::default(),
+            waiting: Default::default(),
+        }
+    }
 }
 
 impl ReaderStatus {
     fn set_connected(&self, c: bool) {
-        self.connected
-            .store(c, std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering::Relaxed;
+        self.connected.store(c, Relaxed);
+        if let Ok(mut since) = self.disconnected_since.lock() {
+            match c {
+                true => *since = None,
+                false => {
+                    since.get_or_insert_with(std::time::Instant::now);
+                }
+            }
+        }
     }
+
+    /// How long the reader has been without a connection (`None` while connected).
+    pub fn disconnected_for(&self) -> Option<Duration> {
+        let since = *self.disconnected_since.lock().ok()?;
+        since.map(|s| s.elapsed())
+    }
+
+    /// Records an event read from the server (bytes, time, lag).
+    fn note_event(&self, event: &mysql_common::binlog::events::Event) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let h = event.header();
+        self.waiting.store(false, Relaxed);
+        self.bytes_read
+            .fetch_add(u64::from(h.event_size()), Relaxed);
+        // 27: HEARTBEAT_LOG_EVENT, 41: MySQL's HEARTBEAT_LOG_EVENT_V2.
+        if matches!(h.event_type_raw(), 27 | 41) {
+            self.read_lag.store(0, Relaxed);
+            return;
+        }
+        // Artificial events (the fake rotate at connect, the format
+        // description replayed when starting mid-file) carry a 0 timestamp
+        // or position, or the LOG_EVENT_ARTIFICIAL_F flag.
+        if h.timestamp() == 0 || h.log_pos() == 0 || h.flags_raw() & 0x20 != 0 {
+            return;
+        }
+        let ts = i64::from(h.timestamp());
+        self.event_time.store(ts, Relaxed);
+        self.read_lag.store((unix_now() - ts).max(0), Relaxed);
+    }
+
+    /// Replication lag in seconds: how far behind the server's binlog the
+    /// reader is. While it waits for the server, the lag measured when the
+    /// last event was read (0 once a heartbeat came: nothing more to read,
+    /// so an idle server shows 0); while it decodes or waits for room
+    /// downstream, now minus the last event's binlog time (it grows while
+    /// delivery holds the reader back). `None` before any event.
+    pub fn lag_seconds(&self) -> Option<i64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let ts = self.event_time.load(Relaxed);
+        let read_lag = self.read_lag.load(Relaxed);
+        if ts == 0 {
+            // Nothing real read yet: caught up once waiting for the server.
+            return self.waiting.load(Relaxed).then_some(0);
+        }
+        if self.waiting.load(Relaxed) || !self.connected.load(Relaxed) {
+            Some(read_lag)
+        } else {
+            Some(read_lag.max(unix_now() - ts).max(0))
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// How far the reader got: the last transaction end it sent, and how many
@@ -349,6 +442,9 @@ async fn stream_from(
     let silence = (opts.heartbeat * 3).max(Duration::from_secs(5));
     let mut out = Vec::new();
     loop {
+        status
+            .waiting
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let next = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             next = tokio::time::timeout(silence, stream.next()) => next,
@@ -367,6 +463,7 @@ async fn stream_from(
             Ok(Some(Err(e))) => return Err(stream_error(e, decoder.file(), 0)),
             Ok(Some(Ok(ev))) => ev,
         };
+        status.note_event(&event);
         // A healthy event stream resets the backoff.
         *failures = 0;
         if let Some((db, table)) = decoder.schema_needed(&event) {

@@ -1,0 +1,424 @@
+//! The HTTP server for operators: `GET {server.path}` (health in the Go
+//! pikachu's JSON shape, 503 when down), `/live`, `/ready` and `/metrics`
+//! (Prometheus). [`monitor`] keeps the figures that need sampling (delivery
+//! progress, stored dead letters, binlog retention headroom).
+//!
+//! Health is DOWN (HTTP 503) when any of these holds:
+//! - the pipeline is not running (starting, stopping, or failed);
+//! - the binlog connection has been down for longer than
+//!   `server.down_after` (default 30 s; shorter reconnects stay UP);
+//! - delivery is stalled: changes are queued and none was delivered or
+//!   dead-lettered for longer than `server.stall_after` (default 5 min).
+
+pub mod monitor;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::deliver::Stats;
+use crate::metrics::{Metrics, Snapshot};
+use crate::source::reader::ReaderStatus;
+
+/// Paths the server always serves besides `server.path`.
+pub const FIXED_PATHS: [&str; 3] = ["/live", "/ready", "/metrics"];
+
+/// Live state shared by the pipeline (writers) and the server (reader).
+#[derive(Debug)]
+pub struct Health {
+    pub monitor_running: AtomicBool,
+    pub dispatcher_running: AtomicBool,
+    /// Used until the reader's own status is attached (`source`).
+    pub connected: AtomicBool,
+    /// Used until the delivery engine's stats are attached (`delivery`).
+    pub queue_size: AtomicU64,
+    /// Binlog timestamp of the last change seen, seconds since the epoch (0 = none).
+    pub last_event_time: AtomicI64,
+    /// Dead letters as the pipeline counts them (earlier runs + this one).
+    pub dead_letters: AtomicU64,
+    /// Dead letters in the store as last counted by the monitor (-1: not yet).
+    pub dead_letters_stored: AtomicI64,
+    /// The settled position (`file:pos`): every change before it is settled.
+    pub position: Mutex<Option<String>>,
+    /// The binlog reader's own state (connection, reconnects), once it runs.
+    pub source: OnceLock<Arc<ReaderStatus>>,
+    /// The delivery engine's counters, once it runs.
+    pub delivery: OnceLock<Arc<Stats>>,
+    pub metrics: Arc<Metrics>,
+    down_after: Duration,
+    stall_after: Duration,
+    stall: Mutex<Stall>,
+}
+
+#[derive(Debug, Default)]
+struct Stall {
+    last_settled: u64,
+    since: Option<Instant>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health::new(
+            Arc::new(Metrics::default()),
+            Duration::from_secs(30),
+            Duration::from_secs(300),
+        )
+    }
+}
+
+impl Health {
+    pub fn new(metrics: Arc<Metrics>, down_after: Duration, stall_after: Duration) -> Health {
+        Health {
+            monitor_running: AtomicBool::new(false),
+            dispatcher_running: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
+            queue_size: AtomicU64::new(0),
+            last_event_time: AtomicI64::new(0),
+            dead_letters: AtomicU64::new(0),
+            dead_letters_stored: AtomicI64::new(-1),
+            position: Mutex::new(None),
+            source: OnceLock::new(),
+            delivery: OnceLock::new(),
+            metrics,
+            down_after,
+            stall_after,
+            stall: Mutex::new(Stall::default()),
+        }
+    }
+
+    /// Health and metrics for `config` (its tasks, `server.down_after`, `server.stall_after`).
+    pub fn for_config(config: &Config) -> Health {
+        let ids: Vec<&str> = config.tasks.iter().map(|t| t.task_id.as_str()).collect();
+        Health::new(
+            Arc::new(Metrics::new(&ids)),
+            config.server.down_after,
+            config.server.stall_after,
+        )
+    }
+
+    /// Attaches the delivery engine's counters (and gives it the metrics).
+    pub fn attach_delivery(&self, stats: Arc<Stats>) {
+        let _ = stats.metrics.set(self.metrics.clone());
+        let _ = self.delivery.set(stats);
+    }
+
+    pub fn set_position(&self, pos: String) {
+        if let Ok(mut p) = self.position.lock() {
+            *p = Some(pos);
+        }
+    }
+
+    pub fn position(&self) -> Option<String> {
+        self.position.lock().ok().and_then(|p| p.clone())
+    }
+
+    fn is_connected(&self) -> bool {
+        match self.source.get() {
+            Some(s) => s.connected.load(Ordering::Relaxed),
+            None => self.connected.load(Ordering::Relaxed),
+        }
+    }
+
+    fn running(&self) -> bool {
+        self.monitor_running.load(Ordering::Relaxed)
+            && self.dispatcher_running.load(Ordering::Relaxed)
+    }
+
+    fn queue_size(&self) -> u64 {
+        match self.delivery.get() {
+            Some(s) => s.queued.load(Ordering::Relaxed),
+            None => self.queue_size.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Samples delivery progress for the stall rule (the monitor calls it
+    /// every second).
+    pub fn sample_delivery(&self) {
+        let Some(stats) = self.delivery.get() else {
+            return;
+        };
+        let settled =
+            stats.delivered.load(Ordering::Relaxed) + stats.dead_lettered.load(Ordering::Relaxed);
+        let queued = stats.queued.load(Ordering::Relaxed);
+        if let Ok(mut st) = self.stall.lock() {
+            if queued == 0 || settled != st.last_settled {
+                st.last_settled = settled;
+                st.since = None;
+            } else if st.since.is_none() {
+                st.since = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Why health is DOWN; `None` when UP.
+    pub fn down_reason(&self) -> Option<String> {
+        if !self.running() {
+            return Some("the pipeline is not running".into());
+        }
+        if let Some(s) = self.source.get() {
+            if let Some(d) = s.disconnected_for() {
+                if d > self.down_after {
+                    let last = s.last_error.lock().ok().and_then(|e| e.clone());
+                    return Some(match last {
+                        Some(e) => format!(
+                            "no binlog connection for {} s (last error: {e})",
+                            d.as_secs()
+                        ),
+                        None => format!("no binlog connection for {} s", d.as_secs()),
+                    });
+                }
+            }
+        } else if !self.connected.load(Ordering::Relaxed) {
+            return Some("no binlog connection".into());
+        }
+        let stalled = self
+            .stall
+            .lock()
+            .ok()
+            .and_then(|s| s.since)
+            .map(|s| s.elapsed());
+        if let Some(d) = stalled {
+            if d > self.stall_after {
+                return Some(format!(
+                    "delivery stalled: {} changes queued and none settled for {} s",
+                    self.queue_size(),
+                    d.as_secs()
+                ));
+            }
+        }
+        None
+    }
+
+    fn is_up(&self) -> bool {
+        self.down_reason().is_none()
+    }
+
+    /// Ready: the pipeline runs and the binlog stream is connected now.
+    pub fn is_ready(&self) -> bool {
+        self.running() && self.is_connected()
+    }
+
+    /// Replication lag in seconds (see [`ReaderStatus::lag_seconds`]).
+    pub fn lag_seconds(&self) -> Option<i64> {
+        self.source.get().and_then(|s| s.lag_seconds())
+    }
+
+    fn dead_letters(&self) -> u64 {
+        let stored = self.dead_letters_stored.load(Ordering::Relaxed);
+        if stored >= 0 {
+            stored as u64
+        } else {
+            self.dead_letters.load(Ordering::Relaxed)
+        }
+    }
+
+    /// The health document.
+    pub fn json(&self) -> serde_json::Value {
+        let last = self.last_event_time.load(Ordering::Relaxed);
+        let reason = self.down_reason();
+        let mut doc = serde_json::json!({
+            "status": if reason.is_none() { "UP" } else { "DOWN" },
+            "monitor_running": self.monitor_running.load(Ordering::Relaxed),
+            "dispatcher_running": self.dispatcher_running.load(Ordering::Relaxed),
+            "event_queue_size": self.queue_size(),
+            "last_event_time": if last > 0 { serde_json::Value::String(crate::event::time::rfc3339(last)) } else { serde_json::Value::Null },
+            "lag_seconds": self.lag_seconds(),
+            "position": self.position(),
+            "connected": self.is_connected(),
+            "dead_letters": self.dead_letters(),
+        });
+        if let (Some(r), Some(o)) = (reason, doc.as_object_mut()) {
+            o.insert("reason".into(), r.into());
+        }
+        doc
+    }
+
+    /// The figures `/metrics` copies in at scrape time.
+    pub fn snapshot(&self) -> Snapshot {
+        let src = self.source.get();
+        let stats = self.delivery.get();
+        let stored = self.dead_letters_stored.load(Ordering::Relaxed);
+        Snapshot {
+            binlog_bytes_read: src.map_or(0, |s| s.bytes_read.load(Ordering::Relaxed)),
+            reconnects: src.map_or(0, |s| s.reconnects.load(Ordering::Relaxed)),
+            connected: self.is_connected(),
+            lag_seconds: self.lag_seconds(),
+            queue_depth: self.queue_size(),
+            in_flight: stats.map_or(0, |s| s.in_flight.load(Ordering::Relaxed)),
+            dead_letters_stored: (stored >= 0).then_some(stored as u64),
+            healthy: self.is_up(),
+        }
+    }
+}
+
+async fn health(State(h): State<Arc<Health>>) -> impl IntoResponse {
+    let code = if h.is_up() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(h.json()))
+}
+
+async fn live() -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
+}
+
+async fn ready(State(h): State<Arc<Health>>) -> impl IntoResponse {
+    if h.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn metrics(State(h): State<Arc<Health>>) -> impl IntoResponse {
+    let body = h.metrics.encode(&h.snapshot());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+}
+
+/// Binds the server; returns the bound address and a future that serves
+/// until `cancel`, then finishes the requests in progress and returns.
+pub async fn bind(
+    bind: &str,
+    port: u16,
+    path: &str,
+    health_state: Arc<Health>,
+    cancel: CancellationToken,
+) -> Result<(SocketAddr, impl std::future::Future<Output = ()>), String> {
+    if FIXED_PATHS.contains(&path) {
+        return Err(format!(
+            "server.path `{path}` is taken: the server also serves {}; choose another health path",
+            FIXED_PATHS.join(", ")
+        ));
+    }
+    let app = Router::new()
+        .route(path, get(health))
+        .route("/live", get(live))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(health_state);
+    let listener = tokio::net::TcpListener::bind((bind, port))
+        .await
+        .map_err(|e| format!("cannot listen on {bind}:{port} for the health server: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("health server address: {e}"))?;
+    let fut = async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await
+        {
+            tracing::error!(error = %e, "the health server failed");
+        }
+    };
+    Ok((addr, fut))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(h: &Health) {
+        h.monitor_running.store(true, Ordering::Relaxed);
+        h.dispatcher_running.store(true, Ordering::Relaxed);
+        h.connected.store(true, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn down_until_running() {
+        let h = Health::default();
+        assert!(!h.is_up());
+        assert_eq!(h.json()["status"], "DOWN");
+        assert_eq!(h.json()["reason"], "the pipeline is not running");
+        running(&h);
+        assert!(h.is_up());
+        assert!(h.is_ready());
+        let doc = h.json();
+        assert_eq!(doc["status"], "UP");
+        assert!(doc.get("reason").is_none());
+        for key in [
+            "monitor_running",
+            "dispatcher_running",
+            "event_queue_size",
+            "last_event_time",
+            "lag_seconds",
+            "position",
+            "connected",
+            "dead_letters",
+        ] {
+            assert!(doc.get(key).is_some(), "{key} missing: {doc}");
+        }
+    }
+
+    #[test]
+    fn a_short_disconnection_stays_up() {
+        let h = Health::new(
+            Arc::new(Metrics::default()),
+            Duration::from_millis(50),
+            Duration::from_secs(300),
+        );
+        running(&h);
+        let status = Arc::new(ReaderStatus::default());
+        let _ = h.source.set(status.clone());
+        // Never connected, but within the grace period: UP, not ready.
+        assert!(h.is_up());
+        assert!(!h.is_ready());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while h.is_up() && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert!(!h.is_up());
+        assert!(h.json()["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("no binlog connection for"));
+    }
+
+    #[test]
+    fn stalled_delivery_goes_down() {
+        let h = Health::new(
+            Arc::new(Metrics::default()),
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+        );
+        running(&h);
+        let stats = Arc::new(Stats::default());
+        h.attach_delivery(stats.clone());
+        h.sample_delivery();
+        assert!(h.is_up());
+        stats.queued.store(3, Ordering::Relaxed);
+        h.sample_delivery();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while h.is_up() && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert!(h.json()["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("delivery stalled"));
+        // Progress brings it back.
+        stats.delivered.store(1, Ordering::Relaxed);
+        h.sample_delivery();
+        assert!(h.is_up());
+        // An empty queue is never stalled.
+        stats.queued.store(0, Ordering::Relaxed);
+        h.sample_delivery();
+        assert!(h.is_up());
+    }
+}
