@@ -54,6 +54,19 @@ impl fmt::Display for StartAt {
     }
 }
 
+/// Parses a MySQL GTID set (`uuid:1-100:200,uuid2[:tag]:1-5`, whitespace
+/// allowed) into the form the binlog dump request takes.
+pub fn parse_mysql_gtid_set(set: &str) -> Result<Vec<mysql_common::packets::Sid<'static>>, String> {
+    set.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<mysql_common::packets::Sid<'static>>()
+                .map_err(|e| format!("`{p}` is not a MySQL GTID set entry (uuid:1-100): {e}"))
+        })
+        .collect()
+}
+
 /// The server's current end of binlog.
 pub async fn latest(conn: &mut Conn, info: &ServerInfo) -> Result<FilePos, SourceError> {
     let sql = match info.flavour {
@@ -109,6 +122,18 @@ pub async fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mysql_gtid_sets() {
+        let sids = parse_mysql_gtid_set(
+            "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:11-18,\n 4e11fa47-71ca-11e1-9e33-c80aa9429562:7",
+        )
+        .expect("valid");
+        assert_eq!(sids.len(), 2);
+        assert!(parse_mysql_gtid_set("0-1-100").is_err());
+        assert!(parse_mysql_gtid_set("not-a-uuid:1-2").is_err());
+        assert_eq!(parse_mysql_gtid_set("").map(|v| v.len()), Ok(0));
+    }
 
     #[test]
     fn parse_file_pos() {

@@ -84,10 +84,8 @@ async fn open_stream(
                     setup.push("SET @slave_gtid_ignore_duplicates = 0".into());
                 }
                 Flavour::MySql => {
-                    return Err(SourceError::Config(
-                        "starting from a MySQL GTID set is not supported yet; use a file:position"
-                            .into(),
-                    ))
+                    // Validated here; the request is built below.
+                    super::position::parse_mysql_gtid_set(g).map_err(SourceError::Config)?;
                 }
             }
             (String::new(), 4)
@@ -98,9 +96,14 @@ async fn open_stream(
             .await
             .map_err(|e| SourceError::query(sql, e))?;
     }
-    let request = BinlogStreamRequest::new(opts.db.server_id)
+    let mut request = BinlogStreamRequest::new(opts.db.server_id)
         .with_filename(file.as_bytes())
         .with_pos(pos);
+    if let (Flavour::MySql, StartAt::Gtid(g)) = (info.flavour, start) {
+        // COM_BINLOG_DUMP_GTID: the server sends what is not in this set.
+        let sids = super::position::parse_mysql_gtid_set(g).map_err(SourceError::Config)?;
+        request = request.with_gtid().with_gtid_set(sids);
+    }
     let stream = conn
         .get_binlog_stream(request)
         .await
