@@ -119,60 +119,22 @@ pub async fn run(
     tx: mpsc::Sender<SourceEvent>,
     cancel: CancellationToken,
 ) -> Result<(), SourceError> {
-    let (mut stream, file, gtid_seed) = open_stream(&info, &opts, &start).await?;
-    tracing::info!(start = %start, server_id = opts.db.server_id, "binlog stream opened");
-    let mut decoder = Decoder::new(
-        DecoderOptions {
-            decode: opts.decode,
-            filter: opts.filter.clone(),
-            schema_lookup: true,
-        },
-        &file,
-    );
-    if let Some(seed) = &gtid_seed {
-        decoder.seed_gtid_state(seed);
-    }
-    let mariadb = info.flavour == Flavour::MariaDb;
-    let mut schema_conn: Option<Conn> = None;
-    let silence = (opts.heartbeat * 3).max(Duration::from_secs(5));
-    let mut out = Vec::new();
-    loop {
-        let next = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            next = tokio::time::timeout(silence, stream.next()) => next,
-        };
-        let event = match next {
-            Err(_) => {
-                return Err(SourceError::Silent {
-                    secs: silence.as_secs(),
-                })
-            }
-            Ok(None) => {
-                return Err(SourceError::Stream(
-                    "the server closed the binlog stream".into(),
-                ))
-            }
-            Ok(Some(Err(e))) => return Err(stream_error(e, decoder.file(), 0)),
-            Ok(Some(Ok(ev))) => ev,
-        };
-        if let Some((db, table)) = decoder.schema_needed(&event) {
-            let s = load_schema(&opts.db, &mut schema_conn, mariadb, &db, &table).await?;
-            decoder.schemas.insert(&db, &table, s);
-        }
-        decoder.handle(&event, &mut out)?;
-        for o in out.drain(..) {
-            let msg = match o {
-                Output::Change(c) => SourceEvent::Change(c),
-                Output::Commit(c) => SourceEvent::Commit(c),
-            };
-            // Waiting for room downstream is the backpressure; a stop request
-            // must still get through.
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                sent = tx.send(msg) => if sent.is_err() { return Ok(()) },
-            }
-        }
-    }
+    // One connection's worth, without reconnecting.
+    let status = ReaderStatus::default();
+    let mut progress = Progress::default();
+    let mut failures = 0;
+    stream_from(
+        &info,
+        &opts,
+        &start,
+        0,
+        &tx,
+        &cancel,
+        &status,
+        &mut progress,
+        &mut failures,
+    )
+    .await
 }
 
 async fn load_schema(
