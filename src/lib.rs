@@ -11,6 +11,8 @@ pub mod config;
 pub mod deliver;
 pub mod demo;
 pub mod event;
+pub mod offline;
+pub mod replay;
 pub mod route;
 pub mod server;
 pub mod source;
