@@ -232,3 +232,30 @@ fn every_prefix_of_a_corpus_file_ends_cleanly() {
     // The magic alone, and after each of the 5 events.
     assert_eq!(ok, 6);
 }
+
+/// Inputs the fuzzer (fuzz/, target `decode_file`) found crashing, stored
+/// without the `\xfebin` magic, as the fuzz target takes them. Each must end
+/// in an error or success, never a panic or an abort.
+#[test]
+fn fuzz_regressions_do_not_crash() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/fuzz-regressions") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !name.starts_with("decode_file-") {
+            continue;
+        }
+        let mut bytes = b"\xfebin".to_vec();
+        bytes.extend_from_slice(&std::fs::read(&path).expect("read"));
+        let mut stats = pikachu::offline::Stats::default();
+        let mut line = Vec::new();
+        let _ = pikachu::offline::decode_bytes(name, bytes, &mut stats, &mut |rec| {
+            line.clear();
+            rec.write_json(&mut line);
+            serde_json::from_slice::<serde_json::Value>(&line).expect("valid JSON line");
+        });
+        n += 1;
+    }
+    assert!(n >= 1);
+}

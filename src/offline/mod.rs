@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use mysql_common::binlog::events::{
-    Event, FormatDescriptionEvent, GtidEvent, IncidentEvent, IntvarEvent, PreviousGtidsEvent,
-    RandEvent, RotateEvent, RowsQueryEvent, TableMapEvent, UserVarEvent, XidEvent,
+    Event, FormatDescriptionEvent, GtidEvent, IncidentEvent, IntvarEvent, RandEvent, RotateEvent,
+    RowsQueryEvent, TableMapEvent, UserVarEvent, XidEvent,
 };
 use serde_json::{json, Map, Value};
 
@@ -443,6 +443,7 @@ fn describe(dec: &Decoder, ev: &Event, d: &mut Map<String, Value>) -> Result<(),
             put("xid", json!(x.xid));
         }
         19 => {
+            decoder::check_table_map(ev).map_err(|e| format!("corrupt TABLE_MAP: {e}"))?;
             let tme: TableMapEvent<'_> = ev.read_event().map_err(|e| bad("TABLE_MAP", e))?;
             let tm = table_map::parse(&tme).map_err(|e| format!("corrupt TABLE_MAP: {e}"))?;
             put("table_id", json!(tm.table_id));
@@ -517,36 +518,30 @@ fn describe(dec: &Decoder, ev: &Event, d: &mut Map<String, Value>) -> Result<(),
             }
         }
         35 => {
-            let p: PreviousGtidsEvent<'_> =
-                ev.read_event().map_err(|e| bad("PREVIOUS_GTIDS", e))?;
-            let mut sids = Vec::new();
+            let sids = previous_gtids(data).map_err(|e| format!("corrupt PREVIOUS_GTIDS: {e}"))?;
             let mut text: Vec<String> = Vec::new();
-            for s in p.sids() {
-                let uuid = decoder::format_uuid(&s.uuid());
-                let ivs: Vec<Value> = s
-                    .intervals()
+            let mut list = Vec::new();
+            for (uuid, tag, ivs) in sids {
+                let ranges: Vec<String> = ivs
                     .iter()
-                    .map(|i| json!([i.start(), i.end()]))
-                    .collect();
-                let ranges: Vec<String> = s
-                    .intervals()
-                    .iter()
-                    .map(|i| {
-                        if i.end() == i.start() + 1 {
-                            i.start().to_string()
+                    .map(|&(a, b)| {
+                        if b == a + 1 {
+                            a.to_string()
                         } else {
-                            format!("{}-{}", i.start(), i.end().saturating_sub(1))
+                            format!("{a}-{}", b.saturating_sub(1))
                         }
                     })
                     .collect();
-                let tag = s.tag().map(|t| (**t).to_string());
                 let mut o = Map::new();
                 o.insert("uuid".into(), json!(uuid));
                 if let Some(tag) = &tag {
                     o.insert("tag".into(), json!(tag));
                 }
-                o.insert("intervals".into(), Value::Array(ivs));
-                sids.push(Value::Object(o));
+                o.insert(
+                    "intervals".into(),
+                    Value::Array(ivs.iter().map(|&(a, b)| json!([a, b])).collect()),
+                );
+                list.push(Value::Object(o));
                 let part = match &tag {
                     Some(tag) => format!("{tag}:{}", ranges.join(":")),
                     None => ranges.join(":"),
@@ -560,7 +555,7 @@ fn describe(dec: &Decoder, ev: &Event, d: &mut Map<String, Value>) -> Result<(),
                 }
             }
             put("gtid_set", json!(text.join(",")));
-            put("sids", Value::Array(sids));
+            put("sids", Value::Array(list));
         }
         40 => {}
         160 => put("text", json!(lossy(data))),
@@ -622,6 +617,80 @@ fn describe(dec: &Decoder, ev: &Event, d: &mut Map<String, Value>) -> Result<(),
         _ => {}
     }
     Ok(())
+}
+
+type GtidSid = (String, Option<String>, Vec<(u64, u64)>);
+
+/// Parses a PREVIOUS_GTIDS body (untagged, or the tagged format of MySQL
+/// 8.4+): (uuid, tag, [start, end) intervals). Counts are checked against
+/// the bytes left before anything is allocated.
+fn previous_gtids(mut b: &[u8]) -> Result<Vec<GtidSid>, String> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+        if b.len() < n {
+            return Err(format!("need {n} bytes, {} left", b.len()));
+        }
+        let (h, t) = b.split_at(n);
+        *b = t;
+        Ok(h)
+    }
+    // MySQL's varlen unsigned: the number of trailing 1 bits of the
+    // first byte (+1) is the byte count.
+    fn varlen(b: &mut &[u8]) -> Result<u64, String> {
+        let first = *b.first().ok_or("truncated length")?;
+        let n = (first.trailing_ones() as usize + 1).min(9);
+        let bytes = take(b, n)?;
+        let mut v = 0u64;
+        for (i, &x) in bytes.iter().enumerate().skip(1) {
+            v |= u64::from(x) << (8 * (i - 1));
+        }
+        if n < 9 {
+            v = (v << (8 - n)) | u64::from(first >> n);
+        }
+        Ok(v)
+    }
+    let head = le(take(&mut b, 8)?);
+    let tagged = head >> 56 != 0;
+    let n = if tagged {
+        (head >> 8) & ((1 << 48) - 1)
+    } else {
+        head & ((1 << 56) - 1)
+    };
+    if n > b.len() as u64 / 24 {
+        return Err(format!(
+            "{n} server uuids announced, {} bytes left",
+            b.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(take(&mut b, 16)?);
+        let tag = if tagged {
+            let len = varlen(&mut b)?;
+            if len > b.len() as u64 {
+                return Err("tag truncated".into());
+            }
+            let t = take(&mut b, len as usize)?;
+            (!t.is_empty()).then(|| lossy(t))
+        } else {
+            None
+        };
+        let k = le(take(&mut b, 8)?);
+        if k > b.len() as u64 / 16 {
+            return Err(format!("{k} intervals announced, {} bytes left", b.len()));
+        }
+        let mut ivs = Vec::with_capacity(k as usize);
+        for _ in 0..k {
+            let a = le(take(&mut b, 8)?);
+            let e = le(take(&mut b, 8)?);
+            ivs.push((a, e));
+        }
+        out.push((decoder::format_uuid(&uuid), tag, ivs));
+    }
+    if !b.is_empty() {
+        return Err(format!("{} bytes left over", b.len()));
+    }
+    Ok(out)
 }
 
 fn hex(b: &[u8]) -> String {

@@ -437,6 +437,7 @@ impl Decoder {
 
     fn on_table_map(&mut self, ev: &Event) -> Result<(), SourceError> {
         let data = ev.data();
+        check_table_map(ev).map_err(|e| self.decode_err(ev, format!("TABLE_MAP event: {e}")))?;
         let tme: TableMapEvent<'_> = ev
             .read_event()
             .map_err(|e| self.decode_err(ev, format!("TABLE_MAP event: {e}")))?;
@@ -562,6 +563,72 @@ fn fde_post_header_len(ev: &Event, t: u8) -> Option<u8> {
     // The FDE's array is indexed by type - 1.
     let lens: &[u8] = fde.event_type_header_lengths();
     lens.get(usize::from(t).checked_sub(1)?).copied()
+}
+
+/// Checks the counts inside a TABLE_MAP's optional metadata before
+/// mysql_common parses it: it allocates ENUM/SET label lists by the count
+/// in the event, so a corrupt count would abort the process.
+pub fn check_table_map(ev: &Event) -> Result<(), String> {
+    let t = ev.header().event_type_raw();
+    let id_len = match fde_post_header_len(ev, t) {
+        Some(6) => 4,
+        _ => 6,
+    };
+    let mut b = ev.data();
+    let short = || "truncated".to_string();
+    let take = |b: &mut &[u8], n: usize| -> Result<(), String> {
+        if b.len() < n {
+            return Err(short());
+        }
+        *b = &b[n..];
+        Ok(())
+    };
+    take(&mut b, id_len + 2)?;
+    for _ in 0..2 {
+        let n = usize::from(*b.first().ok_or_else(short)?);
+        take(&mut b, 1 + n + 1)?;
+    }
+    let cols = rows::lenenc(&mut b)?;
+    if cols > b.len() as u64 {
+        return Err(format!("{cols} columns announced, {} bytes left", b.len()));
+    }
+    take(&mut b, cols as usize)?;
+    let meta_len = rows::lenenc(&mut b)?;
+    if meta_len > b.len() as u64 {
+        return Err("column metadata truncated".into());
+    }
+    take(&mut b, meta_len as usize)?;
+    take(&mut b, (cols as usize).div_ceil(8))?;
+    // Optional metadata: type(1), length, value.
+    while let Some(&ty) = b.first() {
+        b = &b[1..];
+        let len = rows::lenenc(&mut b)?;
+        if len > b.len() as u64 {
+            return Err(format!("optional metadata field {ty} truncated"));
+        }
+        let (mut v, rest) = b.split_at(len as usize);
+        b = rest;
+        // SET_STR_VALUE (5), ENUM_STR_VALUE (6): per column a count, then labels.
+        if ty == 5 || ty == 6 {
+            while !v.is_empty() {
+                let n = rows::lenenc(&mut v)?;
+                if n > v.len() as u64 {
+                    return Err(format!(
+                        "{n} ENUM/SET labels announced, {} bytes left",
+                        v.len()
+                    ));
+                }
+                for _ in 0..n {
+                    let l = rows::lenenc(&mut v)?;
+                    if l > v.len() as u64 {
+                        return Err("ENUM/SET label truncated".into());
+                    }
+                    v = &v[l as usize..];
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Formats a 16-byte server UUID.
