@@ -46,6 +46,7 @@ pub const STOP: u8 = 3;
 pub const ROTATE: u8 = 4;
 pub const FORMAT_DESCRIPTION: u8 = 15;
 pub const XID: u8 = 16;
+pub const EXECUTE_LOAD_QUERY: u8 = 18;
 pub const TABLE_MAP: u8 = 19;
 pub const WRITE_ROWS_V1: u8 = 23;
 pub const UPDATE_ROWS_V1: u8 = 24;
@@ -72,6 +73,8 @@ fn is_inert(t: u8) -> bool {
         1 // START_V3
         | 5 // INTVAR
         | 7 // SLAVE
+        | 9 // APPEND_BLOCK (statement-based LOAD DATA: no rows)
+        | 17 // BEGIN_LOAD_QUERY (idem)
         | 13 // RAND
         | 14 // USER_VAR
         | 28 // IGNORABLE
@@ -270,6 +273,9 @@ impl Decoder {
             }
             GTID_TAGGED => self.on_mysql_gtid(ev)?,
             XID => self.commit(ev, out),
+            // Statement-based LOAD DATA: like any statement it carries no
+            // rows, but outside BEGIN…COMMIT it is a transaction of its own.
+            EXECUTE_LOAD_QUERY => self.on_query(ev, "", "LOAD DATA", out),
             TABLE_MAP => self.on_table_map(ev)?,
             WRITE_ROWS_V1 | WRITE_ROWS_V2 => self.on_rows(ev, ChangeKind::Insert, false, out)?,
             UPDATE_ROWS_V1 | UPDATE_ROWS_V2 => self.on_rows(ev, ChangeKind::Update, false, out)?,
