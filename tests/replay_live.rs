@@ -246,3 +246,30 @@ fn empty_range_and_bad_from() {
     assert_eq!(r.code, Some(1), "{}", r.stderr);
     assert!(r.stderr.contains("has only"), "{}", r.stderr);
 }
+
+#[test]
+fn mariadb_gtid_from_and_to() {
+    let db = MariaDb::start(ServerOptions::default());
+    let name = db.fresh_database("replay_gtid");
+    db.exec_in(&name, "CREATE TABLE t (id INT PRIMARY KEY)");
+    let before = db.query_value("SELECT @@gtid_binlog_pos");
+    let start = db.master_status();
+    for i in 1..=4 {
+        db.exec_in(&name, &format!("INSERT INTO t VALUES ({i})"));
+    }
+    // The GTID of the third insert: the replay stops after it.
+    let third = {
+        let p: Vec<u64> = db
+            .query_value("SELECT @@gtid_binlog_pos")
+            .split('-')
+            .map(|x| x.parse().expect("number"))
+            .collect();
+        format!("{}-{}-{}", p[0], p[1], p[2] - 1)
+    };
+    let yaml = config_yaml(&db, &name, &start, &[task("t", "http://127.0.0.1:9/")]);
+    let r = replay(&yaml, &["--from", &before, "--to", &third]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let ids: Vec<Value> = r.payloads.iter().map(|p| p["primary_id"].clone()).collect();
+    assert_eq!(ids, vec![json!(1), json!(2), json!(3)], "{}", r.summary);
+    assert_eq!(r.payloads[2]["source"]["gtid"], json!(third));
+}

@@ -339,6 +339,9 @@ pub fn decode_rows_ext(
         .count();
     let mut buf: &[u8] = &hdr.rows;
     while !buf.is_empty() {
+        // A row that takes no bytes (no column present) would repeat
+        // forever over the rest of a corrupt event.
+        let left = buf.len();
         match kind {
             ChangeKind::Insert => {
                 let after = read_image(&mut buf, hdr.present, dec, opts, None)?;
@@ -375,6 +378,11 @@ pub fn decode_rows_ext(
                 };
                 f(Some(before), Some(after));
             }
+        }
+        if buf.len() == left {
+            return Err(format!(
+                "rows event has {left} bytes left that hold no row (no column present): corrupt"
+            ));
         }
     }
     Ok(())
