@@ -525,7 +525,7 @@ fn describe(dec: &Decoder, ev: &Event, d: &mut Map<String, Value>) -> Result<(),
                 let ranges: Vec<String> = ivs
                     .iter()
                     .map(|&(a, b)| {
-                        if b == a + 1 {
+                        if a.checked_add(1) == Some(b) {
                             a.to_string()
                         } else {
                             format!("{a}-{}", b.saturating_sub(1))
@@ -683,6 +683,9 @@ fn previous_gtids(mut b: &[u8]) -> Result<Vec<GtidSid>, String> {
         for _ in 0..k {
             let a = le(take(&mut b, 8)?);
             let e = le(take(&mut b, 8)?);
+            if a == 0 || e <= a {
+                return Err(format!("interval [{a}, {e}) is empty or starts at 0"));
+            }
             ivs.push((a, e));
         }
         out.push((decoder::format_uuid(&uuid), tag, ivs));
