@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = pikachu::offline::decode_bytes("fuzz", bytes, &mut stats, &mut |rec| {
         line.clear();
         rec.write_json(&mut line);
+        // Numbers beyond f64 are valid JSON syntax serde_json refuses.
         if let Err(e) = serde_json::from_slice::<serde_json::Value>(&line) {
+            if e.to_string().contains("number out of range") {
+                return;
+            }
             panic!("invalid JSON line {:?}: {e}", String::from_utf8_lossy(&line));
         }
     });

@@ -36,7 +36,12 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(used) = decode_value(&kind, &data[5..], &mut out, &opts) {
         assert!(used <= data.len() - 5, "consumed more than the input");
         // What was written must be valid JSON.
+        // A number beyond f64 (e.g. MariaDB JSON text `2E999`) is valid JSON
+        // syntax that serde_json refuses: not a decoder bug.
         if let Err(e) = serde_json::from_slice::<serde_json::Value>(&out) {
+            if e.to_string().contains("number out of range") {
+                return;
+            }
             panic!("{kind:?} wrote invalid JSON {:?}: {e}", String::from_utf8_lossy(&out));
         }
     }
