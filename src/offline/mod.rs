@@ -644,7 +644,7 @@ fn previous_gtids(mut b: &[u8]) -> Result<Vec<GtidSid>, String> {
             v |= u64::from(x) << (8 * (i - 1));
         }
         if n < 9 {
-            v = (v << (8 - n)) | u64::from(first >> n);
+            v = (v << (8 - n)) | (u64::from(first) >> n);
         }
         Ok(v)
     }
