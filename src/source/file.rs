@@ -271,6 +271,55 @@ fn has_checksum(fde: &FormatDescriptionEvent<'_>) -> bool {
         }
 }
 
+/// Checks a TRANSACTION_PAYLOAD header (fields: type, length, value, all
+/// length-encoded; type 0 ends it) before mysql_common parses it: it
+/// panics on a field longer than the event and on an unknown compression.
+fn check_payload_header(mut b: &[u8]) -> Result<(), String> {
+    use super::rows::lenenc;
+    let bad = |m: String| format!("TRANSACTION_PAYLOAD header is corrupt: {m}");
+    let (mut size, mut compression) = (None, None);
+    loop {
+        let field = lenenc(&mut b).map_err(bad)?;
+        if field == 0 {
+            break;
+        }
+        let len = lenenc(&mut b).map_err(bad)?;
+        if len > b.len() as u64 {
+            return Err(bad(format!(
+                "field {field} says {len} bytes, {} left",
+                b.len()
+            )));
+        }
+        if (1..=3).contains(&field) {
+            let mut v = &b[..len as usize];
+            let value = lenenc(&mut v).map_err(bad)?;
+            if !v.is_empty() {
+                return Err(bad(format!("field {field} is longer than its value")));
+            }
+            match field {
+                1 => size = Some(value),
+                2 => compression = Some(value),
+                _ => {}
+            }
+        }
+        b = &b[len as usize..];
+    }
+    match compression {
+        Some(0) | Some(255) => {}
+        Some(c) => {
+            return Err(bad(format!(
+                "compression type {c} is not known (zstd 0, none 255)"
+            )))
+        }
+        None => return Err(bad("no compression type".into())),
+    }
+    match size {
+        Some(n) if n <= b.len() as u64 => Ok(()),
+        Some(n) => Err(bad(format!("payload size {n}, {} bytes left", b.len()))),
+        None => Err(bad("no payload size".into())),
+    }
+}
+
 /// Facts about a TRANSACTION_PAYLOAD event and its inner events.
 pub struct Payload {
     /// "zstd" or "none".
@@ -284,6 +333,7 @@ pub struct Payload {
 /// Decompresses a TRANSACTION_PAYLOAD event and frames its inner events
 /// (which carry no checksums). `fde` is the file's format description.
 pub fn open_payload(ev: &Event, fde: &FormatDescriptionEvent<'static>) -> Result<Payload, String> {
+    check_payload_header(ev.data())?;
     let tpe: TransactionPayloadEvent<'_> = ev
         .read_event()
         .map_err(|e| format!("TRANSACTION_PAYLOAD event is corrupt: {e}"))?;
