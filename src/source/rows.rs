@@ -460,4 +460,132 @@ mod tests {
         let h = parse_header(&body, 6, false, true, ChangeKind::Insert).expect("parses");
         assert_eq!(&*h.rows, &[7, 7, 7]);
     }
+
+    /// PARTIAL_UPDATE_ROWS: a JSON diff applied to the before image, and
+    /// shown as diffs (or refused) when the before image lacks the column.
+    #[test]
+    fn partial_json_update() {
+        use crate::event::{Column, Table};
+        use std::sync::Arc;
+        let dec = TableDecoder {
+            table: Arc::new(Table {
+                database: "d".into(),
+                name: "t".into(),
+                columns: vec![Column::new("id"), Column::new("j")],
+                primary_key: vec![0],
+            }),
+            kinds: vec![
+                ColumnKind::Int {
+                    bytes: 4,
+                    unsigned: false,
+                },
+                ColumnKind::Json { len_bytes: 4 },
+            ],
+        };
+        // {"a":1} in MySQL binary JSON (small object, inline int16).
+        let obj = [0u8, 1, 0, 12, 0, 11, 0, 1, 0, 5, 1, 0, b'a'];
+        let mut before = vec![0u8]; // NULL bitmap
+        before.extend_from_slice(&1i32.to_le_bytes());
+        before.extend_from_slice(&(obj.len() as u32).to_le_bytes());
+        before.extend_from_slice(&obj);
+        // REPLACE $.a with int16 2.
+        let diff = [0u8, 3, b'$', b'.', b'a', 3, 5, 2, 0];
+        let mut after = vec![1u8, 0b1, 0]; // value options, partial bit of the (only) JSON column, NULL bitmap
+        after.extend_from_slice(&1i32.to_le_bytes());
+        after.extend_from_slice(&(diff.len() as u32).to_le_bytes());
+        after.extend_from_slice(&diff);
+        let rows: Vec<u8> = [before.clone(), after.clone()].concat();
+        let hdr = RowsHeader {
+            table_id: 1,
+            flags: 0,
+            column_count: 2,
+            present: &[0b11],
+            present_after: Some(&[0b11]),
+            rows: Cow::Owned(rows),
+        };
+        let mode = RowsMode {
+            partial_json: true,
+            show_json_diffs: false,
+        };
+        let mut got = Vec::new();
+        decode_rows_ext(
+            ChangeKind::Update,
+            &hdr,
+            &dec,
+            &DecodeOptions::default(),
+            mode,
+            |b, a| got.push((b, a)),
+        )
+        .expect("decodes");
+        let (b, a) = &got[0];
+        assert_eq!(b.as_ref().and_then(|i| i.get(1)), Some(&br#"{"a":1}"#[..]));
+        assert_eq!(a.as_ref().and_then(|i| i.get(1)), Some(&br#"{"a":2}"#[..]));
+        // Before image without the JSON column (MINIMAL): an error live, diffs offline.
+        let mut before_min = vec![0u8];
+        before_min.extend_from_slice(&1i32.to_le_bytes());
+        let rows: Vec<u8> = [before_min, after].concat();
+        let hdr = RowsHeader {
+            present: &[0b01],
+            rows: Cow::Owned(rows),
+            ..hdr
+        };
+        let err = decode_rows_ext(
+            ChangeKind::Update,
+            &hdr,
+            &dec,
+            &DecodeOptions::default(),
+            mode,
+            |_, _| {},
+        )
+        .unwrap_err();
+        assert!(err.contains("binlog_row_image=FULL"), "{err}");
+        let mut got = Vec::new();
+        let show = RowsMode {
+            show_json_diffs: true,
+            ..mode
+        };
+        decode_rows_ext(
+            ChangeKind::Update,
+            &hdr,
+            &dec,
+            &DecodeOptions::default(),
+            show,
+            |_, a| got.push(a),
+        )
+        .expect("decodes");
+        assert_eq!(
+            got[0].as_ref().and_then(|i| i.get(1)),
+            Some(&br#"{"json_diff":[{"op":"replace","path":"$.a","value":2}]}"#[..])
+        );
+    }
+
+    /// A rows event whose rows take no bytes is corrupt, not an endless loop.
+    #[test]
+    fn rows_without_columns_are_corrupt() {
+        let dec = TableDecoder {
+            table: std::sync::Arc::new(crate::event::Table {
+                database: "d".into(),
+                name: "t".into(),
+                columns: vec![],
+                primary_key: vec![],
+            }),
+            kinds: vec![],
+        };
+        let hdr = RowsHeader {
+            table_id: 1,
+            flags: 0,
+            column_count: 0,
+            present: &[],
+            present_after: None,
+            rows: Cow::Borrowed(&[1, 2, 3]),
+        };
+        let r = decode_rows(
+            ChangeKind::Insert,
+            &hdr,
+            &dec,
+            &DecodeOptions::default(),
+            |_, _| {},
+        );
+        assert!(r.unwrap_err().contains("corrupt"));
+    }
 }
