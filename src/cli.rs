@@ -69,6 +69,13 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Binlog files: decode them offline (`pikachu binlog decode FILE…`).
+    Binlog {
+        #[command(subcommand)]
+        command: BinlogCommand,
+    },
+    /// Re-read a range of the server's binlog for the configured tasks (never writes the checkpoint).
+    Replay(ReplayArgs),
     /// A tiny webhook receiver that prints every request it gets (for trying pikachu out).
     DemoReceiver {
         /// Address to listen on.
@@ -114,6 +121,38 @@ pub enum DlqCommand {
         #[arg(long)]
         yes: bool,
     },
+}
+
+/// `pikachu binlog …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BinlogCommand {
+    /// Print every event of binlog (or relay log) files as one JSON line each.
+    Decode {
+        /// Binlog files, read in order (gzip-compressed files are unpacked).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// `json`: one line per event; `summary`: one line per file.
+        #[arg(long, default_value = "json", value_parser = ["json", "summary"])]
+        output: String,
+    },
+}
+
+/// `pikachu replay` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// Start: FILE:POS (e.g. mysql-bin.000003:1234) or a MariaDB GTID position (0-1-100).
+    #[arg(long)]
+    pub from: String,
+    /// End (default: the end of the binlog when the replay starts). A position inside a
+    /// transaction ends after that whole transaction. FILE:POS or a GTID.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Where payloads go: `webhook`, `stdout` (one per line) or `null` (count only).
+    #[arg(long, default_value = "stdout", value_parser = ["webhook", "stdout", "null"])]
+    pub output: String,
+    /// Replica server_id for the replay's binlog connection (default: a random one).
+    #[arg(long)]
+    pub server_id: Option<u32>,
 }
 
 /// Rewrites Go-style flags (`-config x`, `-config=x`, `-tasks`, `-version`,

@@ -106,6 +106,8 @@ fn main() -> ExitCode {
             };
             runtime.block_on(dlq(&loaded.config, command))
         }
+        Some(Command::Binlog { ref command }) => binlog_command(command),
+        Some(Command::Replay(ref args)) => replay_command(&cli, args, &runtime),
         None | Some(Command::Run) => {
             let loaded = match load(&cli) {
                 Ok(l) => l,
@@ -121,6 +123,63 @@ fn main() -> ExitCode {
             }
             runtime.block_on(run(loaded.config, cli.reset_position))
         }
+    }
+}
+
+/// `pikachu binlog decode FILE…`: events on stdout, summary and errors on stderr.
+fn binlog_command(command: &pikachu::cli::BinlogCommand) -> ExitCode {
+    let pikachu::cli::BinlogCommand::Decode { files, output } = command;
+    let print = if output == "summary" {
+        pikachu::offline::Print::Summary
+    } else {
+        pikachu::offline::Print::Json
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut err = std::io::stderr();
+    if pikachu::offline::run_decode(files, print, &mut out, &mut err) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_RUNTIME)
+    }
+}
+
+/// `pikachu replay`: payloads and the summary line on stdout.
+fn replay_command(
+    cli: &Cli,
+    args: &pikachu::cli::ReplayArgs,
+    runtime: &tokio::runtime::Runtime,
+) -> ExitCode {
+    let loaded = match load(cli) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let _log_guard = match telemetry::init(&loaded.config.log) {
+        Ok(g) => g,
+        Err(e) => return fail(EXIT_CONFIG, &e),
+    };
+    let req = pikachu::replay::Request {
+        from: args.from.clone(),
+        to: args.to.clone(),
+        output: args
+            .output
+            .parse()
+            .unwrap_or(pikachu::replay::Output::Stdout),
+        server_id: args.server_id,
+    };
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
+    match runtime.block_on(pikachu::replay::run(&loaded.config, &req, &mut out)) {
+        Ok(summary) => {
+            use std::io::Write as _;
+            let _ = writeln!(out, "{}", summary.to_json());
+            let _ = out.flush();
+            if summary.failed > 0 {
+                ExitCode::from(EXIT_RUNTIME)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => fail(e.code, &e.message),
     }
 }
 

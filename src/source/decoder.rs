@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use mysql_common::binlog::consts::{BinlogChecksumAlg, EventType};
-use mysql_common::binlog::events::{Event, QueryEvent, TableMapEvent};
+use mysql_common::binlog::events::{Event, GtidEvent, QueryEvent, TableMapEvent};
 
 use super::error::{At, SourceError};
 use super::rows;
@@ -50,6 +50,7 @@ pub const STOP: u8 = 3;
 pub const ROTATE: u8 = 4;
 pub const FORMAT_DESCRIPTION: u8 = 15;
 pub const XID: u8 = 16;
+pub const EXECUTE_LOAD_QUERY: u8 = 18;
 pub const TABLE_MAP: u8 = 19;
 pub const WRITE_ROWS_V1: u8 = 23;
 pub const UPDATE_ROWS_V1: u8 = 24;
@@ -77,6 +78,8 @@ fn is_inert(t: u8) -> bool {
         1 // START_V3
         | 5 // INTVAR
         | 7 // SLAVE
+        | 9 // APPEND_BLOCK (statement-based LOAD DATA: no rows)
+        | 17 // BEGIN_LOAD_QUERY (idem)
         | 13 // RAND
         | 14 // USER_VAR
         | 28 // IGNORABLE
@@ -126,6 +129,9 @@ pub struct Decoder {
     gtid_state: std::collections::BTreeMap<u32, (u32, u64)>,
     /// The GTID of the open transaction as (domain, server_id, seq).
     maria_gtid: Option<(u32, u32, u64)>,
+    /// PARTIAL_UPDATE_ROWS without the before image of a JSON column: show
+    /// the diffs (offline) instead of failing (live).
+    show_json_diffs: bool,
 }
 
 impl Decoder {
@@ -143,7 +149,15 @@ impl Decoder {
             expect_inner: false,
             gtid_state: std::collections::BTreeMap::new(),
             maria_gtid: None,
+            show_json_diffs: false,
         }
+    }
+
+    /// Offline printing: a partial JSON update whose before image is missing
+    /// is shown as its list of diffs (`{"json_diff":[…]}`) instead of being an
+    /// error. Never for the live stream: a diff is not the column's value.
+    pub fn set_show_json_diffs(&mut self, on: bool) {
+        self.show_json_diffs = on;
     }
 
     /// The binlog file being read.
@@ -196,6 +210,11 @@ impl Decoder {
     }
 
     fn verify_checksum(&self, ev: &Event) -> Result<(), SourceError> {
+        // Events inside a TRANSACTION_PAYLOAD carry no checksum (WL#3549):
+        // they are read with checksums disabled.
+        if !ev.footer().get_checksum_enabled() {
+            return Ok(());
+        }
         let Some(sum) = ev.checksum() else {
             return Ok(());
         };
@@ -314,7 +333,11 @@ impl Decoder {
                 let (schema, sql) = self.compressed_query(ev)?;
                 self.on_query(ev, &schema, &sql, out);
             }
+            GTID_TAGGED => self.on_mysql_gtid(ev)?,
             XID => self.commit(ev, out),
+            // Statement-based LOAD DATA: like any statement it carries no
+            // rows, but outside BEGIN…COMMIT it is a transaction of its own.
+            EXECUTE_LOAD_QUERY => self.on_query(ev, "", "LOAD DATA", out),
             TABLE_MAP => self.on_table_map(ev)?,
             WRITE_ROWS_V1 | WRITE_ROWS_V2 => self.on_rows(ev, ChangeKind::Insert, false, out)?,
             UPDATE_ROWS_V1 | UPDATE_ROWS_V2 => self.on_rows(ev, ChangeKind::Update, false, out)?,
@@ -327,7 +350,7 @@ impl Decoder {
                 };
                 self.on_rows(ev, kind, true, out)?
             }
-            GTID | GTID_TAGGED => self.on_mysql_gtid(ev)?,
+            GTID => self.on_mysql_gtid(ev)?,
             MARIA_GTID => self.on_maria_gtid(ev)?,
             MARIA_GTID_LIST => self.on_maria_gtid_list(ev)?,
             INCIDENT => {
@@ -341,12 +364,7 @@ impl Decoder {
                 self.payload_end = Some(log_pos);
                 self.expect_inner = true;
             }
-            PARTIAL_UPDATE_ROWS => {
-                return Err(self.decode_err(
-                    ev,
-                    "PARTIAL_UPDATE_ROWS events (binlog_row_value_options=PARTIAL_JSON) are not supported yet; set binlog_row_value_options='' on the server",
-                ))
-            }
+            PARTIAL_UPDATE_ROWS => self.on_rows_ext(ev, ChangeKind::Update, false, true, out)?,
             t if is_inert(t) => {}
             t => {
                 // LOG_EVENT_IGNORABLE_F: the server says it is safe to skip.
@@ -393,6 +411,17 @@ impl Decoder {
             self.tables.clear();
         }
         Ok(())
+    }
+
+    /// Schema and statement of a QUERY or MariaDB QUERY_COMPRESSED event.
+    pub fn query_text(&self, ev: &Event) -> Result<(String, String), SourceError> {
+        if ev.header().event_type_raw() == MARIA_QUERY_COMPRESSED {
+            return self.compressed_query(ev);
+        }
+        let q: QueryEvent<'_> = ev
+            .read_event()
+            .map_err(|e| self.decode_err(ev, format!("QUERY event: {e}")))?;
+        Ok((q.schema().into_owned(), q.query().into_owned()))
     }
 
     /// Schema and statement of a MariaDB QUERY_COMPRESSED event.
@@ -449,28 +478,8 @@ impl Decoder {
     }
 
     fn on_mysql_gtid(&mut self, ev: &Event) -> Result<(), SourceError> {
-        // flags(1) sid(16) gno(8) [tagged events differ: see the conformance issue]
-        let d = ev.data();
-        let (Some(sid), Some(gno)) = (d.get(1..17), d.get(17..25)) else {
-            return Err(self.decode_err(ev, "GTID event too short"));
-        };
-        let mut gno_bytes = [0u8; 8];
-        gno_bytes.copy_from_slice(gno);
-        let gno = i64::from_le_bytes(gno_bytes);
-        let hex = |r: std::ops::Range<usize>| -> String {
-            sid[r].iter().map(|b| format!("{b:02x}")).collect()
-        };
-        self.gtid = Some(
-            format!(
-                "{}-{}-{}-{}-{}:{gno}",
-                hex(0..4),
-                hex(4..6),
-                hex(6..8),
-                hex(8..10),
-                hex(10..16)
-            )
-            .into(),
-        );
+        let gtid = mysql_gtid(ev).map_err(|e| self.decode_err(ev, e))?;
+        self.gtid = Some(gtid.into());
         self.row_in_trx = 0;
         self.in_trx = false;
         Ok(())
@@ -499,6 +508,7 @@ impl Decoder {
 
     fn on_table_map(&mut self, ev: &Event) -> Result<(), SourceError> {
         let data = ev.data();
+        check_table_map(ev).map_err(|e| self.decode_err(ev, format!("TABLE_MAP event: {e}")))?;
         let tme: TableMapEvent<'_> = ev
             .read_event()
             .map_err(|e| self.decode_err(ev, format!("TABLE_MAP event: {e}")))?;
@@ -538,12 +548,23 @@ impl Decoder {
         compressed: bool,
         out: &mut Vec<Output>,
     ) -> Result<(), SourceError> {
+        self.on_rows_ext(ev, kind, compressed, false, out)
+    }
+
+    fn on_rows_ext(
+        &mut self,
+        ev: &Event,
+        kind: ChangeKind,
+        compressed: bool,
+        partial: bool,
+        out: &mut Vec<Output>,
+    ) -> Result<(), SourceError> {
         let t = ev.header().event_type_raw();
         // The post-header length tells the layout: 6 = table id of 4 bytes
         // (very old servers), 8 = v1, 10 = v2 (with extra data).
         let post = match fde_post_header_len(ev, t) {
             Some(p) if p != 0 => p,
-            _ if (WRITE_ROWS_V2..=DELETE_ROWS_V2).contains(&t) => 10,
+            _ if (WRITE_ROWS_V2..=DELETE_ROWS_V2).contains(&t) || t == PARTIAL_UPDATE_ROWS => 10,
             _ => 8,
         };
         let table_id_len = if post == 6 { 4 } else { 6 };
@@ -571,24 +592,35 @@ impl Decoder {
         let gtid = self.gtid.clone();
         let mut row = 0u32;
         let mut row_in_trx = self.row_in_trx;
-        rows::decode_rows(kind, &hdr, &decoder, &self.opts.decode, |before, after| {
-            out.push(Output::Change(Change {
-                kind,
-                table: decoder.table.clone(),
-                before,
-                after,
-                source: SourcePosition {
-                    file: file.clone(),
-                    pos,
-                    gtid: gtid.clone(),
-                    row,
-                    row_in_trx,
-                },
-                timestamp,
-            }));
-            row += 1;
-            row_in_trx += 1;
-        })
+        let mode = rows::RowsMode {
+            partial_json: partial,
+            show_json_diffs: self.show_json_diffs,
+        };
+        rows::decode_rows_ext(
+            kind,
+            &hdr,
+            &decoder,
+            &self.opts.decode,
+            mode,
+            |before, after| {
+                out.push(Output::Change(Change {
+                    kind,
+                    table: decoder.table.clone(),
+                    before,
+                    after,
+                    source: SourcePosition {
+                        file: file.clone(),
+                        pos,
+                        gtid: gtid.clone(),
+                        row,
+                        row_in_trx,
+                    },
+                    timestamp,
+                }));
+                row += 1;
+                row_in_trx += 1;
+            },
+        )
         .map_err(|e| self.decode_err(ev, e))?;
         self.row_in_trx = row_in_trx;
         Ok(())
@@ -602,6 +634,112 @@ fn fde_post_header_len(ev: &Event, t: u8) -> Option<u8> {
     // The FDE's array is indexed by type - 1.
     let lens: &[u8] = fde.event_type_header_lengths();
     lens.get(usize::from(t).checked_sub(1)?).copied()
+}
+
+/// Checks the counts inside a TABLE_MAP's optional metadata before
+/// mysql_common parses it: it allocates ENUM/SET label lists by the count
+/// in the event, so a corrupt count would abort the process.
+pub fn check_table_map(ev: &Event) -> Result<(), String> {
+    let t = ev.header().event_type_raw();
+    let id_len = match fde_post_header_len(ev, t) {
+        Some(6) => 4,
+        _ => 6,
+    };
+    let mut b = ev.data();
+    let short = || "truncated".to_string();
+    let take = |b: &mut &[u8], n: usize| -> Result<(), String> {
+        if b.len() < n {
+            return Err(short());
+        }
+        *b = &b[n..];
+        Ok(())
+    };
+    take(&mut b, id_len + 2)?;
+    for _ in 0..2 {
+        let n = usize::from(*b.first().ok_or_else(short)?);
+        take(&mut b, 1 + n + 1)?;
+    }
+    let cols = rows::lenenc(&mut b)?;
+    if cols > b.len() as u64 {
+        return Err(format!("{cols} columns announced, {} bytes left", b.len()));
+    }
+    take(&mut b, cols as usize)?;
+    let meta_len = rows::lenenc(&mut b)?;
+    if meta_len > b.len() as u64 {
+        return Err("column metadata truncated".into());
+    }
+    take(&mut b, meta_len as usize)?;
+    take(&mut b, (cols as usize).div_ceil(8))?;
+    // Optional metadata: type(1), length, value.
+    while let Some(&ty) = b.first() {
+        b = &b[1..];
+        let len = rows::lenenc(&mut b)?;
+        if len > b.len() as u64 {
+            return Err(format!("optional metadata field {ty} truncated"));
+        }
+        let (mut v, rest) = b.split_at(len as usize);
+        b = rest;
+        // SET_STR_VALUE (5), ENUM_STR_VALUE (6): per column a count, then labels.
+        if ty == 5 || ty == 6 {
+            while !v.is_empty() {
+                let n = rows::lenenc(&mut v)?;
+                if n > v.len() as u64 {
+                    return Err(format!(
+                        "{n} ENUM/SET labels announced, {} bytes left",
+                        v.len()
+                    ));
+                }
+                for _ in 0..n {
+                    let l = rows::lenenc(&mut v)?;
+                    if l > v.len() as u64 {
+                        return Err("ENUM/SET label truncated".into());
+                    }
+                    v = &v[l as usize..];
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Formats a 16-byte server UUID.
+pub fn format_uuid(sid: &[u8; 16]) -> String {
+    let hex = |r: std::ops::Range<usize>| -> String {
+        sid[r].iter().map(|b| format!("{b:02x}")).collect()
+    };
+    format!(
+        "{}-{}-{}-{}-{}",
+        hex(0..4),
+        hex(4..6),
+        hex(6..8),
+        hex(8..10),
+        hex(10..16)
+    )
+}
+
+/// The GTID of a MySQL GTID (33) or GTID_TAGGED (42) event: `uuid:gno`,
+/// tagged `uuid:tag:gno`.
+pub fn mysql_gtid(ev: &Event) -> Result<String, String> {
+    if ev.header().event_type_raw() == GTID_TAGGED {
+        let g: GtidEvent = ev
+            .read_event()
+            .map_err(|e| format!("GTID_TAGGED event: {e}"))?;
+        let uuid = format_uuid(&g.sid());
+        return Ok(match g.tag() {
+            Some(tag) => format!("{uuid}:{}:{}", &**tag, g.gno()),
+            None => format!("{uuid}:{}", g.gno()),
+        });
+    }
+    // flags(1) sid(16) gno(8): read directly (5.6 events lack later fields).
+    let d = ev.data();
+    let (Some(sid), Some(gno)) = (d.get(1..17), d.get(17..25)) else {
+        return Err("GTID event too short".into());
+    };
+    let mut s = [0u8; 16];
+    s.copy_from_slice(sid);
+    let mut g = [0u8; 8];
+    g.copy_from_slice(gno);
+    Ok(format!("{}:{}", format_uuid(&s), i64::from_le_bytes(g)))
 }
 
 fn header_bytes(ev: &Event) -> [u8; 19] {

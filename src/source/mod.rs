@@ -11,6 +11,7 @@ mod corpus_tests;
 pub mod decimal;
 pub mod decoder;
 pub mod error;
+pub mod file;
 pub mod geometry;
 pub mod jsonb;
 pub mod position;

@@ -6,8 +6,9 @@
 use std::borrow::Cow;
 use std::io::Read;
 
+use super::jsonb;
 use super::table_map::TableDecoder;
-use super::value::{decode_value, DecodeOptions};
+use super::value::{decode_value, ColumnKind, DecodeOptions};
 use crate::event::{ChangeKind, RowImage};
 
 /// The fixed part of a rows event.
@@ -153,19 +154,47 @@ fn bit(bitmap: &[u8], i: usize) -> bool {
     bitmap.get(i / 8).is_some_and(|b| b >> (i % 8) & 1 == 1)
 }
 
+/// How the rows of an event are laid out and shown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowsMode {
+    /// PARTIAL_UPDATE_ROWS: the after image starts with value options and
+    /// may hold JSON columns as diffs against the before image.
+    pub partial_json: bool,
+    /// A JSON diff whose before value is missing is written as
+    /// `{"json_diff":[…]}` (offline printing) instead of being an error.
+    pub show_json_diffs: bool,
+}
+
+/// For the after image of a partial update: which JSON columns are diffs.
+struct PartialJson<'a> {
+    /// One bit per JSON column of the table, in table order.
+    bits: &'a [u8],
+    before: Option<&'a RowImage>,
+    show_diffs: bool,
+}
+
 /// Decodes one row image starting at `*buf`, advancing it.
 fn read_image(
     buf: &mut &[u8],
     present: &[u8],
     dec: &TableDecoder,
     opts: &DecodeOptions,
+    partial: Option<&PartialJson<'_>>,
 ) -> Result<RowImage, String> {
     let n = dec.kinds.len();
     let n_present = (0..n).filter(|&i| bit(present, i)).count();
     let nulls = take(buf, n_present.div_ceil(8), "a NULL bitmap")?;
     let mut img = RowImage::with_capacity(n, buf.len().min(256));
     let mut k = 0usize; // index among present columns
+    let mut json_index = 0usize; // index among the table's JSON columns
     for (i, kind) in dec.kinds.iter().enumerate() {
+        let is_diff = match (kind, partial) {
+            (ColumnKind::Json { .. }, Some(p)) => {
+                json_index += 1;
+                bit(p.bits, json_index - 1)
+            }
+            _ => false,
+        };
         if !bit(present, i) {
             img.push_absent();
             continue;
@@ -176,15 +205,37 @@ fn read_image(
             img.push_null();
             continue;
         }
-        let used = decode_value(kind, buf, img.buf_mut(), opts).map_err(|e| {
-            let name = dec
-                .table
+        let name = || {
+            dec.table
                 .columns
                 .get(i)
                 .map(|c| c.name.as_str())
-                .unwrap_or("?");
-            format!("column `{name}` (#{}): {e}", i + 1)
-        })?;
+                .unwrap_or("?")
+                .to_string()
+        };
+        let used = if let (true, Some(p), ColumnKind::Json { len_bytes }) = (is_diff, partial, kind)
+        {
+            let before = p.before.and_then(|b| b.get(i)).filter(|v| *v != b"null");
+            match before {
+                Some(before) => {
+                    let before = before.to_vec();
+                    jsonb::apply_json_diff(&before, buf, img.buf_mut())
+                        .map_err(|e| format!("column `{}` (#{}): {e}", name(), i + 1))?
+                }
+                None if p.show_diffs => write_json_diffs(buf, *len_bytes, img.buf_mut(), opts)
+                    .map_err(|e| format!("column `{}` (#{}): JSON diff: {e}", name(), i + 1))?,
+                None => {
+                    return Err(format!(
+                        "column `{}` (#{}): partial JSON update without the column's before image; set binlog_row_image=FULL (or binlog_row_value_options='') on the server",
+                        name(),
+                        i + 1
+                    ))
+                }
+            }
+        } else {
+            decode_value(kind, buf, img.buf_mut(), opts)
+                .map_err(|e| format!("column `{}` (#{}): {e}", name(), i + 1))?
+        };
         if used > buf.len() {
             return Err(format!(
                 "decoder for column #{} consumed more than the event holds",
@@ -197,12 +248,79 @@ fn read_image(
     Ok(img)
 }
 
+/// Writes a partial JSON value (length, then diffs) as
+/// `{"json_diff":[{"op":"replace","path":"$.a","value":…},…]}`.
+fn write_json_diffs(
+    input: &[u8],
+    len_bytes: u8,
+    out: &mut Vec<u8>,
+    opts: &DecodeOptions,
+) -> Result<usize, String> {
+    let mark = out.len();
+    let r = (|| {
+        let mut buf = input;
+        let n = usize::from(len_bytes);
+        let total = le(take(&mut buf, n, "the JSON diff length")?) as usize;
+        let mut diffs = take(&mut buf, total, "the JSON diffs")?;
+        out.extend_from_slice(b"{\"json_diff\":[");
+        let mut first = true;
+        while !diffs.is_empty() {
+            let op = take(&mut diffs, 1, "a JSON diff operation")?[0];
+            let op_name = match op {
+                0 => "replace",
+                1 => "insert",
+                2 => "remove",
+                _ => return Err(format!("unknown JSON diff operation {op}")),
+            };
+            let plen = lenenc(&mut diffs)? as usize;
+            let path = take(&mut diffs, plen, "a JSON diff path")?;
+            let path = std::str::from_utf8(path).map_err(|_| "JSON diff path is not UTF-8")?;
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(b"{\"op\":\"");
+            out.extend_from_slice(op_name.as_bytes());
+            out.extend_from_slice(b"\",\"path\":");
+            crate::event::payload::write_json_str(out, path);
+            if op != 2 {
+                let vlen = lenenc(&mut diffs)? as usize;
+                let v = take(&mut diffs, vlen, "a JSON diff value")?;
+                let mut framed = (v.len() as u32).to_le_bytes().to_vec();
+                framed.extend_from_slice(v);
+                out.extend_from_slice(b",\"value\":");
+                decode_value(&ColumnKind::Json { len_bytes: 4 }, &framed, out, opts)
+                    .map_err(|e| e.to_string())?;
+            }
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
+        Ok(n + total)
+    })();
+    if r.is_err() {
+        out.truncate(mark);
+    }
+    r
+}
+
 /// Decodes every row of a rows event, calling `f(before, after)` for each.
 pub fn decode_rows(
     kind: ChangeKind,
     hdr: &RowsHeader<'_>,
     dec: &TableDecoder,
     opts: &DecodeOptions,
+    f: impl FnMut(Option<RowImage>, Option<RowImage>),
+) -> Result<(), String> {
+    decode_rows_ext(kind, hdr, dec, opts, RowsMode::default(), f)
+}
+
+/// [`decode_rows`] for PARTIAL_UPDATE_ROWS and offline printing (`mode`).
+pub fn decode_rows_ext(
+    kind: ChangeKind,
+    hdr: &RowsHeader<'_>,
+    dec: &TableDecoder,
+    opts: &DecodeOptions,
+    mode: RowsMode,
     mut f: impl FnMut(Option<RowImage>, Option<RowImage>),
 ) -> Result<(), String> {
     if hdr.column_count != dec.kinds.len() {
@@ -214,23 +332,57 @@ pub fn decode_rows(
             dec.kinds.len()
         ));
     }
+    let json_columns = dec
+        .kinds
+        .iter()
+        .filter(|k| matches!(k, ColumnKind::Json { .. }))
+        .count();
     let mut buf: &[u8] = &hdr.rows;
     while !buf.is_empty() {
+        // A row that takes no bytes (no column present) would repeat
+        // forever over the rest of a corrupt event.
+        let left = buf.len();
         match kind {
             ChangeKind::Insert => {
-                let after = read_image(&mut buf, hdr.present, dec, opts)?;
+                let after = read_image(&mut buf, hdr.present, dec, opts, None)?;
                 f(None, Some(after));
             }
             ChangeKind::Delete => {
-                let before = read_image(&mut buf, hdr.present, dec, opts)?;
+                let before = read_image(&mut buf, hdr.present, dec, opts, None)?;
                 f(Some(before), None);
             }
             ChangeKind::Update => {
-                let before = read_image(&mut buf, hdr.present, dec, opts)?;
+                let before = read_image(&mut buf, hdr.present, dec, opts, None)?;
                 let after_bitmap = hdr.present_after.unwrap_or(hdr.present);
-                let after = read_image(&mut buf, after_bitmap, dec, opts)?;
+                let after = if mode.partial_json {
+                    // Shared image (WL#2955): value options, then for
+                    // PARTIAL_JSON_UPDATES one bit per JSON column.
+                    let options = lenenc(&mut buf)?;
+                    let bits: &[u8] = if options & 1 != 0 {
+                        take(
+                            &mut buf,
+                            json_columns.div_ceil(8),
+                            "the partial JSON bitmap",
+                        )?
+                    } else {
+                        &[]
+                    };
+                    let p = PartialJson {
+                        bits,
+                        before: Some(&before),
+                        show_diffs: mode.show_json_diffs,
+                    };
+                    read_image(&mut buf, after_bitmap, dec, opts, Some(&p))?
+                } else {
+                    read_image(&mut buf, after_bitmap, dec, opts, None)?
+                };
                 f(Some(before), Some(after));
             }
+        }
+        if buf.len() == left {
+            return Err(format!(
+                "rows event has {left} bytes left that hold no row (no column present): corrupt"
+            ));
         }
     }
     Ok(())
@@ -307,5 +459,133 @@ mod tests {
         body.extend_from_slice(&compress(&[7, 7, 7]));
         let h = parse_header(&body, 6, false, true, ChangeKind::Insert).expect("parses");
         assert_eq!(&*h.rows, &[7, 7, 7]);
+    }
+
+    /// PARTIAL_UPDATE_ROWS: a JSON diff applied to the before image, and
+    /// shown as diffs (or refused) when the before image lacks the column.
+    #[test]
+    fn partial_json_update() {
+        use crate::event::{Column, Table};
+        use std::sync::Arc;
+        let dec = TableDecoder {
+            table: Arc::new(Table {
+                database: "d".into(),
+                name: "t".into(),
+                columns: vec![Column::new("id"), Column::new("j")],
+                primary_key: vec![0],
+            }),
+            kinds: vec![
+                ColumnKind::Int {
+                    bytes: 4,
+                    unsigned: false,
+                },
+                ColumnKind::Json { len_bytes: 4 },
+            ],
+        };
+        // {"a":1} in MySQL binary JSON (small object, inline int16).
+        let obj = [0u8, 1, 0, 12, 0, 11, 0, 1, 0, 5, 1, 0, b'a'];
+        let mut before = vec![0u8]; // NULL bitmap
+        before.extend_from_slice(&1i32.to_le_bytes());
+        before.extend_from_slice(&(obj.len() as u32).to_le_bytes());
+        before.extend_from_slice(&obj);
+        // REPLACE $.a with int16 2.
+        let diff = [0u8, 3, b'$', b'.', b'a', 3, 5, 2, 0];
+        let mut after = vec![1u8, 0b1, 0]; // value options, partial bit of the (only) JSON column, NULL bitmap
+        after.extend_from_slice(&1i32.to_le_bytes());
+        after.extend_from_slice(&(diff.len() as u32).to_le_bytes());
+        after.extend_from_slice(&diff);
+        let rows: Vec<u8> = [before.clone(), after.clone()].concat();
+        let hdr = RowsHeader {
+            table_id: 1,
+            flags: 0,
+            column_count: 2,
+            present: &[0b11],
+            present_after: Some(&[0b11]),
+            rows: Cow::Owned(rows),
+        };
+        let mode = RowsMode {
+            partial_json: true,
+            show_json_diffs: false,
+        };
+        let mut got = Vec::new();
+        decode_rows_ext(
+            ChangeKind::Update,
+            &hdr,
+            &dec,
+            &DecodeOptions::default(),
+            mode,
+            |b, a| got.push((b, a)),
+        )
+        .expect("decodes");
+        let (b, a) = &got[0];
+        assert_eq!(b.as_ref().and_then(|i| i.get(1)), Some(&br#"{"a":1}"#[..]));
+        assert_eq!(a.as_ref().and_then(|i| i.get(1)), Some(&br#"{"a":2}"#[..]));
+        // Before image without the JSON column (MINIMAL): an error live, diffs offline.
+        let mut before_min = vec![0u8];
+        before_min.extend_from_slice(&1i32.to_le_bytes());
+        let rows: Vec<u8> = [before_min, after].concat();
+        let hdr = RowsHeader {
+            present: &[0b01],
+            rows: Cow::Owned(rows),
+            ..hdr
+        };
+        let err = decode_rows_ext(
+            ChangeKind::Update,
+            &hdr,
+            &dec,
+            &DecodeOptions::default(),
+            mode,
+            |_, _| {},
+        )
+        .unwrap_err();
+        assert!(err.contains("binlog_row_image=FULL"), "{err}");
+        let mut got = Vec::new();
+        let show = RowsMode {
+            show_json_diffs: true,
+            ..mode
+        };
+        decode_rows_ext(
+            ChangeKind::Update,
+            &hdr,
+            &dec,
+            &DecodeOptions::default(),
+            show,
+            |_, a| got.push(a),
+        )
+        .expect("decodes");
+        assert_eq!(
+            got[0].as_ref().and_then(|i| i.get(1)),
+            Some(&br#"{"json_diff":[{"op":"replace","path":"$.a","value":2}]}"#[..])
+        );
+    }
+
+    /// A rows event whose rows take no bytes is corrupt, not an endless loop.
+    #[test]
+    fn rows_without_columns_are_corrupt() {
+        let dec = TableDecoder {
+            table: std::sync::Arc::new(crate::event::Table {
+                database: "d".into(),
+                name: "t".into(),
+                columns: vec![],
+                primary_key: vec![],
+            }),
+            kinds: vec![],
+        };
+        let hdr = RowsHeader {
+            table_id: 1,
+            flags: 0,
+            column_count: 0,
+            present: &[],
+            present_after: None,
+            rows: Cow::Borrowed(&[1, 2, 3]),
+        };
+        let r = decode_rows(
+            ChangeKind::Insert,
+            &hdr,
+            &dec,
+            &DecodeOptions::default(),
+            |_, _| {},
+        );
+        assert!(r.unwrap_err().contains("corrupt"));
     }
 }
