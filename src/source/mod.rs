@@ -6,8 +6,6 @@
 
 pub mod charset;
 pub mod connect;
-#[cfg(test)]
-mod corpus_tests;
 pub mod decimal;
 pub mod decoder;
 pub mod error;
