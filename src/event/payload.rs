@@ -11,10 +11,17 @@ use super::{time, Change, ChangeKind, RowImage, Table};
 /// Writes `s` as a JSON string literal.
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
+    write_escaped(out, s);
+    out.push(b'"');
+}
+
+/// The body of a JSON string (no quotes): `"`, `\\` and control characters escaped.
+pub fn write_escaped(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        let esc: &[u8] = match b {
+        let short: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
             b'\n' => b"\\n",
@@ -22,23 +29,20 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
             b'\t' => b"\\t",
             0x08 => b"\\b",
             0x0c => b"\\f",
-            0..=0x1f => {
-                out.extend_from_slice(&bytes[start..i]);
-                out.extend_from_slice(b"\\u00");
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.push(HEX[(b >> 4) as usize]);
-                out.push(HEX[(b & 15) as usize]);
-                start = i + 1;
-                continue;
-            }
+            0x00..=0x1f => b"",
             _ => continue,
         };
         out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(esc);
+        if short.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.extend_from_slice(short);
+        }
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 /// Writes a row image as a JSON object `{"col":value,...}` (absent columns omitted).

@@ -556,46 +556,8 @@ pub(crate) fn write_padded(out: &mut Vec<u8>, v: u64, width: usize) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// The body of a JSON string (no quotes) for UTF-8 text.
-pub(crate) fn write_escaped(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let short: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => b"",
-            _ => continue,
-        };
-        if let Some(chunk) = bytes.get(start..i) {
-            out.extend_from_slice(chunk);
-        }
-        if short.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
-        } else {
-            out.extend_from_slice(short);
-        }
-        start = i + 1;
-    }
-    if let Some(chunk) = bytes.get(start..) {
-        out.extend_from_slice(chunk);
-    }
-}
-
-/// A JSON string for UTF-8 text.
-pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    write_escaped(out, s);
-    out.push(b'"');
-}
+// JSON string escaping is the payload's; the decoders write through it too.
+pub(crate) use crate::event::payload::{write_escaped, write_json_str};
 
 /// Standard base64 (with padding) of `bytes`, without quotes.
 pub(crate) fn write_base64_body(out: &mut Vec<u8>, bytes: &[u8]) {
