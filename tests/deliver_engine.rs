@@ -587,8 +587,13 @@ async fn the_watermark_never_passes_an_unsettled_job() {
     .await;
     let report = e.d.shutdown(Duration::from_secs(1)).await;
     assert_eq!(report.watermark, 50);
-    drop(e);
+    // The watcher may still be reading the store: close the watch channel by
+    // dropping the dispatcher, wait for the watcher, and only then remove the
+    // state directory (dropping it first made the watcher's query fail).
+    let Engine { d, _dir, .. } = e;
+    drop(d);
     watcher.await.expect("watcher assertions");
+    drop(_dir);
     let seen = seen.lock().expect("lock").clone();
     assert!(
         seen.windows(2).all(|w| w[0] <= w[1]),
