@@ -136,5 +136,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         pct(&l, 0.99),
         pct(&l, 1.0)
     );
+    // The same, for scripts/bench.sh.
+    println!(
+        "{{\"reader\":\"e2e-latency\",\"received\":{},\"sent\":{n},\"rate\":{:.1},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3}}}",
+        l.len(),
+        n as f64 / sending.as_secs_f64(),
+        pct(&l, 0.50),
+        pct(&l, 0.99),
+        pct(&l, 1.0)
+    );
     Ok(())
 }

@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint;
@@ -133,7 +132,7 @@ pub async fn run(
         decode: DecodeOptions::default(),
         filter: Arc::new(move |db: &str, table: &str| filter_router.wants_table(db, table)),
     };
-    let (tx, mut rx) = mpsc::channel::<SourceEvent>(config.dispatcher.queue_size.max(1));
+    let (tx, mut rx) = reader::channel(config.dispatcher.queue_size.max(1));
     let reader_cancel = cancel.child_token();
     let reader_status = Arc::new(reader::ReaderStatus::default());
     let _ = health.source.set(reader_status.clone());

@@ -14,6 +14,10 @@ use pikachu::config::{self, Loaded};
 use pikachu::server::Health;
 use pikachu::{app, demo, preflight, telemetry};
 
+/// See the comment on `mimalloc` in Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 

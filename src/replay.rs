@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mysql_async::Conn;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -33,7 +32,7 @@ pub enum Output {
     Webhook,
     /// One payload per line on stdout.
     Stdout,
-    /// Nowhere: only count (the benchmark).
+    /// Rendered, then dropped: only counted (the benchmark).
     Null,
 }
 
@@ -148,6 +147,8 @@ pub struct Summary {
     pub changes: u64,
     pub payloads: u64,
     pub failed: u64,
+    /// Payload bytes rendered (one payload per change and task, before batching).
+    pub bytes: u64,
     by_table: HashMap<(Arc<str>, Arc<str>), [u64; 3]>,
     pub seconds: f64,
     pub stopped_at: Option<String>,
@@ -186,6 +187,7 @@ impl Summary {
             "changes": self.changes,
             "payloads": self.payloads,
             "failed": self.failed,
+            "payload_bytes": self.bytes,
             "by_table": by_table,
             "seconds": (self.seconds * 1000.0).round() / 1000.0,
             "changes_per_sec": per_sec,
@@ -230,6 +232,15 @@ impl Stop {
         })
     }
 
+    /// Whether a transaction whose first change is `c` begins past the
+    /// range (file positions only: a GTID range ends at its commit).
+    fn before(&self, c: &Change) -> bool {
+        match self {
+            Stop::FilePos(p) => (&*c.source.file, c.source.pos) >= (p.file.as_str(), p.pos),
+            _ => false,
+        }
+    }
+
     fn reached(&self, c: &Commit) -> bool {
         match self {
             Stop::FilePos(p) => (&*c.file, c.pos) >= (p.file.as_str(), p.pos),
@@ -241,6 +252,16 @@ impl Stop {
                 g.rsplit_once(':')
                     .is_some_and(|(s, n)| s == source && n.parse::<u64>().is_ok_and(|n| n >= *gno))
             }),
+        }
+    }
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::FilePos(p) => write!(f, "{p}"),
+            Stop::Maria { domain, seq } => write!(f, "{domain}-?-{seq}"),
+            Stop::MySql { source, gno } => write!(f, "{source}:{gno}"),
         }
     }
 }
@@ -348,7 +369,7 @@ pub async fn run(
         decode: DecodeOptions::default(),
         filter: Arc::new(move |d: &str, t: &str| filter_router.wants_table(d, t)),
     };
-    let (tx, mut rx) = mpsc::channel::<SourceEvent>(4096);
+    let (tx, mut rx) = reader::channel(4096);
     let cancel = CancellationToken::new();
     let reader = tokio::spawn(reader::run(info, opts, start, tx, cancel.clone()));
     // Webhook output goes through the normal delivery engine (ordered per
@@ -372,6 +393,8 @@ pub async fn run(
     let mut scratch = Vec::with_capacity(64);
     let mut body = Vec::with_capacity(4096);
     let mut reader_done = false;
+    let mut in_trx = false;
+    let mut last_commit: Option<String> = None;
     loop {
         let ev = match tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
             Ok(Some(ev)) => ev,
@@ -391,17 +414,28 @@ pub async fn run(
         };
         match ev {
             SourceEvent::Change(change) => {
+                if !in_trx && stop.before(&change) {
+                    // A transaction that begins at or past `--to` (the
+                    // range ended with a file, say): not part of the range.
+                    summary.stopped_at =
+                        Some(last_commit.clone().unwrap_or_else(|| stop.to_string()));
+                    break;
+                }
+                in_trx = true;
                 let mut routed = false;
                 for task_idx in router.tasks_for(&change) {
                     routed = true;
                     summary.payloads += 1;
-                    if req.output == Output::Null {
-                        continue;
-                    }
                     let task = &config.tasks[task_idx];
                     let id = payload::change_id(&change, &task.task_id);
                     body.clear();
                     payload::render(&mut body, &change, &task.task_id, &id);
+                    summary.bytes += body.len() as u64;
+                    if req.output == Output::Null {
+                        // Rendered like every other output, then dropped:
+                        // the benchmark measures decoding and encoding.
+                        continue;
+                    }
                     match &dispatcher {
                         Some(d) => {
                             let job = Job {
@@ -426,6 +460,8 @@ pub async fn run(
                 }
             }
             SourceEvent::Commit(c) => {
+                in_trx = false;
+                last_commit = Some(format!("{}:{}", c.file, c.pos));
                 if stop.reached(&c) {
                     summary.stopped_at = Some(format!("{}:{}", c.file, c.pos));
                     break;

@@ -106,7 +106,7 @@ fn connection_cut_mid_transaction_resumes_without_duplicates() {
             decode: Default::default(),
             filter: std::sync::Arc::new(move |d: &str, t: &str| d == dbname && t == "t"),
         };
-        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let (tx, mut rx) = reader::channel(16);
         let cancel = tokio_util::sync::CancellationToken::new();
         let status = std::sync::Arc::new(reader::ReaderStatus::default());
         let handle = tokio::spawn(reader::run_with_reconnect(

@@ -115,6 +115,11 @@ impl RowImage {
         self.ends.len()
     }
 
+    /// Bytes of JSON text in all fragments together.
+    pub fn byte_len(&self) -> usize {
+        self.buf.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }

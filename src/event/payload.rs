@@ -136,13 +136,13 @@ pub fn render(out: &mut Vec<u8>, change: &Change, task_id: &str, id: &str) {
     out.extend_from_slice(b",\"source\":{\"file\":");
     write_json_str(out, &change.source.file);
     out.extend_from_slice(b",\"pos\":");
-    out.extend_from_slice(change.source.pos.to_string().as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(change.source.pos).as_bytes());
     if let Some(gtid) = &change.source.gtid {
         out.extend_from_slice(b",\"gtid\":");
         write_json_str(out, gtid);
     }
     out.extend_from_slice(b",\"row\":");
-    out.extend_from_slice(change.source.row.to_string().as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(change.source.row).as_bytes());
     out.extend_from_slice(b"}}");
 }
 

@@ -30,6 +30,52 @@ pub enum SourceEvent {
     Commit(Commit),
 }
 
+/// Most events in one batch. The reader sends what it decoded in batches
+/// (one channel message for many rows: one wake-up instead of one per
+/// row); a batch goes out when it is this big or when the server has
+/// nothing more to send at once, so batching never delays a change.
+pub const BATCH: usize = 256;
+
+/// The sending half of the reader's channel: batches of events, in order.
+pub type EventSender = mpsc::Sender<Vec<SourceEvent>>;
+
+/// A channel for a reader, holding about `events` events (at least two
+/// batches), and its receiving half.
+pub fn channel(events: usize) -> (EventSender, Events) {
+    let (tx, rx) = mpsc::channel((events / BATCH).max(2));
+    (
+        tx,
+        Events {
+            rx,
+            batch: Vec::new().into_iter(),
+        },
+    )
+}
+
+/// The receiving half of a reader's channel: one event at a time.
+pub struct Events {
+    rx: mpsc::Receiver<Vec<SourceEvent>>,
+    batch: std::vec::IntoIter<SourceEvent>,
+}
+
+impl Events {
+    /// The next event; `None` once the reader is gone and all is read.
+    /// Cancel-safe (for `select!`): nothing is lost when the future is dropped.
+    pub async fn recv(&mut self) -> Option<SourceEvent> {
+        loop {
+            if let Some(ev) = self.batch.next() {
+                return Some(ev);
+            }
+            self.batch = self.rx.recv().await?.into_iter();
+        }
+    }
+
+    /// Whether no event is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.batch.len() == 0 && self.rx.is_empty()
+    }
+}
+
 /// Settings of one reader.
 #[derive(Clone)]
 pub struct ReaderOptions {
@@ -116,7 +162,7 @@ pub async fn run(
     info: ServerInfo,
     opts: ReaderOptions,
     start: StartAt,
-    tx: mpsc::Sender<SourceEvent>,
+    tx: EventSender,
     cancel: CancellationToken,
 ) -> Result<(), SourceError> {
     // One connection's worth, without reconnecting.
@@ -320,7 +366,7 @@ pub async fn run_with_reconnect(
     info: ServerInfo,
     opts: ReaderOptions,
     start: StartAt,
-    tx: mpsc::Sender<SourceEvent>,
+    tx: EventSender,
     cancel: CancellationToken,
     status: std::sync::Arc<ReaderStatus>,
 ) -> Result<(), SourceError> {
@@ -382,7 +428,7 @@ async fn stream_from(
     opts: &ReaderOptions,
     from: &StartAt,
     mut skip: u64,
-    tx: &mpsc::Sender<SourceEvent>,
+    tx: &EventSender,
     cancel: &CancellationToken,
     status: &ReaderStatus,
     progress: &mut Progress,
@@ -406,13 +452,40 @@ async fn stream_from(
     let mut schema_conn: Option<Conn> = None;
     let silence = (opts.heartbeat * 3).max(Duration::from_secs(5));
     let mut out = Vec::new();
+    let mut batch: Vec<SourceEvent> = Vec::with_capacity(BATCH);
+    // `progress` is what was sent (a reconnect resumes after it); `pending`
+    // also counts the batch being built, and becomes `progress` once the
+    // batch is sent. A batch lost to an error is read again.
+    let mut pending = progress.clone();
     loop {
-        status
-            .waiting
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        let next = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            next = tokio::time::timeout(silence, stream.next()) => next,
+        // Take what the server has already sent without waiting; when it
+        // has nothing ready, send the batch on before waiting for more.
+        let ready = if batch.is_empty() {
+            None
+        } else {
+            futures_util::FutureExt::now_or_never(stream.next())
+        };
+        let next = match ready {
+            Some(next) => Ok(next),
+            None => {
+                if !batch.is_empty() {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    // Waiting for room downstream is the backpressure; a stop
+                    // request must still get through.
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        sent = tx.send(full) => if sent.is_err() { return Ok(()) },
+                    }
+                    *progress = pending.clone();
+                }
+                status
+                    .waiting
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    next = tokio::time::timeout(silence, stream.next()) => next,
+                }
+            }
         };
         let event = match next {
             Err(_) => {
@@ -444,22 +517,25 @@ async fn stream_from(
                         skip -= 1;
                         continue;
                     }
-                    progress.open_changes += 1;
+                    pending.open_changes += 1;
                     SourceEvent::Change(c)
                 }
                 Output::Commit(c) => {
                     skip = 0;
-                    progress.open_changes = 0;
-                    progress.last_commit = Some(c.clone());
+                    pending.open_changes = 0;
+                    pending.last_commit = Some(c.clone());
                     SourceEvent::Commit(c)
                 }
             };
-            // Waiting for room downstream is the backpressure; a stop request
-            // must still get through.
+            batch.push(msg);
+        }
+        if batch.len() >= BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                sent = tx.send(msg) => if sent.is_err() { return Ok(()) },
+                sent = tx.send(full) => if sent.is_err() { return Ok(()) },
             }
+            *progress = pending.clone();
         }
     }
 }

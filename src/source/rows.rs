@@ -180,11 +180,13 @@ fn read_image(
     dec: &TableDecoder,
     opts: &DecodeOptions,
     partial: Option<&PartialJson<'_>>,
+    hint: &mut usize,
 ) -> Result<RowImage, String> {
     let n = dec.kinds.len();
     let n_present = (0..n).filter(|&i| bit(present, i)).count();
     let nulls = take(buf, n_present.div_ceil(8), "a NULL bitmap")?;
-    let mut img = RowImage::with_capacity(n, buf.len().min(256));
+    // Sized like the previous image of the event: one allocation per image.
+    let mut img = RowImage::with_capacity(n, *hint);
     let mut k = 0usize; // index among present columns
     let mut json_index = 0usize; // index among the table's JSON columns
     for (i, kind) in dec.kinds.iter().enumerate() {
@@ -245,6 +247,7 @@ fn read_image(
         *buf = &buf[used..];
         img.end_value();
     }
+    *hint = img.byte_len() + 32;
     Ok(img)
 }
 
@@ -338,21 +341,22 @@ pub fn decode_rows_ext(
         .filter(|k| matches!(k, ColumnKind::Json { .. }))
         .count();
     let mut buf: &[u8] = &hdr.rows;
+    let mut hint = 256;
     while !buf.is_empty() {
         // A row that takes no bytes (no column present) would repeat
         // forever over the rest of a corrupt event.
         let left = buf.len();
         match kind {
             ChangeKind::Insert => {
-                let after = read_image(&mut buf, hdr.present, dec, opts, None)?;
+                let after = read_image(&mut buf, hdr.present, dec, opts, None, &mut hint)?;
                 f(None, Some(after));
             }
             ChangeKind::Delete => {
-                let before = read_image(&mut buf, hdr.present, dec, opts, None)?;
+                let before = read_image(&mut buf, hdr.present, dec, opts, None, &mut hint)?;
                 f(Some(before), None);
             }
             ChangeKind::Update => {
-                let before = read_image(&mut buf, hdr.present, dec, opts, None)?;
+                let before = read_image(&mut buf, hdr.present, dec, opts, None, &mut hint)?;
                 let after_bitmap = hdr.present_after.unwrap_or(hdr.present);
                 let after = if mode.partial_json {
                     // Shared image (WL#2955): value options, then for
@@ -372,9 +376,9 @@ pub fn decode_rows_ext(
                         before: Some(&before),
                         show_diffs: mode.show_json_diffs,
                     };
-                    read_image(&mut buf, after_bitmap, dec, opts, Some(&p))?
+                    read_image(&mut buf, after_bitmap, dec, opts, Some(&p), &mut hint)?
                 } else {
-                    read_image(&mut buf, after_bitmap, dec, opts, None)?
+                    read_image(&mut buf, after_bitmap, dec, opts, None, &mut hint)?
                 };
                 f(Some(before), Some(after));
             }

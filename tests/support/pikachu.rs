@@ -312,7 +312,7 @@ pub fn try_collect_payloads(
             file: start.0.clone(),
             pos: start.1,
         });
-        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let (tx, mut rx) = reader::channel(1024);
         let cancel = tokio_util::sync::CancellationToken::new();
         let handle = tokio::spawn(reader::run(info, opts, start, tx, cancel.clone()));
         let mut out = Vec::new();

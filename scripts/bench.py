@@ -1,0 +1,496 @@
+#!/usr/bin/env python3
+"""pikachu's benchmark suite (run it with `scripts/bench.sh`).
+
+On the local dev MariaDB (scripts/mariadb.sh, port 3407) it writes a
+workload, then reads the same binlog range with several readers, in
+interleaved rounds so that a noisy neighbour hurts them all alike:
+
+  pikachu          `pikachu replay --output null`: decodes every row and
+                   renders its webhook payload (JSON), then drops it
+  raw-stream       the same client stack streaming the range, no decoding
+                   (examples/bench_raw_stream.rs): the wire limit
+  mariadb-binlog   `mariadb-binlog --read-from-remote-server -v`
+  mysql_cdc        the `mysql_cdc` crate (bench/readers)
+  mysql_async-rows mysql_async + mysql_common's row API (bench/readers)
+  python-mysql-replication   from PyPI (scripts/bench_pyreplication.py)
+
+Then delivery end to end (`pikachu replay --output webhook` of the bulk
+range to examples/bench_receiver.rs, one change per POST and batched),
+commit-to-receiver latency at a steady rate (examples/bench_e2e_latency.rs),
+and a 1,000,000-row transaction. Prints a table and rewrites the generated
+part of docs/benchmarks.md (between the `bench:begin`/`bench:end` markers).
+
+Settings (environment): BENCH_ROWS (200000), BENCH_RUNS (3), BENCH_BIG_ROWS
+(1000000; 0 skips), BENCH_PROFILES (bulk,oltp), BENCH_READERS (all),
+BENCH_SKIP (comma list of: delivery, latency, big), BENCH_NO_DOCS=1.
+"""
+
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PORT = int(os.environ.get("PIKACHU_MARIADB_PORT", "3407"))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
+READERS_TARGET = os.environ.get(
+    "BENCH_READERS_TARGET", os.path.join(REPO, "bench", "readers", "target")
+)
+ROWS = int(os.environ.get("BENCH_ROWS", "200000"))
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+BIG_ROWS = int(os.environ.get("BENCH_BIG_ROWS", "1000000"))
+PROFILES = os.environ.get("BENCH_PROFILES", "bulk,oltp").split(",")
+SKIP = set(filter(None, os.environ.get("BENCH_SKIP", "").split(",")))
+DB = "pikachu_bench"
+USER, PASSWORD = "pikachu", "pikachu"
+
+PIKACHU = os.path.join(TARGET, "release", "pikachu")
+RAW = os.path.join(TARGET, "release", "examples", "bench_raw_stream")
+RECEIVER = os.path.join(TARGET, "release", "examples", "bench_receiver")
+E2E = os.path.join(TARGET, "release", "examples", "bench_e2e_latency")
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def root_sql(sql, database=None):
+    cmd = ["bash", os.path.join(REPO, "scripts", "mariadb.sh"), "shell", "--batch", "-N"]
+    if database:
+        cmd.append(database)
+    out = subprocess.run(cmd, input=sql, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"bench: SQL failed: {out.stderr.strip()}\n{sql[:300]}")
+    return out.stdout
+
+
+def master_status():
+    line = root_sql("SHOW MASTER STATUS").split("\n")[0].split("\t")
+    return line[0], int(line[1])
+
+
+# --- workload -------------------------------------------------------------
+
+TABLE = """CREATE TABLE {name} (
+  id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+  customer_id INT NOT NULL,
+  sku VARCHAR(32) NOT NULL,
+  email VARCHAR(128),
+  quantity SMALLINT NOT NULL,
+  price DECIMAL(12,2) NOT NULL,
+  weight DOUBLE,
+  status ENUM('new','paid','shipped','cancelled') NOT NULL,
+  created_at DATETIME(6) NOT NULL,
+  updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  ship_date DATE,
+  note TEXT
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+
+# Values derived from the sequence number: every column varies.
+SELECT_ROWS = (
+    "SELECT seq, seq % 9973, CONCAT('SKU-', seq % 1000), CONCAT('user', seq, '@example.com'), "
+    "1 + seq % 20, (seq % 100000) / 100, seq * 0.37, "
+    "ELT(1 + seq % 4, 'new', 'paid', 'shipped', 'cancelled'), "
+    "TIMESTAMP'2026-01-01 00:00:00' + INTERVAL seq SECOND + INTERVAL (seq % 1000000) MICROSECOND, "
+    "FROM_UNIXTIME(1767225600 + seq), DATE'2026-01-01' + INTERVAL (seq % 365) DAY, "
+    "IF(seq % 5 = 0, NULL, REPEAT('note ', 1 + seq % 8)) FROM seq_{a}_to_{b}"
+)
+
+
+def insert(table, a, b):
+    return f"INSERT INTO {table} {SELECT_ROWS.format(a=a, b=b)};"
+
+
+def update(table, a, b):
+    return (
+        f"UPDATE {table} SET quantity = quantity + 1, status = 'paid', "
+        f"weight = weight * 1.5, note = CONCAT('changed ', id) WHERE id BETWEEN {a} AND {b};"
+    )
+
+
+def delete(table, a, b):
+    return f"DELETE FROM {table} WHERE id BETWEEN {a} AND {b};"
+
+
+def workload_bulk(table, n, txn=5000):
+    """Large multi-row transactions: 60% inserts, 25% updates, 15% deletes."""
+    ins, upd = n * 60 // 100, n * 25 // 100
+    dele = n - ins - upd
+    sql = []
+    for a in range(1, ins + 1, txn):
+        sql.append(f"BEGIN; {insert(table, a, min(a + txn - 1, ins))} COMMIT;")
+    for a in range(1, upd + 1, txn):
+        sql.append(f"BEGIN; {update(table, a, min(a + txn - 1, upd))} COMMIT;")
+    for a in range(ins - dele + 1, ins + 1, txn):
+        sql.append(f"BEGIN; {delete(table, a, min(a + txn - 1, ins))} COMMIT;")
+    return "\n".join(sql), n
+
+
+def workload_oltp(table, n, seed=42):
+    """Transactions of 1–10 rows: 60% inserts, 25% updates, 15% deletes."""
+    rng = random.Random(seed)
+    sql, done = [], 0
+    next_id, oldest = 1, 1  # ids [oldest, next_id) exist
+    while done < n:
+        k = min(rng.randint(1, 10), n - done)
+        r = rng.random()
+        live = next_id - oldest
+        if r < 0.60 or live < 2 * k + 10:
+            stmt = insert(table, next_id, next_id + k - 1)
+            next_id += k
+        elif r < 0.85:
+            a = rng.randint(oldest, next_id - k)
+            stmt = update(table, a, a + k - 1)
+        else:
+            stmt = delete(table, oldest, oldest + k - 1)
+            oldest += k
+        sql.append(f"BEGIN; {stmt} COMMIT;")
+        done += k
+    return "\n".join(sql), done
+
+
+def prepare(profile, n):
+    """Writes the workload; returns (file, start, end, row changes)."""
+    table = f"{DB}.{profile}"
+    root_sql(f"DROP TABLE IF EXISTS {table}; " + TABLE.format(name=table) + ";")
+    sql, rows = {"bulk": workload_bulk, "oltp": workload_oltp, "big": workload_big}[profile](
+        table, n
+    )
+    root_sql("FLUSH BINARY LOGS")
+    f1, start = master_status()
+    t0 = time.monotonic()
+    root_sql(sql, database=DB)  # the seq_A_to_B tables need a current database
+    f2, end = master_status()
+    if f1 != f2:
+        raise SystemExit(f"bench: the {profile} workload crossed a binlog file ({f1} → {f2})")
+    size = end - start
+    log(f"  {profile}: {rows} row changes, {size / 1e6:.1f} MB of binlog, written in {time.monotonic() - t0:.1f} s")
+    return {"profile": profile, "file": f1, "start": start, "end": end, "rows": rows, "bytes": size}
+
+
+def workload_big(table, n):
+    return f"BEGIN; {insert(table, 1, n)} COMMIT;", n
+
+
+# --- running readers -----------------------------------------------------
+
+
+def measure(cmd, env=None, stdout_file=None):
+    """Runs cmd; returns (stdout text, wall s, cpu s, peak RSS KiB)."""
+    t0 = time.monotonic()
+    out = open(stdout_file, "wb") if stdout_file else subprocess.PIPE
+    # stderr to a file: reading two pipes in turn could deadlock.
+    err = tempfile.TemporaryFile()
+    # GNU time reports the command's own peak RSS and CPU: a child forked
+    # from this Python process would count Python's memory in its peak.
+    fd, usage = tempfile.mkstemp()
+    os.close(fd)
+    p = subprocess.Popen(["/usr/bin/time", "-f", "%M %U %S", "-o", usage] + cmd,
+                         stdout=out, stderr=err, env=env)
+    stdout = p.stdout.read() if p.stdout else b""
+    p.wait()
+    wall = time.monotonic() - t0
+    err.seek(0)
+    stderr = err.read()
+    err.close()
+    with open(usage) as f:
+        fields = f.read().split()
+    os.unlink(usage)
+    if stdout_file:
+        out.close()
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} exited {p.returncode}: {stderr.decode(errors='replace')[-800:]}")
+    rss, user, system = int(fields[-3]), float(fields[-2]), float(fields[-1])
+    return stdout.decode(errors="replace"), wall, user + system, rss
+
+
+def last_json(text):
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"no JSON line in: {text[-300:]}")
+
+
+def pikachu_config(dirpath, url="http://127.0.0.1:9/unused", batch=None, tables=("bulk", "oltp", "big")):
+    cfg = os.path.join(dirpath, "config.yaml")
+    tasks = ""
+    for t in tables:
+        tasks += (
+            f'- task_id: "bench_{t}"\n  name: "{t}"\n  table_name: "{t}"\n'
+            f'  events: ["insert", "update", "delete"]\n  callback_url: "{url}"\n'
+        )
+        if batch:
+            tasks += f"  batch:\n    max_events: {batch}\n    max_wait: \"10ms\"\n"
+    with open(cfg, "w") as f:
+        f.write(
+            f'database:\n  host: "127.0.0.1"\n  port: {PORT}\n  user: "{USER}"\n  password: "{PASSWORD}"\n'
+            f'  database: "{DB}"\n  server_id: 4711\n  tls: "disabled"\n'
+            f'log:\n  level: "warn"\nstate_dir: "{dirpath}/state"\n'
+            f"dispatcher:\n  worker_count: 16\n  queue_size: 10000\n"
+            f"tasks:\n{tasks}"
+        )
+    return cfg
+
+
+def run_reader(name, rng, tmp):
+    """One run of one reader over a range: a result dict."""
+    file, start, end = rng["file"], rng["start"], rng["end"]
+    common = ["--host", "127.0.0.1", "--port", str(PORT), "--user", USER, "--password", PASSWORD,
+              "--server-id", str(5000 + random.randint(0, 999)), "--file", file,
+              "--pos", str(start), "--end-pos", str(end)]
+    rows = None
+    if name == "pikachu":
+        cfg = pikachu_config(tmp)
+        out, wall, cpu, rss = measure([PIKACHU, "replay", "-config", cfg, "--from", f"{file}:{start}",
+                                       "--to", f"{file}:{end}", "--output", "null"])
+        s = last_json(out)["summary"]
+        rows = s["changes"]
+    elif name == "raw-stream":
+        out, wall, cpu, rss = measure([RAW] + common)
+        rows = rng["rows"]  # it decodes no rows; it reads all of the range's events
+    elif name == "mariadb-binlog":
+        dump = os.path.join(tmp, "mariadb-binlog.out")
+        out, wall, cpu, rss = measure(
+            ["mariadb-binlog", "--no-defaults", "--read-from-remote-server", "--host=127.0.0.1",
+             f"--port={PORT}", f"--user={USER}", f"--password={PASSWORD}", "-v",
+             f"--start-position={start}", f"--stop-position={end}", file],
+            stdout_file=dump)
+        # -v writes one "### INSERT/UPDATE/DELETE" line per row change.
+        rows = 0
+        with open(dump, "rb") as f:
+            for line in f:
+                if line.startswith((b"### INSERT", b"### UPDATE", b"### DELETE")):
+                    rows += 1
+        os.unlink(dump)
+    elif name in ("mysql_cdc", "mysql_async-rows"):
+        binary = {"mysql_cdc": "mysql_cdc_reader", "mysql_async-rows": "mysql_async_rows"}[name]
+        out, wall, cpu, rss = measure([os.path.join(READERS_TARGET, "release", binary)] + common)
+        rows = last_json(out)["rows"]
+    elif name == "python-mysql-replication":
+        out, wall, cpu, rss = measure([sys.executable, os.path.join(REPO, "scripts", "bench_pyreplication.py")] + common)
+        rows = last_json(out)["rows"]
+    else:
+        raise SystemExit(f"bench: unknown reader {name}")
+    if rows != rng["rows"]:
+        raise RuntimeError(f"{name} counted {rows} row changes in the {rng['profile']} range, expected {rng['rows']}")
+    return {"wall": wall, "cpu": cpu, "rss_kib": rss}
+
+
+ALL_READERS = ["pikachu", "raw-stream", "mariadb-binlog", "mysql_cdc", "mysql_async-rows",
+               "python-mysql-replication"]
+
+
+def catch_up(ranges, readers, tmp):
+    results = {}  # (profile, reader) -> [runs]
+    for r in range(RUNS):
+        for rng in ranges:
+            for name in readers:
+                try:
+                    res = run_reader(name, rng, tmp)
+                except (RuntimeError, FileNotFoundError) as e:
+                    log(f"  {rng['profile']:5} {name:26} run {r + 1}: FAILED: {e}")
+                    results.setdefault((rng["profile"], name), [])
+                    continue
+                results.setdefault((rng["profile"], name), []).append(res)
+                log(f"  {rng['profile']:5} {name:26} run {r + 1}: {rng['rows'] / res['wall']:>12,.0f} rows/s  "
+                    f"{res['wall']:6.2f} s  {res['rss_kib'] / 1024:6.1f} MiB")
+    return results
+
+
+def med(runs, key):
+    return statistics.median(x[key] for x in runs) if runs else None
+
+
+# --- delivery --------------------------------------------------------------
+
+
+def delivery(rng, tmp):
+    out = {}
+    for mode, batch in (("one change per POST", None), ("batches of 100", 100)):
+        walls = []
+        for r in range(RUNS):
+            recv = subprocess.Popen([RECEIVER], stdout=subprocess.PIPE, text=True)
+            try:
+                url = recv.stdout.readline().strip()
+                cfg = pikachu_config(tmp, url=url, batch=batch)
+                shutil.rmtree(os.path.join(tmp, "state"), ignore_errors=True)
+                o, wall, cpu, rss = measure([PIKACHU, "replay", "-config", cfg, "--from",
+                                             f"{rng['file']}:{rng['start']}", "--to",
+                                             f"{rng['file']}:{rng['end']}", "--output", "webhook"])
+                s = last_json(o)["summary"]
+                stats = json.load(urllib.request.urlopen(url.replace("/hook", "/stats")))
+            finally:
+                recv.terminate()
+                recv.wait()
+            if stats["changes"] != rng["rows"] or s["failed"] != 0:
+                raise SystemExit(f"bench: delivery lost changes: receiver {stats}, replay {s}")
+            walls.append({"wall": wall, "cpu": cpu, "rss_kib": rss, "requests": stats["requests"]})
+            log(f"  delivery {mode:20} run {r + 1}: {rng['rows'] / wall:>10,.0f} changes/s  "
+                f"{stats['requests']} requests  {rss / 1024:.1f} MiB")
+        out[mode] = walls
+    return out
+
+
+def latency():
+    env = dict(os.environ, PIKACHU_BIN=PIKACHU, PIKACHU_MARIADB_PORT=str(PORT),
+               BENCH_RATE=os.environ.get("BENCH_RATE", "1000"),
+               BENCH_SECONDS=os.environ.get("BENCH_SECONDS", "10"))
+    runs = []
+    for r in range(RUNS):
+        out, *_ = measure([E2E], env=env)
+        j = last_json(out)
+        runs.append(j)
+        log(f"  latency run {r + 1}: {j['received']}/{j['sent']} at {j['rate']:.0f}/s  "
+            f"p50 {j['p50_ms']:.2f} ms  p99 {j['p99_ms']:.2f} ms  max {j['max_ms']:.1f} ms")
+    return runs
+
+
+# --- report ----------------------------------------------------------------
+
+
+def machine():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    ver = subprocess.run([PIKACHU, "--version"], capture_output=True, text=True).stdout.strip()
+    mdb = root_sql("SELECT VERSION()").strip()
+    return f"{os.cpu_count()} CPUs ({cpu}), MariaDB {mdb}, {ver}"
+
+
+def report(ranges, results, deliv, lat, big):
+    lines = []
+    w = lines.append
+    w(f"Generated by `scripts/bench.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
+      f"{machine()}. Medians of {RUNS} interleaved runs.")
+    w("")
+    for rng in ranges:
+        p = rng["profile"]
+        w(f"### Catch-up read, {p} profile: {rng['rows']:,} row changes, {rng['bytes'] / 1e6:.1f} MB of binlog")
+        w("")
+        w("| reader | rows/s | wall s | CPU s | peak RSS MiB | pikachu ÷ reader |")
+        w("|---|---:|---:|---:|---:|---:|")
+        pk = med(results.get((p, "pikachu"), []), "wall")
+        for name in ALL_READERS:
+            runs = results.get((p, name))
+            if runs is None:
+                continue
+            if not runs:
+                w(f"| {name} | failed | | | | |")
+                continue
+            wall = med(runs, "wall")
+            ratio = f"{wall / pk:.2f}×" if pk and name != "pikachu" else ""
+            w(f"| {name} | {rng['rows'] / wall:,.0f} | {wall:.2f} | {med(runs, 'cpu'):.2f} | "
+              f"{med(runs, 'rss_kib') / 1024:.1f} | {ratio} |")
+        w("")
+    if deliv:
+        rng = deliv["range"]
+        w(f"### Delivery end to end: the bulk range ({rng['rows']:,} changes) replayed to a local receiver")
+        w("")
+        w("| mode | changes/s | wall s | requests | pikachu CPU s | peak RSS MiB |")
+        w("|---|---:|---:|---:|---:|---:|")
+        for mode, runs in deliv["modes"].items():
+            wall = med(runs, "wall")
+            w(f"| {mode} | {rng['rows'] / wall:,.0f} | {wall:.2f} | {runs[0]['requests']:,} | "
+              f"{med(runs, 'cpu'):.2f} | {med(runs, 'rss_kib') / 1024:.1f} |")
+        w("")
+    if lat:
+        w("### Commit-to-receiver latency, one change per POST")
+        w("")
+        w("| run | rate/s | received | p50 ms | p99 ms | max ms |")
+        w("|---|---:|---:|---:|---:|---:|")
+        for i, j in enumerate(lat):
+            w(f"| {i + 1} | {j['rate']:.0f} | {j['received']}/{j['sent']} | {j['p50_ms']:.2f} | "
+              f"{j['p99_ms']:.2f} | {j['max_ms']:.1f} |")
+        w(f"| **median** | | | **{statistics.median(j['p50_ms'] for j in lat):.2f}** | "
+          f"**{statistics.median(j['p99_ms'] for j in lat):.2f}** | |")
+        w("")
+    if big:
+        w(f"### One transaction of {big['rows']:,} rows ({big['bytes'] / 1e6:.0f} MB of binlog), `replay --output null`")
+        w("")
+        w(f"wall {big['wall']:.2f} s ({big['rows'] / big['wall']:,.0f} rows/s), CPU {big['cpu']:.2f} s, "
+          f"peak RSS **{big['rss_kib'] / 1024:.1f} MiB**")
+        w("")
+    cpu_lines = []
+    for rng in ranges:
+        runs = results.get((rng["profile"], "pikachu"))
+        if runs:
+            cpu_lines.append(f"{rng['profile']} {med(runs, 'cpu') / rng['rows'] * 1e5:.3f} s")
+    if deliv:
+        for mode, runs in deliv["modes"].items():
+            cpu_lines.append(f"delivery ({mode}) {med(runs, 'cpu') / deliv['range']['rows'] * 1e5:.3f} s")
+    if cpu_lines:
+        w("CPU seconds of the pikachu process per 100,000 changes: " + "; ".join(cpu_lines) + ".")
+        w("")
+    return "\n".join(lines)
+
+
+def write_docs(text):
+    path = os.path.join(REPO, "docs", "benchmarks.md")
+    with open(path) as f:
+        doc = f.read()
+    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+    block = f"{begin}\n{text}\n{end}"
+    if begin in doc and end in doc:
+        doc = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, doc, flags=re.S)
+    else:
+        doc += "\n## Latest run of scripts/bench.sh\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(doc)
+    log(f"wrote {path}")
+
+
+def main():
+    readers = os.environ.get("BENCH_READERS", ",".join(ALL_READERS)).split(",")
+    tmp = tempfile.mkdtemp(prefix="pikachu-bench-")
+    try:
+        root_sql("SET GLOBAL innodb_flush_log_at_trx_commit = 2; SET GLOBAL sync_binlog = 0; "
+                 "SET GLOBAL max_binlog_size = 1073741824; "
+                 f"CREATE DATABASE IF NOT EXISTS {DB}; "
+                 "CREATE USER IF NOT EXISTS 'bench'@'%' IDENTIFIED BY 'bench'; "
+                 "GRANT ALL ON pikachu_demo.* TO 'bench'@'%';")
+        log(f"workloads ({ROWS:,} row changes each):")
+        ranges = [prepare(p, ROWS) for p in PROFILES if p]
+        log("catch-up read:")
+        results = catch_up(ranges, readers, tmp)
+        deliv = None
+        bulk = next((r for r in ranges if r["profile"] == "bulk"), None)
+        if "delivery" not in SKIP and bulk:
+            log("delivery:")
+            deliv = {"range": bulk, "modes": delivery(bulk, tmp)}
+        lat = None
+        if "latency" not in SKIP:
+            log("latency:")
+            lat = latency()
+        big = None
+        if "big" not in SKIP and BIG_ROWS > 0:
+            log("one big transaction:")
+            rng = prepare("big", BIG_ROWS)
+            res = run_reader("pikachu", rng, tmp)
+            big = dict(rng, **res)
+            log(f"  big: {BIG_ROWS / res['wall']:,.0f} rows/s, peak RSS {res['rss_kib'] / 1024:.1f} MiB")
+            root_sql(f"DROP TABLE {DB}.big")
+        text = report(ranges, results, deliv, lat, big)
+        print(text)
+        if os.environ.get("BENCH_NO_DOCS") != "1":
+            write_docs(text)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
