@@ -24,16 +24,21 @@ pub fn write_escaped(out: &mut Vec<u8>, s: &str) {
     let mut i = 0;
     while i < bytes.len() {
         // Skip 8 bytes at a time while none of them needs escaping (most
-        // text has nothing to escape).
-        if let Some(chunk) = bytes.get(i..i + 8) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            if !needs_escape(u64::from_le_bytes(word)) {
-                i += 8;
-                continue;
+        // text has nothing to escape); the last few bytes are checked
+        // padded with 'A' (nothing to escape).
+        let end = (i + 8).min(bytes.len());
+        let mut word = [b'A'; 8];
+        if end - i == 8 {
+            word.copy_from_slice(&bytes[i..end]);
+        } else {
+            for (w, &b) in word.iter_mut().zip(&bytes[i..end]) {
+                *w = b;
             }
         }
-        let end = (i + 8).min(bytes.len());
+        if !needs_escape(u64::from_le_bytes(word)) {
+            i = end;
+            continue;
+        }
         for (j, &b) in bytes.iter().enumerate().take(end).skip(i) {
             let short: &[u8] = match b {
                 b'"' => b"\\\"",
@@ -121,11 +126,27 @@ pub fn write_primary_id(out: &mut Vec<u8>, table: &Table, image: &RowImage) {
 /// its transaction when the server has GTIDs (stable across a failover), else
 /// from file:position of the rows event and the row's index in it.
 pub fn change_id(change: &Change, task_id: &str) -> String {
+    // Written by hand: `format!` was 8% of a catch-up read's instructions.
     let s = &change.source;
+    let mut n = itoa::Buffer::new();
+    let mut id = String::with_capacity(48 + task_id.len());
     match &s.gtid {
-        Some(gtid) => format!("{gtid}#{}@{task_id}", s.row_in_trx),
-        None => format!("{}:{}#{}@{task_id}", s.file, s.pos, s.row),
+        Some(gtid) => {
+            id.push_str(gtid);
+            id.push('#');
+            id.push_str(n.format(s.row_in_trx));
+        }
+        None => {
+            id.push_str(&s.file);
+            id.push(':');
+            id.push_str(n.format(s.pos));
+            id.push('#');
+            id.push_str(n.format(s.row));
+        }
     }
+    id.push('@');
+    id.push_str(task_id);
+    id
 }
 
 /// Renders the webhook body of `change` for task `task_id`.

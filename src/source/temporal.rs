@@ -45,7 +45,31 @@ fn check_usec(usec: u64) -> Result<u32, Fault> {
     Ok(usec as u32)
 }
 
+/// "00" … "99": two digits per table lookup (dates and times are written
+/// for every temporal value of every row).
+const DIGITS2: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The two digits of `v` (< 100).
+fn two(v: u64) -> [u8; 2] {
+    let i = (v % 100) as usize * 2;
+    [DIGITS2[i], DIGITS2[i + 1]]
+}
+
 fn write_ymd(out: &mut Vec<u8>, y: u64, m: u64, d: u64) {
+    if y < 10_000 && m < 100 && d < 100 {
+        let ([a, b], [c, e], [f, g], [h, i]) = (two(y / 100), two(y), two(m), two(d));
+        out.extend_from_slice(&[a, b, c, e, b'-', f, g, b'-', h, i]);
+        return;
+    }
     write_padded(out, y, 4);
     out.push(b'-');
     write_padded(out, m, 2);
@@ -54,6 +78,11 @@ fn write_ymd(out: &mut Vec<u8>, y: u64, m: u64, d: u64) {
 }
 
 fn write_hms(out: &mut Vec<u8>, h: u64, m: u64, s: u64) {
+    if h < 100 && m < 100 && s < 100 {
+        let ([a, b], [c, d], [e, f]) = (two(h), two(m), two(s));
+        out.extend_from_slice(&[a, b, b':', c, d, b':', e, f]);
+        return;
+    }
     write_padded(out, h, 2);
     out.push(b':');
     write_padded(out, m, 2);
@@ -66,10 +95,19 @@ fn write_frac(out: &mut Vec<u8>, usec: u32, fsp: u8) {
     if fsp == 0 {
         return;
     }
-    let fsp = fsp.min(6);
-    let div = 10u32.pow(u32::from(6 - fsp));
+    let fsp = usize::from(fsp.min(6));
+    if usec < 1_000_000 {
+        // The first `fsp` of the six zero-padded digits (truncation, as
+        // the server does).
+        let u = u64::from(usec);
+        let ([a, b], [c, d], [e, f]) = (two(u / 10_000), two(u / 100), two(u));
+        let digits = [b'.', a, b, c, d, e, f];
+        out.extend_from_slice(&digits[..=fsp]);
+        return;
+    }
+    let div = 10u32.pow(6 - fsp as u32);
     out.push(b'.');
-    write_padded(out, u64::from(usec / div), usize::from(fsp));
+    write_padded(out, u64::from(usec / div), fsp);
 }
 
 /// DATE / NEWDATE: 3 bytes little-endian, day:5 month:4 year:15.

@@ -548,6 +548,30 @@ pub(crate) fn write_f32(out: &mut Vec<u8>, v: f32) {
 
 /// `v` in decimal, left-padded with zeros to at least `width` digits.
 pub(crate) fn write_padded(out: &mut Vec<u8>, v: u64, width: usize) {
+    // Fast path (dates and times): exactly `width` digits, one copy.
+    const POW10: [u64; 9] = [
+        1,
+        10,
+        100,
+        1_000,
+        10_000,
+        100_000,
+        1_000_000,
+        10_000_000,
+        100_000_000,
+    ];
+    if let Some(&limit) = POW10.get(width) {
+        if width > 0 && v < limit {
+            let mut digits = [b'0'; 8];
+            let mut rest = v;
+            for d in digits[..width].iter_mut().rev() {
+                *d = b'0' + (rest % 10) as u8;
+                rest /= 10;
+            }
+            out.extend_from_slice(&digits[..width]);
+            return;
+        }
+    }
     let mut buf = itoa::Buffer::new();
     let s = buf.format(v);
     for _ in s.len()..width {
@@ -750,6 +774,30 @@ fn decode_inner(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn padded_numbers() {
+        let pad = |v: u64, w: usize| {
+            let mut out = Vec::new();
+            write_padded(&mut out, v, w);
+            String::from_utf8(out).expect("ascii")
+        };
+        for (v, w) in [
+            (0, 0),
+            (0, 1),
+            (7, 2),
+            (42, 2),
+            (123, 2),
+            (5, 4),
+            (2026, 4),
+            (32767, 4),
+            (99, 6),
+            (999_999, 6),
+            (u64::MAX, 8),
+        ] {
+            assert_eq!(pad(v, w), format!("{v:0w$}"), "{v} width {w}");
+        }
+    }
+
     use super::*;
     use proptest::prelude::*;
 
