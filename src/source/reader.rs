@@ -34,7 +34,7 @@ pub enum SourceEvent {
 /// (one channel message for many rows: one wake-up instead of one per
 /// row); a batch goes out when it is this big or when the server has
 /// nothing more to send at once, so batching never delays a change.
-pub const BATCH: usize = 256;
+pub const BATCH: usize = 1024;
 
 /// The sending half of the reader's channel: batches of events, in order.
 pub type EventSender = mpsc::Sender<Vec<SourceEvent>>;
