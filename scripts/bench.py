@@ -230,6 +230,8 @@ def pikachu_config(dirpath, url="http://127.0.0.1:9/unused", batch=None, tables=
         tasks += (
             f'- task_id: "bench_{t}"\n  name: "{t}"\n  table_name: "{t}"\n'
             f'  events: ["insert", "update", "delete"]\n  callback_url: "{url}"\n'
+            # Signed, as a production webhook would be (Standard Webhooks).
+            f'  secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"\n'
         )
         if batch:
             tasks += f"  batch:\n    max_events: {batch}\n    max_wait: \"10ms\"\n"

@@ -66,6 +66,25 @@ pub fn write_escaped(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&bytes[start..]);
 }
 
+/// True when `bytes` is ASCII with nothing to escape in a JSON string:
+/// such text is valid UTF-8 in every ASCII-compatible charset and can be
+/// copied as is (checked 8 bytes at a time).
+pub fn is_plain_ascii(bytes: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    bytes.chunks(8).all(|chunk| {
+        let mut word = [b'A'; 8];
+        if chunk.len() == 8 {
+            word.copy_from_slice(chunk);
+        } else {
+            for (w, &b) in word.iter_mut().zip(chunk) {
+                *w = b;
+            }
+        }
+        let w = u64::from_le_bytes(word);
+        w & HIGH == 0 && !needs_escape(w)
+    })
+}
+
 /// Whether any of the 8 bytes in `w` is a quote, a backslash or a control character
 /// (below 0x20): the classic "has a zero byte" / "has a byte less than n"
 /// word tricks, exact for "is there any".
@@ -204,6 +223,23 @@ fn write_image_or_null(out: &mut Vec<u8>, table: &Table, image: Option<&RowImage
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_ascii() {
+        assert!(is_plain_ascii(b""));
+        assert!(is_plain_ascii(b"user42@example.com and more text"));
+        for bad in [
+            &b"a\"b"[..],
+            b"0123456789\\",
+            b"tab\there",
+            b"caf\xc3\xa9",
+            b"\x7f\x80",
+            b"\x00",
+        ] {
+            assert!(!is_plain_ascii(bad), "{bad:?}");
+        }
+        assert!(is_plain_ascii(b"\x7f"), "DEL needs no escape in JSON");
+    }
 
     proptest::proptest! {
         /// The word-at-a-time escaper writes what serde_json writes, for any

@@ -131,6 +131,23 @@ fn decode(cs: Charset, bytes: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
 /// Character data → a JSON string, or `{"base64":"..."}` when the bytes are
 /// not valid in `cs`.
 pub(crate) fn write_text(cs: Charset, bytes: &[u8], out: &mut Vec<u8>) {
+    // Most text is plain ASCII: copy it without decoding and escaping.
+    // (Text of bytes below 0x80 only decodes to itself in every
+    // ASCII-compatible charset: UTF-8, and the WHATWG legacy encodings,
+    // whose multi-byte sequences start with a byte of 0x80 or more;
+    // UTF-16/32 are not ASCII-compatible and take the full path.)
+    let ascii_compatible = match cs {
+        Charset::Legacy(enc) => enc.is_ascii_compatible(),
+        Charset::Utf16Be | Charset::Utf16Le | Charset::Utf32Be => false,
+        _ => true,
+    };
+    if ascii_compatible && crate::event::payload::is_plain_ascii(bytes) {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     match decode(cs, bytes) {
         Some(s) => write_json_str(out, &s),
         None => write_undecodable(out, bytes),

@@ -101,12 +101,12 @@ pub enum ColumnKind {
         /// SELECT returns. 0 for every other string type.
         pad_to: u16,
     },
-    /// ENUM stored in `pack_len` (1 or 2) bytes.
+    /// ENUM stored in `pack_len` (1 or 2) bytes; labels JSON-escaped.
     Enum {
         pack_len: u8,
         labels: Option<Box<[String]>>,
     },
-    /// SET stored in `pack_len` (1..=8) bytes.
+    /// SET stored in `pack_len` (1..=8) bytes; labels JSON-escaped.
     Set {
         pack_len: u8,
         labels: Option<Box<[String]>>,
@@ -265,8 +265,18 @@ fn text_mode(info: &ColumnInfo) -> TextMode {
     }
 }
 
+/// ENUM/SET labels as JSON string bodies (escaped, without quotes): escaped
+/// once here instead of once per value.
 fn labels(v: &Option<Vec<String>>) -> Option<Box<[String]>> {
-    v.as_ref().map(|l| l.clone().into_boxed_slice())
+    v.as_ref().map(|l| {
+        l.iter()
+            .map(|label| {
+                let mut body = Vec::with_capacity(label.len());
+                write_escaped(&mut body, label);
+                String::from_utf8(body).unwrap_or_else(|_| label.clone())
+            })
+            .collect()
+    })
 }
 
 impl ColumnKind {
@@ -706,7 +716,9 @@ fn decode_inner(
                         .ok_or_else(|| {
                             Fault::bad(format!("index {idx} out of range for {} labels", l.len()))
                         })?;
-                    write_json_str(out, label);
+                    out.push(b'"');
+                    out.extend_from_slice(label.as_bytes());
+                    out.push(b'"');
                 }
             }
             Ok(n)
@@ -731,7 +743,7 @@ fn decode_inner(
                                 out.push(b',');
                             }
                             first = false;
-                            write_escaped(out, label);
+                            out.extend_from_slice(label.as_bytes());
                         }
                     }
                     out.push(b'"');
@@ -1108,6 +1120,19 @@ mod tests {
         assert!(all.starts_with("\"l0,l1,") && all.ends_with(",l63\""));
         assert!(ColumnKind::resolve(&info(0xfe, &[0xf8, 9])).is_err());
         assert!(ColumnKind::resolve(&info(0xfe, &[0xf7, 3])).is_err());
+
+        // Labels are escaped (once, when the table map is resolved).
+        let q = kind(&ColumnInfo {
+            enum_labels: labels(&["say \"hi\"", "back\\slash"]),
+            ..info(0xfe, &[0xf7, 1])
+        });
+        assert_eq!(dec(&q, &[1]), r#""say \"hi\"""#);
+        assert_eq!(dec(&q, &[2]), r#""back\\slash""#);
+        let qs = kind(&ColumnInfo {
+            set_labels: labels(&["a\"", "b\n"]),
+            ..info(0xfe, &[0xf8, 1])
+        });
+        assert_eq!(dec(&qs, &[0b11]), r#""a\",b\n""#);
     }
 
     #[test]
