@@ -53,7 +53,8 @@ impl Args {
                 "--user" => user = Some(value.clone()),
                 "--password" => password = Some(value.clone()),
                 "--server-id" => {
-                    server_id = Some(u32::try_from(num("--server-id")?).context("--server-id too big")?)
+                    server_id =
+                        Some(u32::try_from(num("--server-id")?).context("--server-id too big")?)
                 }
                 "--file" => file = Some(value.clone()),
                 "--pos" => pos = Some(num("--pos")?),
@@ -81,7 +82,10 @@ impl Args {
             bail!("--end-pos {} is before --pos {}", args.end_pos, args.pos);
         }
         if args.end_pos > u64::from(u32::MAX) {
-            bail!("--end-pos {} does not fit a binlog position (32 bits)", args.end_pos);
+            bail!(
+                "--end-pos {} does not fit a binlog position (32 bits)",
+                args.end_pos
+            );
         }
         Ok(args)
     }

@@ -24,7 +24,10 @@ const READER: &str = "mysql_async-rows";
 const VERSION: &str = "mysql_async 0.37.1, mysql_common 0.37.3";
 
 fn main() {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{READER}: error: cannot start the tokio runtime: {e}");
@@ -67,7 +70,9 @@ async fn run() -> Result<()> {
         let mut reached = false;
         while let Some(event) = stream.next().await {
             let event = event.context("reading the binlog stream")?;
-            if let Some(EventData::RowsEvent(rows)) = event.read_data().context("parsing an event")? {
+            if let Some(EventData::RowsEvent(rows)) =
+                event.read_data().context("parsing an event")?
+            {
                 counts.events += 1;
                 let tme = stream
                     .get_tme(rows.table_id())
@@ -90,7 +95,10 @@ async fn run() -> Result<()> {
             }
         }
         if !reached {
-            bail!("the server ended the stream before --end-pos {}", args.end_pos);
+            bail!(
+                "the server ended the stream before --end-pos {}",
+                args.end_pos
+            );
         }
         // Not `stream.close()`: for a blocking dump it waits for the server.
         drop(stream);
@@ -124,12 +132,18 @@ fn mix_value(h: u64, v: &Value) -> u64 {
         Value::Double(x) => mix(h, x.to_bits()),
         Value::Date(y, mo, d, hh, mi, s, us) => {
             let date = (u64::from(*y) << 16) | (u64::from(*mo) << 8) | u64::from(*d);
-            let time = (u64::from(*hh) << 48) | (u64::from(*mi) << 40) | (u64::from(*s) << 32) | u64::from(*us);
+            let time = (u64::from(*hh) << 48)
+                | (u64::from(*mi) << 40)
+                | (u64::from(*s) << 32)
+                | u64::from(*us);
             mix(mix(h, date), time)
         }
         Value::Time(neg, days, hh, mi, s, us) => {
             let a = (u64::from(*neg) << 63) | u64::from(*days);
-            let b = (u64::from(*hh) << 48) | (u64::from(*mi) << 40) | (u64::from(*s) << 32) | u64::from(*us);
+            let b = (u64::from(*hh) << 48)
+                | (u64::from(*mi) << 40)
+                | (u64::from(*s) << 32)
+                | u64::from(*us);
             mix(mix(h, a), b)
         }
     }

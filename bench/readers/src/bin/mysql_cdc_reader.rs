@@ -82,15 +82,20 @@ fn run() -> Result<()> {
             }
             // The artificial Rotate (and a Heartbeat's or FDE's 0) carry no
             // position in the file; every real event says where the next starts.
-            if !matches!(event, BinlogEvent::RotateEvent(_) | BinlogEvent::HeartbeatEvent(_))
-                && u64::from(header.next_event_position) >= args.end_pos
+            if !matches!(
+                event,
+                BinlogEvent::RotateEvent(_) | BinlogEvent::HeartbeatEvent(_)
+            ) && u64::from(header.next_event_position) >= args.end_pos
             {
                 reached = true;
                 break;
             }
         }
         if !reached {
-            bail!("the server ended the stream before --end-pos {}", args.end_pos);
+            bail!(
+                "the server ended the stream before --end-pos {}",
+                args.end_pos
+            );
         }
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -119,15 +124,23 @@ fn mix_value(h: u64, v: &MySqlValue) -> u64 {
         MySqlValue::Double(x) => mix(h, x.to_bits()),
         MySqlValue::Decimal(s) => mix_bytes(h, s.as_bytes()),
         MySqlValue::String(s) => mix_bytes(h, s.as_bytes()),
-        MySqlValue::Bit(bits) => bits.iter().fold(mix(h, bits.len() as u64), |h, b| mix(h, u64::from(*b))),
+        MySqlValue::Bit(bits) => bits
+            .iter()
+            .fold(mix(h, bits.len() as u64), |h, b| mix(h, u64::from(*b))),
         MySqlValue::Enum(x) => mix(h, u64::from(*x)),
         MySqlValue::Set(x) => mix(h, *x),
         MySqlValue::Blob(b) => mix_bytes(h, b),
         MySqlValue::Year(x) => mix(h, u64::from(*x)),
-        MySqlValue::Date(d) => mix(h, (u64::from(d.year) << 16) | (u64::from(d.month) << 8) | u64::from(d.day)),
+        MySqlValue::Date(d) => mix(
+            h,
+            (u64::from(d.year) << 16) | (u64::from(d.month) << 8) | u64::from(d.day),
+        ),
         MySqlValue::Time(t) => mix(
             h,
-            ((t.hour as u64) << 48) | (u64::from(t.minute) << 40) | (u64::from(t.second) << 32) | u64::from(t.millis),
+            ((t.hour as u64) << 48)
+                | (u64::from(t.minute) << 40)
+                | (u64::from(t.second) << 32)
+                | u64::from(t.millis),
         ),
         MySqlValue::DateTime(d) => {
             let date = (u64::from(d.year) << 16) | (u64::from(d.month) << 8) | u64::from(d.day);
