@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 use pikachu::config::{BatchConfig, DispatcherConfig, OnFailure, TaskConfig};
 use pikachu::deliver::{Dispatcher, Job, OrderingKeys};
 use pikachu::store::Store;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+
+#[path = "common/http.rs"]
+mod http;
 
 struct Receiver {
     requests: AtomicU64,
@@ -28,25 +31,9 @@ struct Receiver {
     start: Instant,
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn content_length(head: &[u8]) -> usize {
-    let text = String::from_utf8_lossy(head);
-    text.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0)
-}
-
 /// The number after `"t":` in a body, if any.
 fn submit_nanos(body: &[u8]) -> Option<u64> {
-    let at = find(body, b"\"t\":")? + 4;
+    let at = http::find(body, b"\"t\":")? + 4;
     let digits: Vec<u8> = body[at..]
         .iter()
         .take_while(|b| b.is_ascii_digit())
@@ -60,23 +47,9 @@ async fn serve_conn(mut sock: tokio::net::TcpStream, rx: Arc<Receiver>, track: b
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut tmp = vec![0u8; 64 * 1024];
     loop {
-        // One request: head, then Content-Length bytes of body.
-        let head_end = loop {
-            if let Some(i) = find(&buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            match sock.read(&mut tmp).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            }
+        let Some((head_end, len)) = http::read_request(&mut sock, &mut buf, &mut tmp).await else {
+            return;
         };
-        let len = content_length(&buf[..head_end]);
-        while buf.len() < head_end + len {
-            match sock.read(&mut tmp).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            }
-        }
         if track {
             if let Some(t) = submit_nanos(&buf[head_end..head_end + len]) {
                 let now = rx.start.elapsed().as_nanos() as u64;

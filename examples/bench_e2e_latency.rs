@@ -127,23 +127,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = child.wait();
     let mut l = lat.lock().map(|l| l.clone()).unwrap_or_default();
     l.sort_unstable();
-    println!(
-        "e2e latency (commit sent → receiver), {} of {} changes at {:.0}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        l.len(),
-        n,
+    let (rate, p50, p99, max) = (
         n as f64 / sending.as_secs_f64(),
         pct(&l, 0.50),
         pct(&l, 0.99),
-        pct(&l, 1.0)
+        pct(&l, 1.0),
+    );
+    let received = l.len();
+    println!(
+        "e2e latency (commit sent → receiver), {received} of {n} changes at {rate:.0}/s: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
     );
     // The same, for scripts/bench.sh.
     println!(
-        "{{\"reader\":\"e2e-latency\",\"received\":{},\"sent\":{n},\"rate\":{:.1},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3}}}",
-        l.len(),
-        n as f64 / sending.as_secs_f64(),
-        pct(&l, 0.50),
-        pct(&l, 0.99),
-        pct(&l, 1.0)
+        "{{\"reader\":\"e2e-latency\",\"received\":{received},\"sent\":{n},\"rate\":{rate:.1},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"max_ms\":{max:.3}}}"
     );
     Ok(())
 }

@@ -10,29 +10,16 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+
+#[path = "common/http.rs"]
+mod http;
 
 #[derive(Default)]
 struct Counts {
     requests: AtomicU64,
     changes: AtomicU64,
     bytes: AtomicU64,
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn content_length(head: &[u8]) -> usize {
-    let text = String::from_utf8_lossy(head);
-    text.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0)
 }
 
 /// Payload objects in a body: each has exactly one top-level `"event":"`
@@ -48,22 +35,9 @@ async fn serve_conn(mut sock: tokio::net::TcpStream, counts: Arc<Counts>) {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut tmp = vec![0u8; 64 * 1024];
     loop {
-        let head_end = loop {
-            if let Some(i) = find(&buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            match sock.read(&mut tmp).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            }
+        let Some((head_end, len)) = http::read_request(&mut sock, &mut buf, &mut tmp).await else {
+            return;
         };
-        let len = content_length(&buf[..head_end]);
-        while buf.len() < head_end + len {
-            match sock.read(&mut tmp).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            }
-        }
         let reply = if buf.starts_with(b"GET /stats") {
             let body = format!(
                 "{{\"requests\":{},\"changes\":{},\"bytes\":{}}}",

@@ -13,7 +13,8 @@ pub(crate) const MAX_PRECISION: usize = 81;
 
 const DIG_PER_DEC: usize = 9;
 const DIG2BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
-const POW10: [u32; 10] = [
+/// 10^0 … 10^9.
+pub(crate) const POW10: [u32; 10] = [
     1,
     10,
     100,

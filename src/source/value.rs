@@ -559,19 +559,8 @@ pub(crate) fn write_f32(out: &mut Vec<u8>, v: f32) {
 /// `v` in decimal, left-padded with zeros to at least `width` digits.
 pub(crate) fn write_padded(out: &mut Vec<u8>, v: u64, width: usize) {
     // Fast path (dates and times): exactly `width` digits, one copy.
-    const POW10: [u64; 9] = [
-        1,
-        10,
-        100,
-        1_000,
-        10_000,
-        100_000,
-        1_000_000,
-        10_000_000,
-        100_000_000,
-    ];
-    if let Some(&limit) = POW10.get(width) {
-        if width > 0 && v < limit {
+    if let Some(&limit) = super::decimal::POW10.get(width) {
+        if (1..=8).contains(&width) && v < u64::from(limit) {
             let mut digits = [b'0'; 8];
             let mut rest = v;
             for d in digits[..width].iter_mut().rev() {
