@@ -32,19 +32,27 @@ pub enum SourceEvent {
 
 /// Most events in one batch. The reader sends what it decoded in batches
 /// (one channel message for many rows: one wake-up instead of one per
-/// row); a batch goes out when it is this big or when the server has
-/// nothing more to send at once, so batching never delays a change.
+/// row); a batch goes out when it is full or when the server has nothing
+/// more to send at once, so batching never delays a change.
 pub const BATCH: usize = 1024;
 
 /// The sending half of the reader's channel: batches of events, in order.
-pub type EventSender = mpsc::Sender<Vec<SourceEvent>>;
+#[derive(Clone)]
+pub struct EventSender {
+    tx: mpsc::Sender<Vec<SourceEvent>>,
+    /// Most events per batch.
+    batch: usize,
+}
 
-/// A channel for a reader, holding about `events` events (at least two
-/// batches), and its receiving half.
+/// A channel for a reader that holds at most about `events` events (never
+/// more than `max(events, 2)`): batches of up to [`BATCH`] events, or of
+/// half of `events` when that is smaller, so a small `queue_size` stays
+/// small. Returns its two halves.
 pub fn channel(events: usize) -> (EventSender, Events) {
-    let (tx, rx) = mpsc::channel((events / BATCH).max(2));
+    let batch = (events / 2).clamp(1, BATCH);
+    let (tx, rx) = mpsc::channel((events / batch).max(2));
     (
-        tx,
+        EventSender { tx, batch },
         Events {
             rx,
             batch: Vec::new().into_iter(),
@@ -452,7 +460,8 @@ async fn stream_from(
     let mut schema_conn: Option<Conn> = None;
     let silence = (opts.heartbeat * 3).max(Duration::from_secs(5));
     let mut out = Vec::new();
-    let mut batch: Vec<SourceEvent> = Vec::with_capacity(BATCH);
+    let max_batch = tx.batch;
+    let mut batch: Vec<SourceEvent> = Vec::with_capacity(max_batch);
     // `progress` is what was sent (a reconnect resumes after it); `pending`
     // also counts the batch being built, and becomes `progress` once the
     // batch is sent. A batch lost to an error is read again.
@@ -469,12 +478,12 @@ async fn stream_from(
             Some(next) => Ok(next),
             None => {
                 if !batch.is_empty() {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(max_batch));
                     // Waiting for room downstream is the backpressure; a stop
                     // request must still get through.
                     tokio::select! {
                         _ = cancel.cancelled() => return Ok(()),
-                        sent = tx.send(full) => if sent.is_err() { return Ok(()) },
+                        sent = tx.tx.send(full) => if sent.is_err() { return Ok(()) },
                     }
                     *progress = pending.clone();
                 }
@@ -528,14 +537,63 @@ async fn stream_from(
                 }
             };
             batch.push(msg);
-        }
-        if batch.len() >= BATCH {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                sent = tx.send(full) => if sent.is_err() { return Ok(()) },
+            // Full: send it now, even in the middle of a rows event, so the
+            // channel never holds more than its size.
+            if batch.len() >= max_batch {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(max_batch));
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    sent = tx.tx.send(full) => if sent.is_err() { return Ok(()) },
+                }
+                *progress = pending.clone();
             }
-            *progress = pending.clone();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_holds_at_most_about_queue_size_events() {
+        for (events, batch, batches) in [
+            (1, 1, 2),
+            (10, 5, 2),
+            (2047, 1023, 2),
+            (4096, 1024, 4),
+            (10_000, 1024, 9),
+        ] {
+            let (tx, _rx) = channel(events);
+            assert_eq!(tx.batch, batch, "{events}");
+            assert_eq!(tx.tx.max_capacity(), batches, "{events}");
+            assert!(batch * batches <= events.max(2), "{events}");
+        }
+    }
+
+    #[tokio::test]
+    async fn events_come_out_one_at_a_time_in_order() {
+        let (tx, mut rx) = channel(10_000); // room for 9 batches: no reader needed while sending
+        let commit = |pos| {
+            SourceEvent::Commit(Commit {
+                file: "f".into(),
+                pos,
+                gtid: None,
+                gtid_state: None,
+                timestamp: 0,
+            })
+        };
+        tx.tx.send(vec![commit(1), commit(2)]).await.expect("send");
+        tx.tx.send(vec![]).await.expect("send");
+        tx.tx.send(vec![commit(3)]).await.expect("send");
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(ev) = rx.recv().await {
+            if let SourceEvent::Commit(c) = ev {
+                got.push(c.pos);
+            }
+        }
+        assert_eq!(got, vec![1, 2, 3]);
+        assert!(rx.is_empty());
     }
 }
