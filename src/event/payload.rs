@@ -24,18 +24,9 @@ pub fn write_escaped(out: &mut Vec<u8>, s: &str) {
     let mut i = 0;
     while i < bytes.len() {
         // Skip 8 bytes at a time while none of them needs escaping (most
-        // text has nothing to escape); the last few bytes are checked
-        // padded with 'A' (nothing to escape).
+        // text has nothing to escape).
         let end = (i + 8).min(bytes.len());
-        let mut word = [b'A'; 8];
-        if end - i == 8 {
-            word.copy_from_slice(&bytes[i..end]);
-        } else {
-            for (w, &b) in word.iter_mut().zip(&bytes[i..end]) {
-                *w = b;
-            }
-        }
-        if !needs_escape(u64::from_le_bytes(word)) {
+        if !needs_escape(padded_word(&bytes[i..end])) {
             i = end;
             continue;
         }
@@ -72,17 +63,24 @@ pub fn write_escaped(out: &mut Vec<u8>, s: &str) {
 pub fn is_plain_ascii(bytes: &[u8]) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;
     bytes.chunks(8).all(|chunk| {
-        let mut word = [b'A'; 8];
-        if chunk.len() == 8 {
-            word.copy_from_slice(chunk);
-        } else {
-            for (w, &b) in word.iter_mut().zip(chunk) {
-                *w = b;
-            }
-        }
-        let w = u64::from_le_bytes(word);
+        let w = padded_word(chunk);
         w & HIGH == 0 && !needs_escape(w)
     })
+}
+
+/// Up to 8 bytes as one word, a short chunk padded with 'A' (a byte that
+/// is ASCII and needs no escaping). A full chunk is one load; a short one
+/// is copied byte by byte (no `memcpy` call).
+fn padded_word(chunk: &[u8]) -> u64 {
+    let mut word = [b'A'; 8];
+    if chunk.len() == 8 {
+        word.copy_from_slice(chunk);
+    } else {
+        for (w, &b) in word.iter_mut().zip(chunk) {
+            *w = b;
+        }
+    }
+    u64::from_le_bytes(word)
 }
 
 /// Whether any of the 8 bytes in `w` is a quote, a backslash or a control character

@@ -44,6 +44,19 @@ pub struct EventSender {
     batch: usize,
 }
 
+impl EventSender {
+    /// Sends `batch` (leaving it empty). Waiting for room downstream is the
+    /// backpressure; a stop request still gets through. False when the
+    /// reader should stop (cancelled, or nobody receives any more).
+    async fn send_batch(&self, batch: &mut Vec<SourceEvent>, cancel: &CancellationToken) -> bool {
+        let full = std::mem::replace(batch, Vec::with_capacity(self.batch));
+        tokio::select! {
+            _ = cancel.cancelled() => false,
+            sent = self.tx.send(full) => sent.is_ok(),
+        }
+    }
+}
+
 /// A channel for a reader that holds at most about `events` events (never
 /// more than `max(events, 2)`): batches of up to [`BATCH`] events, or of
 /// half of `events` when that is smaller, so a small `queue_size` stays
@@ -460,8 +473,7 @@ async fn stream_from(
     let mut schema_conn: Option<Conn> = None;
     let silence = (opts.heartbeat * 3).max(Duration::from_secs(5));
     let mut out = Vec::new();
-    let max_batch = tx.batch;
-    let mut batch: Vec<SourceEvent> = Vec::with_capacity(max_batch);
+    let mut batch: Vec<SourceEvent> = Vec::with_capacity(tx.batch);
     // `progress` is what was sent (a reconnect resumes after it); `pending`
     // also counts the batch being built, and becomes `progress` once the
     // batch is sent. A batch lost to an error is read again.
@@ -478,12 +490,8 @@ async fn stream_from(
             Some(next) => Ok(next),
             None => {
                 if !batch.is_empty() {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(max_batch));
-                    // Waiting for room downstream is the backpressure; a stop
-                    // request must still get through.
-                    tokio::select! {
-                        _ = cancel.cancelled() => return Ok(()),
-                        sent = tx.tx.send(full) => if sent.is_err() { return Ok(()) },
+                    if !tx.send_batch(&mut batch, cancel).await {
+                        return Ok(());
                     }
                     *progress = pending.clone();
                 }
@@ -539,11 +547,9 @@ async fn stream_from(
             batch.push(msg);
             // Full: send it now, even in the middle of a rows event, so the
             // channel never holds more than its size.
-            if batch.len() >= max_batch {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(max_batch));
-                tokio::select! {
-                    _ = cancel.cancelled() => return Ok(()),
-                    sent = tx.tx.send(full) => if sent.is_err() { return Ok(()) },
+            if batch.len() >= tx.batch {
+                if !tx.send_batch(&mut batch, cancel).await {
+                    return Ok(());
                 }
                 *progress = pending.clone();
             }
