@@ -82,6 +82,51 @@ impl CommitTracker {
     }
 }
 
+/// What the state directory held before this start, to tell a first start
+/// from one whose state was deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StateOnDisk {
+    /// No state directory.
+    NoDir,
+    /// The directory, but no database in it.
+    NoDatabase,
+    /// A database (its checkpoint may still be missing: `position reset`).
+    Database,
+}
+
+impl StateOnDisk {
+    fn look(dir: &std::path::Path) -> StateOnDisk {
+        if !dir.exists() {
+            StateOnDisk::NoDir
+        } else if !Store::path_in(dir).exists() {
+            StateOnDisk::NoDatabase
+        } else {
+            StateOnDisk::Database
+        }
+    }
+
+    /// Without a checkpoint, pikachu starts from `start` in the config,
+    /// which for `latest` skips everything since an earlier run stopped:
+    /// say so loudly unless the checkpoint was reset on purpose.
+    fn warn_if_lost(self, dir: &std::path::Path, db: &std::path::Path) {
+        let consequence = "pikachu starts from `start` in the config; if it read this server before with this config, every change since it stopped is skipped. To resume where it stopped, stop now and restore the state, or set the position with `pikachu position set FILE:POS -config …`";
+        match self {
+            StateOnDisk::NoDir => tracing::warn!(
+                state_dir = %dir.display(),
+                "no state directory: this is the first start with it (it is created now), or it was deleted or moved; {consequence}"
+            ),
+            StateOnDisk::NoDatabase => tracing::warn!(
+                state = %db.display(),
+                "the state directory exists but has no state database: it was deleted or moved; {consequence}"
+            ),
+            StateOnDisk::Database => tracing::info!(
+                state = %db.display(),
+                "no checkpoint in the state database (it was reset): starting from `start` in the config"
+            ),
+        }
+    }
+}
+
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -100,6 +145,7 @@ pub async fn run(
     crate::preflight::at_start(&config)
         .await
         .map_err(AppError::Setup)?;
+    let state_before = StateOnDisk::look(&config.state_dir);
     let mut store = Store::open(&config.state_dir).map_err(|e| AppError::Setup(e.to_string()))?;
     if reset_position
         && store
@@ -111,6 +157,9 @@ pub async fn run(
     let saved = store
         .checkpoint()
         .map_err(|e| AppError::Setup(e.to_string()))?;
+    if saved.is_none() && !reset_position {
+        state_before.warn_if_lost(&config.state_dir, store.path());
+    }
     let mut conn = connect::connect(&config.database).await?;
     let info: ServerInfo = connect::server_info(&mut conn).await?;
     tracing::info!(flavour = info.flavour.as_str(), version = %info.version, server_id = info.server_id, "connected to {}", connect::addr(&config.database));
@@ -121,7 +170,16 @@ pub async fn run(
             other => AppError::Setup(other.to_string()),
         })?;
     drop(conn);
-    tracing::info!(position = %start.at, "{}", start.reason);
+    tracing::info!(position = %start.at, history = %start.history, "{}", start.reason);
+    if let Some(cp) = &start.save {
+        // Before the stream opens: a crash from here on resumes at this
+        // position, never at a `latest` resolved again later.
+        store
+            .save_checkpoint(cp)
+            .map_err(|e| AppError::Setup(format!("cannot save the checkpoint: {e}")))?;
+    }
+    let history = start.history;
+    let expect_file = start.expect_file.clone();
     let start = start.at;
 
     let router = Arc::new(Router::new(&config.tasks, &config.database.database));
@@ -131,6 +189,7 @@ pub async fn run(
         heartbeat: config.database.heartbeat,
         decode: DecodeOptions::default(),
         filter: Arc::new(move |db: &str, table: &str| filter_router.wants_table(db, table)),
+        expect_file,
     };
     let (tx, mut rx) = reader::channel(config.dispatcher.queue_size.max(1));
     let reader_cancel = cancel.child_token();
@@ -159,7 +218,7 @@ pub async fn run(
         .dead_letters
         .store(dead_letters_before, Ordering::Relaxed);
     let store = Arc::new(Mutex::new(store));
-    let mut saver = checkpoint::Saver::new(store.clone(), info_for_checkpoint);
+    let mut saver = checkpoint::Saver::new(store.clone(), info_for_checkpoint, history);
     let dispatcher =
         Dispatcher::start(&config.dispatcher, &config.tasks, store).map_err(AppError::Setup)?;
     let stats = dispatcher.stats();
@@ -247,7 +306,7 @@ pub async fn run(
                     .store(i64::from(change.timestamp), Ordering::Relaxed);
                 for task_idx in router.tasks_for(&change) {
                     let task = &config.tasks[task_idx];
-                    let id = payload::change_id(&change, &task.task_id);
+                    let id = payload::change_id(&change, &task.task_id, history.0);
                     let mut body = Vec::with_capacity(body_hint);
                     payload::render(&mut body, &change, &task.task_id, &id);
                     body_hint = body_hint.max(body.len() + 64);
@@ -336,6 +395,7 @@ mod tests {
             gtid: None,
             gtid_state: None,
             timestamp: 0,
+            file_created: 0,
         }
     }
 

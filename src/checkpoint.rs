@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use mysql_async::Conn;
 
 use crate::config::{Config, StartPosition};
+use crate::source::binlogs::{self, FileIdentity, History, Standing};
 use crate::source::connect::{self, Flavour, ServerInfo};
 use crate::source::position::{self, FilePos, StartAt};
 use crate::source::reader::Commit;
@@ -42,15 +43,6 @@ fn identity(info: &ServerInfo) -> String {
     }
 }
 
-/// The server's binary logs, oldest first.
-async fn binary_logs(conn: &mut Conn) -> Result<Vec<String>, SourceError> {
-    Ok(connect::query_rows(conn, "SHOW BINARY LOGS")
-        .await?
-        .into_iter()
-        .filter_map(|r| r.into_iter().next().flatten())
-        .collect())
-}
-
 /// Parses a MariaDB GTID state `d-s-n,…` into (domain, server_id, seq).
 fn maria_gtids(state: &str) -> Vec<(u32, u32, u64)> {
     state
@@ -70,12 +62,22 @@ fn maria_gtids(state: &str) -> Vec<(u32, u32, u64)> {
 pub struct Start {
     pub at: StartAt,
     pub reason: String,
+    /// The binlog history marker, for change ids.
+    pub history: History,
+    /// The start file as the position was saved in it, for the reader's
+    /// check that the server's file is still that one.
+    pub expect_file: Option<FileIdentity>,
+    /// A checkpoint to save before the stream opens: on a first start the
+    /// resolved start position (so a crash in the first seconds resumes
+    /// there, not at a new `latest`), or an older checkpoint completed
+    /// with its history marker.
+    pub save: Option<Checkpoint>,
 }
 
 /// Decides where to start: from the checkpoint when there is one (after
 /// checking it belongs to this server, or to its replication topology by
-/// GTID, and that the server still has that binlog), else from `start` in
-/// the config.
+/// GTID, and that the server still has that binlog, and the same one),
+/// else from `start` in the config.
 pub async fn decide_start(
     cfg: &Config,
     conn: &mut Conn,
@@ -83,17 +85,7 @@ pub async fn decide_start(
     saved: Option<Checkpoint>,
 ) -> Result<Start, CheckpointError> {
     let Some(cp) = saved else {
-        let at = position::resolve(conn, info, &cfg.start).await?;
-        let what = match &cfg.start {
-            StartPosition::Latest => "latest".to_string(),
-            StartPosition::Earliest => "earliest".to_string(),
-            StartPosition::FilePos { .. } => "the configured position".to_string(),
-            StartPosition::Gtid(_) => "the configured GTID".to_string(),
-        };
-        return Ok(Start {
-            reason: format!("no checkpoint yet: starting from `start: {what}` = {at}"),
-            at,
-        });
+        return first_start(cfg, conn, info).await;
     };
     let here = identity(info);
     let there = match &cp.server_uuid {
@@ -119,36 +111,20 @@ pub async fn decide_start(
         _ => cp.server_id == info.server_id,
     };
     if same_server && cp.file.is_empty() {
-        // Set by `pikachu position set gtid:…`.
+        // Set by `pikachu position set gtid:…` or a first start at `start: {gtid: …}`.
         if let Some(state) = &cp.gtid_state {
+            let (history, save) = history_of(cfg, conn, &cp).await?;
             return Ok(Start {
                 at: StartAt::Gtid(state.clone()),
                 reason: format!("resuming from the saved GTID position {state}"),
+                history,
+                expect_file: None,
+                save,
             });
         }
     }
     if same_server {
-        let logs = binary_logs(conn).await?;
-        if !logs.iter().any(|f| f == &cp.file) {
-            return Err(CheckpointError::Source(SourceError::Purged {
-                needed: format!("{}:{}", cp.file, cp.pos),
-                oldest: logs
-                    .first()
-                    .map(|f| format!("{f}:4"))
-                    .unwrap_or_else(|| "none".into()),
-                message: "the binlog file is not in SHOW BINARY LOGS".into(),
-            }));
-        }
-        return Ok(Start {
-            at: StartAt::FilePos(FilePos {
-                file: cp.file.clone(),
-                pos: cp.pos,
-            }),
-            reason: format!(
-                "resuming from the checkpoint {}:{} (every change before it is settled)",
-                cp.file, cp.pos
-            ),
-        });
+        return resume_same_server(cfg, conn, cp).await;
     }
     // Another server: only a MariaDB server of the same replication topology,
     // by GTID, and only if it has everything up to our position.
@@ -177,19 +153,168 @@ pub async fn decide_start(
                     }
                 }
             }
+            // The history marker travels with the checkpoint: the same
+            // changes keep their ids on the new server.
+            let (history, save) = history_of(cfg, conn, &cp).await?;
             Ok(Start {
                 at: StartAt::Gtid(state.clone()),
                 reason: format!(
                     "resuming from the checkpoint's GTID position {state} on another server of the topology ({here})"
                 ),
+                history,
+                expect_file: None,
+                save,
             })
         }
         _ => Err(refuse("a different server".into())),
     }
 }
 
-/// The checkpoint for a settled commit on `info`'s server.
-pub fn from_commit(c: &Commit, info: &ServerInfo) -> Checkpoint {
+/// No checkpoint yet: resolves `start` from the config and returns it with
+/// the checkpoint to save before the stream opens.
+async fn first_start(
+    cfg: &Config,
+    conn: &mut Conn,
+    info: &ServerInfo,
+) -> Result<Start, CheckpointError> {
+    let at = position::resolve(conn, info, &cfg.start).await?;
+    let what = match &cfg.start {
+        StartPosition::Latest => "latest".to_string(),
+        StartPosition::Earliest => "earliest".to_string(),
+        StartPosition::FilePos { .. } => "the configured position".to_string(),
+        StartPosition::Gtid(_) => "the configured GTID".to_string(),
+    };
+    let files = binlogs::list(conn).await?;
+    let history = binlogs::current_history(&cfg.database, &files).await?;
+    let (file, pos, gtid_state, file_created) = match &at {
+        StartAt::FilePos(p) => {
+            let created = if files.iter().any(|f| f.name == p.file) {
+                Some(binlogs::first_event_time(&cfg.database, &p.file).await?)
+            } else {
+                None
+            };
+            let state = gtid_pos(conn, info, p).await;
+            (p.file.clone(), p.pos, state, created)
+        }
+        StartAt::Gtid(g) => (String::new(), 0, Some(g.clone()), None),
+    };
+    let save = Checkpoint {
+        file,
+        pos,
+        gtid: None,
+        gtid_state,
+        flavour: info.flavour.as_str().to_string(),
+        server_id: info.server_id,
+        server_uuid: info.server_uuid.clone(),
+        history: Some(history.0),
+        file_created,
+        updated_at: 0,
+    };
+    Ok(Start {
+        reason: format!(
+            "no checkpoint yet: starting from `start: {what}` = {at} (saved as the checkpoint before reading)"
+        ),
+        expect_file: file_created.map(|created| FileIdentity {
+            file: save.file.clone(),
+            created,
+        }),
+        at,
+        history,
+        save: Some(save),
+    })
+}
+
+/// A checkpoint of the server we are connected to: resumes at its file
+/// position if the server still has that file, the same one.
+async fn resume_same_server(
+    cfg: &Config,
+    conn: &mut Conn,
+    cp: Checkpoint,
+) -> Result<Start, CheckpointError> {
+    let files = binlogs::list(conn).await?;
+    let created_now = if files.iter().any(|f| f.name == cp.file) {
+        Some(binlogs::first_event_time(&cfg.database, &cp.file).await?)
+    } else {
+        None
+    };
+    let needed = format!("{}:{}", cp.file, cp.pos);
+    match binlogs::standing(&cp.file, cp.pos, cp.file_created, &files, created_now) {
+        Standing::Present => {}
+        Standing::Purged { oldest } => {
+            return Err(CheckpointError::Source(SourceError::Purged {
+                needed,
+                oldest,
+                message: "the binlog file is not in SHOW BINARY LOGS".into(),
+            }))
+        }
+        Standing::Reset { why } => {
+            return Err(CheckpointError::Source(SourceError::HistoryChanged {
+                needed,
+                why,
+            }))
+        }
+    }
+    let (history, mut save) = history_of(cfg, conn, &cp).await?;
+    if cp.file_created.is_none() && created_now.is_some() {
+        // A checkpoint from before pikachu kept the file's identity.
+        let mut c = save.take().unwrap_or_else(|| cp.clone());
+        c.file_created = created_now;
+        save = Some(c);
+    }
+    Ok(Start {
+        at: StartAt::FilePos(FilePos {
+            file: cp.file.clone(),
+            pos: cp.pos,
+        }),
+        reason: format!(
+            "resuming from the checkpoint {}:{} (every change before it is settled)",
+            cp.file, cp.pos
+        ),
+        history,
+        expect_file: cp.file_created.or(created_now).map(|created| FileIdentity {
+            file: cp.file.clone(),
+            created,
+        }),
+        save,
+    })
+}
+
+/// The checkpoint's history marker; for a checkpoint from before pikachu
+/// kept one, the server's current one, with the checkpoint to save with it.
+async fn history_of(
+    cfg: &Config,
+    conn: &mut Conn,
+    cp: &Checkpoint,
+) -> Result<(History, Option<Checkpoint>), CheckpointError> {
+    if let Some(h) = cp.history {
+        return Ok((History(h), None));
+    }
+    let files = binlogs::list(conn).await?;
+    let h = binlogs::current_history(&cfg.database, &files).await?;
+    let mut c = cp.clone();
+    c.history = Some(h.0);
+    Ok((h, Some(c)))
+}
+
+/// MariaDB: the GTID state at `p` (`BINLOG_GTID_POS`), for resuming on
+/// another server of the topology; `None` elsewhere or when unknown.
+async fn gtid_pos(conn: &mut Conn, info: &ServerInfo, p: &FilePos) -> Option<String> {
+    if info.flavour != Flavour::MariaDb {
+        return None;
+    }
+    use mysql_async::prelude::Queryable;
+    conn.exec_first::<Option<String>, _, _>(
+        "SELECT BINLOG_GTID_POS(?, ?)",
+        (p.file.as_str(), p.pos),
+    )
+    .await
+    .ok()
+    .flatten()
+    .flatten()
+}
+
+/// The checkpoint for a settled commit on `info`'s server, in `history`.
+pub fn from_commit(c: &Commit, info: &ServerInfo, history: History) -> Checkpoint {
     Checkpoint {
         file: c.file.to_string(),
         pos: c.pos,
@@ -198,6 +323,8 @@ pub fn from_commit(c: &Commit, info: &ServerInfo) -> Checkpoint {
         flavour: info.flavour.as_str().to_string(),
         server_id: info.server_id,
         server_uuid: info.server_uuid.clone(),
+        history: Some(history.0),
+        file_created: (c.file_created != 0).then_some(c.file_created),
         updated_at: 0,
     }
 }
@@ -207,14 +334,16 @@ pub fn from_commit(c: &Commit, info: &ServerInfo) -> Checkpoint {
 pub struct Saver {
     store: Arc<Mutex<Store>>,
     info: ServerInfo,
+    history: History,
     last: Option<(String, u64)>,
 }
 
 impl Saver {
-    pub fn new(store: Arc<Mutex<Store>>, info: ServerInfo) -> Self {
+    pub fn new(store: Arc<Mutex<Store>>, info: ServerInfo, history: History) -> Self {
         Saver {
             store,
             info,
+            history,
             last: None,
         }
     }
@@ -225,7 +354,7 @@ impl Saver {
         if self.last.as_ref() == Some(&key) {
             return Ok(false);
         }
-        let cp = from_commit(c, &self.info);
+        let cp = from_commit(c, &self.info, self.history);
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             let mut s = store
@@ -258,7 +387,7 @@ pub fn show(cfg: &Config) -> Result<String, String> {
                 format!("{}:{}", c.file, c.pos)
             };
             format!(
-                "{at}  gtid={}  gtid_state={}  server={} server_id={}{}  saved={}",
+                "{at}  gtid={}  gtid_state={}  server={} server_id={}{}  history={}  saved={}",
                 c.gtid.as_deref().unwrap_or("-"),
                 c.gtid_state.as_deref().unwrap_or("-"),
                 c.flavour,
@@ -267,6 +396,7 @@ pub fn show(cfg: &Config) -> Result<String, String> {
                     .as_deref()
                     .map(|u| format!(" uuid={u}"))
                     .unwrap_or_default(),
+                c.history.map_or_else(|| "-".to_string(), |h| h.to_string()),
                 crate::event::time::rfc3339(c.updated_at / 1000)
             )
         }
@@ -286,13 +416,14 @@ pub fn reset(cfg: &Config) -> Result<bool, String> {
 pub async fn set(cfg: &Config, spec: &str) -> Result<String, CheckpointError> {
     let mut conn = connect::connect(&cfg.database).await?;
     let info = connect::server_info(&mut conn).await?;
-    let (file, pos, gtid_state) = if let Some(g) = spec.strip_prefix("gtid:") {
+    let files = binlogs::list(&mut conn).await?;
+    let (file, pos, gtid_state, file_created) = if let Some(g) = spec.strip_prefix("gtid:") {
         if info.flavour != Flavour::MariaDb {
             return Err(CheckpointError::Mismatch(
                 "a GTID position can only be set for MariaDB for now; use FILE:POS".into(),
             ));
         }
-        (String::new(), 0, Some(g.to_string()))
+        (String::new(), 0, Some(g.to_string()), None)
     } else {
         let p = match spec {
             "latest" => position::latest(&mut conn, &info).await?,
@@ -303,28 +434,27 @@ pub async fn set(cfg: &Config, spec: &str) -> Result<String, CheckpointError> {
                 ))
             })?,
         };
-        let logs = binary_logs(&mut conn).await?;
-        if !logs.contains(&p.file) {
+        if !files.iter().any(|f| f.name == p.file) {
+            let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
             return Err(CheckpointError::Mismatch(format!(
                 "the server has no binlog file `{}` (it has {})",
                 p.file,
-                logs.join(", ")
+                names.join(", ")
             )));
         }
-        let state = if info.flavour == Flavour::MariaDb {
-            use mysql_async::prelude::Queryable;
-            conn.exec_first::<Option<String>, _, _>(
-                "SELECT BINLOG_GTID_POS(?, ?)",
-                (p.file.as_str(), p.pos),
-            )
-            .await
-            .ok()
-            .flatten()
-            .flatten()
-        } else {
-            None
-        };
-        (p.file, p.pos, state)
+        let created = binlogs::first_event_time(&cfg.database, &p.file).await?;
+        let state = gtid_pos(&mut conn, &info, &p).await;
+        (p.file, p.pos, state, Some(created))
+    };
+    let mut store =
+        Store::open(&cfg.state_dir).map_err(|e| CheckpointError::Store(e.to_string()))?;
+    let old = store
+        .checkpoint()
+        .map_err(|e| CheckpointError::Store(e.to_string()))?;
+    let current = binlogs::current_history(&cfg.database, &files).await?;
+    let same = match &old {
+        Some(o) => same_history(cfg, &info, o, &files).await?,
+        None => false,
     };
     let cp = Checkpoint {
         file,
@@ -334,14 +464,103 @@ pub async fn set(cfg: &Config, spec: &str) -> Result<String, CheckpointError> {
         flavour: info.flavour.as_str().to_string(),
         server_id: info.server_id,
         server_uuid: info.server_uuid.clone(),
+        history: Some(next_history(old.and_then(|o| o.history), same, current).0),
+        file_created,
         updated_at: 0,
     };
-    let mut store =
-        Store::open(&cfg.state_dir).map_err(|e| CheckpointError::Store(e.to_string()))?;
     store
         .save_checkpoint(&cp)
         .map_err(|e| CheckpointError::Store(e.to_string()))?;
     show(cfg).map_err(CheckpointError::Store)
+}
+
+/// Whether `old` was taken on this server in the binlog history it has now
+/// (not before a reset or on a recreated server).
+async fn same_history(
+    cfg: &Config,
+    info: &ServerInfo,
+    old: &Checkpoint,
+    files: &[binlogs::BinlogFile],
+) -> Result<bool, CheckpointError> {
+    let same_server = old.flavour == info.flavour.as_str()
+        && match (&old.server_uuid, &info.server_uuid) {
+            (Some(a), Some(b)) => a == b,
+            _ => old.server_id == info.server_id,
+        };
+    if !same_server || old.file.is_empty() {
+        return Ok(same_server);
+    }
+    let created_now = if files.iter().any(|f| f.name == old.file) {
+        Some(binlogs::first_event_time(&cfg.database, &old.file).await?)
+    } else {
+        None
+    };
+    Ok(!matches!(
+        binlogs::standing(&old.file, old.pos, old.file_created, files, created_now),
+        Standing::Reset { .. }
+    ))
+}
+
+/// The history marker of a position set by hand: the old checkpoint's when
+/// it is of the same history, else the server's current one — but never
+/// the old one again (a reset within the same second as the old history's
+/// start would otherwise repeat it, and with it change ids).
+fn next_history(old: Option<u32>, same_history: bool, current: History) -> History {
+    match old {
+        Some(h) if same_history => History(h),
+        Some(h) if h == current.0 => History(h.wrapping_add(1)),
+        _ => current,
+    }
+}
+
+/// The history marker `pikachu replay` renders ids with: the checkpoint's
+/// when it was taken in the server's current history (so a replay gives
+/// the ids `run` gave), else the server's current one.
+pub async fn history_for_replay(
+    cfg: &Config,
+    conn: &mut Conn,
+    info: &ServerInfo,
+) -> Result<History, CheckpointError> {
+    let files = binlogs::list(conn).await?;
+    let saved = Store::open_existing(&cfg.state_dir)
+        .ok()
+        .flatten()
+        .and_then(|s| s.checkpoint().ok().flatten());
+    if let Some(cp) = saved {
+        if let Some(h) = cp.history {
+            if same_history(cfg, info, &cp, &files).await? {
+                return Ok(History(h));
+            }
+        }
+    }
+    Ok(binlogs::current_history(&cfg.database, &files).await?)
+}
+
+/// `pikachu check`: whether the saved checkpoint can be resumed from on the
+/// server now. `None` when there is no checkpoint; else whether it can,
+/// and one line for the report (`ok   …` / `FAIL …`).
+pub async fn check(cfg: &Config) -> Option<(bool, String)> {
+    let store = match Store::open_existing(&cfg.state_dir) {
+        Ok(Some(s)) => s,
+        Ok(None) => return None,
+        Err(e) => return Some((false, format!("FAIL state store: {e}"))),
+    };
+    let cp = match store.checkpoint() {
+        Ok(Some(cp)) => cp,
+        Ok(None) => return None,
+        Err(e) => return Some((false, format!("FAIL checkpoint: {e}"))),
+    };
+    drop(store);
+    let result = async {
+        let mut conn = connect::connect(&cfg.database).await?;
+        let info = connect::server_info(&mut conn).await?;
+        decide_start(cfg, &mut conn, &info, Some(cp)).await
+    }
+    .await;
+    Some(match result {
+        Ok(start) => (true, format!("ok   checkpoint: {}", start.reason)),
+        Err(e) => (false, format!("FAIL checkpoint: {e}")),
+    })
 }
 
 #[cfg(test)]
@@ -353,5 +572,18 @@ mod tests {
         assert_eq!(maria_gtids("0-1-100,7-2-5"), vec![(0, 1, 100), (7, 2, 5)]);
         assert_eq!(maria_gtids(""), vec![]);
         assert_eq!(maria_gtids("x,0-1-2"), vec![(0, 1, 2)]);
+    }
+
+    #[test]
+    fn history_of_a_position_set_by_hand() {
+        let now = History(2000);
+        // Same history: kept.
+        assert_eq!(next_history(Some(1000), true, now), History(1000));
+        // Reset: the server's new one.
+        assert_eq!(next_history(Some(1000), false, now), History(2000));
+        // Reset within the same second: never the old marker again.
+        assert_eq!(next_history(Some(2000), false, now), History(2001));
+        // No old checkpoint.
+        assert_eq!(next_history(None, false, now), History(2000));
     }
 }

@@ -69,7 +69,16 @@ fn main() -> ExitCode {
             for line in report.lines() {
                 println!("{line}");
             }
-            if report.passed() {
+            // Only once the server answers: whether the saved position can be resumed from.
+            let checkpoint = if report.passed() {
+                runtime.block_on(pikachu::checkpoint::check(&loaded.config))
+            } else {
+                None
+            };
+            if let Some((_, line)) = &checkpoint {
+                println!("{line}");
+            }
+            if report.passed() && checkpoint.is_none_or(|(ok, _)| ok) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_RUNTIME)

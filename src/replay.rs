@@ -341,6 +341,9 @@ pub async fn run(
             StartAt::Gtid(g.clone())
         }
     };
+    let history = crate::checkpoint::history_for_replay(config, &mut conn, &info)
+        .await
+        .map_err(|e| runtime(e.to_string()))?;
     // Without --to: the end of the binlog now.
     let end = position::latest(&mut conn, &info)
         .await
@@ -369,6 +372,7 @@ pub async fn run(
         heartbeat: Duration::from_secs(1),
         decode: DecodeOptions::default(),
         filter: Arc::new(move |d: &str, t: &str| filter_router.wants_table(d, t)),
+        expect_file: None,
     };
     let (tx, mut rx) = reader::channel(4096);
     let cancel = CancellationToken::new();
@@ -428,7 +432,7 @@ pub async fn run(
                     routed = true;
                     summary.payloads += 1;
                     let task = &config.tasks[task_idx];
-                    let id = payload::change_id(&change, &task.task_id);
+                    let id = payload::change_id(&change, &task.task_id, history.0);
                     body.clear();
                     payload::render(&mut body, &change, &task.task_id, &id);
                     summary.bytes += body.len() as u64;

@@ -1720,7 +1720,7 @@ fn maria_fixture(args: &[&str]) -> (u64, u64) {
                     continue;
                 }
                 let task = "task_types";
-                let id = pikachu::event::payload::change_id(c, task);
+                let id = pikachu::event::payload::change_id(c, task, 0);
                 let mut body = Vec::new();
                 pikachu::event::payload::render(&mut body, c, task, &id);
                 offline_payloads.push(serde_json::from_slice::<Value>(&body).expect("JSON"));

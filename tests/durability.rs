@@ -149,6 +149,44 @@ fn workload(n_tx: usize, seed: u64) -> (Vec<String>, HashMap<i64, Vec<Expected>>
     (chunks, per_key)
 }
 
+/// `yaml` with `start: latest` instead of a fixed position.
+fn start_latest(yaml: &str) -> String {
+    let start = yaml.find("start:\n").expect("start block");
+    let end = yaml[start..].find("tasks:\n").expect("tasks") + start;
+    format!("{}start: latest\n{}", &yaml[..start], &yaml[end..])
+}
+
+/// Waits until `needle` is in the log at least `n` times (the log is
+/// appended to by every process started in the same folder).
+fn wait_log_count(p: &Pikachu, needle: &str, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while p.log().matches(needle).count() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pikachu log never showed {needle:?} {n} times; log:\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(5)); // poll interval
+    }
+}
+
+/// (event, key, value) of a payload.
+fn expected_of(b: &serde_json::Value) -> Expected {
+    let ev = match b["event"].as_str() {
+        Some("insert") => "insert",
+        Some("update") => "update",
+        Some("delete") => "delete",
+        other => panic!("event {other:?}"),
+    };
+    let row = if ev == "update" {
+        &b["new_data"]
+    } else {
+        &b["data"]
+    };
+    let k = row["id"].as_i64().expect("id");
+    (ev, k, row["v"].as_i64().expect("v"))
+}
+
 #[test]
 fn sigkill_at_random_moments_loses_nothing_and_keeps_per_key_order() {
     let seed = std::env::var("PIKACHU_CRASH_SEED")
@@ -160,36 +198,66 @@ fn sigkill_at_random_moments_loses_nothing_and_keeps_per_key_order() {
     let name = db.fresh_database("crash");
     db.exec_in(&name, "CREATE TABLE t (id INT PRIMARY KEY, v INT)");
     let receiver = Receiver::start();
-    let start = db.master_status();
+    // Task `d` gets every delete and can never deliver one: each becomes a
+    // dead letter, so kills land in dead-letter writes too.
+    let refuser = Receiver::start();
+    refuser.set_status(Some(500));
     let dir = tempfile::tempdir().expect("tempdir");
     const QUEUE: usize = 500;
-    let cfg = yaml(
+    // `start: latest` (the first start resolves it) and a checkpoint save
+    // every 10 ms: kills land in the very first start and in checkpoint writes.
+    let cfg = start_latest(&yaml(
         &db,
         &name,
-        &start,
-        &[TaskSpec::new(
-            "t",
-            "t",
-            &["insert", "update", "delete"],
-            &receiver.url("/t"),
-        )],
-        &format!("  queue_size: {QUEUE}\n"),
-        "checkpoint:\n  interval: \"100ms\"\n",
-    );
+        &("unused".into(), 4),
+        &[
+            TaskSpec::new(
+                "t",
+                "t",
+                &["insert", "update", "delete"],
+                &receiver.url("/t"),
+            ),
+            TaskSpec::new("d", "t", &["delete"], &refuser.url("/d")),
+        ],
+        &format!("  queue_size: {QUEUE}\n  max_retries: 1\n"),
+        "checkpoint:\n  interval: \"10ms\"\n",
+    ));
     let (chunks, per_key) = workload(2000, seed);
     let total: usize = per_key.values().map(Vec::len).sum();
     assert_eq!(total, 20_000);
+    let deletes: usize = per_key
+        .values()
+        .flatten()
+        .filter(|e| e.0 == "delete")
+        .count();
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut kill_at: Vec<usize> = (0..5).map(|_| rng.usize(500..18_000)).collect();
     kill_at.sort_unstable();
 
+    // Kill 1: during the very first start-up, before anything is written.
+    let milestones = ["connected to", "no checkpoint yet", "binlog stream opened"];
+    let milestone = milestones[rng.usize(..milestones.len())];
+    let p = Pikachu::start_in(dir.path(), &cfg, &[]);
+    wait_log_count(&p, milestone, 1);
+    p.kill();
+    let first_start = std::time::Instant::now();
     let mut p = Pikachu::start_in(dir.path(), &cfg, &[]);
+    let opened = p.log().matches("binlog stream opened").count() + 1;
+    wait_log_count(&p, "binlog stream opened", opened);
+    let early = rng.usize(1..200);
+    let mut first_kill_after = Duration::ZERO;
     p = std::thread::scope(|s| {
         let writer = s.spawn(|| {
             for c in &chunks {
                 db.exec_in(&name, c);
             }
         });
+        // Kill 2: in the first second of streaming, before (with luck) any
+        // periodic checkpoint of a settled change.
+        receiver.wait_for_requests(early, Duration::from_secs(60));
+        p.kill();
+        first_kill_after = first_start.elapsed();
+        p = Pikachu::start_in(dir.path(), &cfg, &[]);
         for &at in &kill_at {
             // A cheap condition (it runs under the receiver's lock on every
             // request): answered requests, duplicates included.
@@ -224,23 +292,8 @@ fn sigkill_at_random_moments_loses_nothing_and_keeps_per_key_order() {
         if !seen.insert(id) {
             continue;
         }
-        let b = r.json();
-        let ev = match b["event"].as_str() {
-            Some("insert") => "insert",
-            Some("update") => "update",
-            Some("delete") => "delete",
-            other => panic!("event {other:?}"),
-        };
-        let row = if ev == "update" {
-            &b["new_data"]
-        } else {
-            &b["data"]
-        };
-        let k = row["id"].as_i64().expect("id");
-        first
-            .entry(k)
-            .or_default()
-            .push((ev, k, row["v"].as_i64().expect("v")));
+        let e = expected_of(&r.json());
+        first.entry(e.1).or_default().push(e);
     }
     for (k, want) in &per_key {
         assert_eq!(
@@ -249,19 +302,60 @@ fn sigkill_at_random_moments_loses_nothing_and_keeps_per_key_order() {
             "key {k}: lost, extra or reordered changes"
         );
     }
+    // Every delete is a dead letter of task `d`, once.
+    let dead = |p: &Pikachu| -> Vec<Expected> {
+        let store = pikachu::store::Store::open_existing(&p.dir.path().join("data"))
+            .expect("state store")
+            .expect("exists");
+        let filter = pikachu::store::Filter {
+            task_id: Some("d".into()),
+            id: None,
+        };
+        store
+            .dead_letters(&filter)
+            .expect("dead letters")
+            .iter()
+            .map(|d| expected_of(&serde_json::from_slice(&d.body).expect("JSON body")))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let letters = loop {
+        let letters = dead(&p);
+        if letters.len() >= deletes {
+            break letters;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {deletes} deletes were dead-lettered",
+            letters.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut want_dead: Vec<Expected> = per_key
+        .values()
+        .flatten()
+        .filter(|e| e.0 == "delete")
+        .copied()
+        .collect();
+    let mut got_dead = letters.clone();
+    want_dead.sort_unstable();
+    got_dead.sort_unstable();
+    assert_eq!(got_dead, want_dead, "dead letters: lost or extra deletes");
     let duplicates = got.len() - seen.len();
     eprintln!(
-        "crash test: {} changes, {} kills at {:?}, {} deliveries, {} duplicates",
+        "crash test: {} changes, {} dead letters, kills: at start-up ({milestone}), {:?} after the first start ({early} requests), then at {:?} requests; {} deliveries, {} duplicates",
         total,
-        kill_at.len(),
+        letters.len(),
+        first_kill_after,
         kill_at,
         got.len(),
         duplicates
     );
     // What can come twice after a crash: what was queued or in flight (two
     // bounded queues) plus what settled after the last checkpoint save.
+    let kills = kill_at.len() + 2;
     assert!(
-        duplicates <= kill_at.len() * (2 * QUEUE + 2_000),
+        duplicates <= kills * (2 * QUEUE + 2_000),
         "{duplicates} duplicates is more than what could have been in flight"
     );
 }
@@ -348,10 +442,16 @@ fn a_purged_checkpoint_position_is_a_clear_error() {
         log.contains(&format!("{newest}:4")),
         "names the oldest position: {log}"
     );
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
     assert!(
-        log.contains("position reset") || log.contains("position set"),
-        "says what to do: {log}"
+        last.contains("position set earliest"),
+        "says what to do: {last}"
     );
+    assert!(!last.contains(":0 "), "names no position 0: {last}");
 }
 
 fn p_wait(p: Pikachu) -> (std::process::ExitStatus, String) {
@@ -443,9 +543,13 @@ fn resumes_by_gtid_on_a_replica_of_the_same_topology() {
         "{}",
         p.log()
     );
-    // The same change has the same id on either server (GTID-based ids).
-    assert!(got[60]
-        .header("webhook-id")
-        .unwrap_or_default()
-        .starts_with("0-1-"));
+    // The same change has the same id on either server (GTID-based ids, in
+    // the history marker the checkpoint carried over from the primary).
+    let history = |r: &support::Received| {
+        let id = r.header("webhook-id").unwrap_or_default().to_string();
+        let (h, rest) = id.split_once('/').expect("history/…");
+        assert!(rest.starts_with("0-1-"), "{id}");
+        h.to_string()
+    };
+    assert_eq!(history(&got[60]), history(&got[0]));
 }

@@ -101,6 +101,7 @@ fn connection_cut_mid_transaction_resumes_without_duplicates() {
         let info = connect::server_info(&mut conn).await.expect("info");
         drop(conn);
         let opts = reader::ReaderOptions {
+            expect_file: None,
             db: cfg.database.clone(),
             heartbeat: Duration::from_secs(1),
             decode: Default::default(),

@@ -139,14 +139,19 @@ pub fn write_primary_id(out: &mut Vec<u8>, table: &Table, image: &RowImage) {
 }
 
 /// The deterministic id of a change for a task: the same change has the same
-/// id after a restart or a replay. Built from the GTID and the row's index in
-/// its transaction when the server has GTIDs (stable across a failover), else
-/// from file:position of the rows event and the row's index in it.
-pub fn change_id(change: &Change, task_id: &str) -> String {
+/// id after a restart or a replay. `<history>/<where>@<task_id>`: the binlog
+/// history marker (the creation time of the oldest binlog file of the
+/// history the checkpoint follows; it changes when the server's binlog is
+/// reset, which restarts GTIDs and file names), then the GTID and the row's
+/// index in its transaction when the server has GTIDs (stable across a
+/// failover), else file:position of the rows event and the row's index in it.
+pub fn change_id(change: &Change, task_id: &str, history: u32) -> String {
     // Written by hand: `format!` was 8% of a catch-up read's instructions.
     let s = &change.source;
     let mut n = itoa::Buffer::new();
-    let mut id = String::with_capacity(48 + task_id.len());
+    let mut id = String::with_capacity(60 + task_id.len());
+    id.push_str(n.format(history));
+    id.push('/');
     match &s.gtid {
         Some(gtid) => {
             id.push_str(gtid);
@@ -296,7 +301,7 @@ mod tests {
     }
 
     fn render_value(c: &Change) -> serde_json::Value {
-        let id = change_id(c, "t1");
+        let id = change_id(c, "t1", 1_700_000_000);
         let mut out = Vec::new();
         render(&mut out, c, "t1", &id);
         serde_json::from_slice(&out).expect("valid JSON")
@@ -311,7 +316,7 @@ mod tests {
                 "primary_id": 1, "event": "insert", "table": "users",
                 "data": {"id": 1, "name": "a", "org": 7},
                 "timestamp": "2023-01-01T12:00:00Z",
-                "id": "mysql-bin.000001:1234#2@t1", "task_id": "t1", "database": "shop",
+                "id": "1700000000/mysql-bin.000001:1234#2@t1", "task_id": "t1", "database": "shop",
                 "source": {"file": "mysql-bin.000001", "pos": 1234, "row": 2}
             })
         );
@@ -323,7 +328,7 @@ mod tests {
         assert_eq!(v["old_data"]["name"], "a");
         assert_eq!(v["new_data"]["name"], "b");
         assert!(v.get("data").is_none());
-        assert_eq!(v["id"], "0-1-9#5@t1");
+        assert_eq!(v["id"], "1700000000/0-1-9#5@t1");
         assert_eq!(v["source"]["gtid"], "0-1-9");
         let v = render_value(&change(ChangeKind::Delete, vec![0], None));
         assert_eq!(v["data"]["name"], "b");

@@ -28,11 +28,8 @@
 //! file's time is read once and cached.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
-use mysql_async::BinlogStreamRequest;
 
 use super::Headroom;
 use crate::config::DatabaseConfig;
@@ -113,42 +110,12 @@ pub async fn server_binlogs(db: &DatabaseConfig) -> Result<ServerBinlogs, Source
     })
 }
 
-/// The binlog timestamp of the first event of `file` (its format
-/// description event), read with a short non-blocking binlog dump.
+/// The binlog timestamp of the first event of `file` (see
+/// [`crate::source::binlogs::first_event_time`]).
 pub async fn first_event_time(db: &DatabaseConfig, file: &str) -> Result<i64, SourceError> {
-    let conn = connect::connect(db).await?;
-    let request = BinlogStreamRequest::new(0)
-        .with_filename(file.as_bytes())
-        .with_pos(4)
-        .with_non_blocking();
-    let mut stream = conn
-        .get_binlog_stream(request)
+    crate::source::binlogs::first_event_time(db, file)
         .await
-        .map_err(|e| SourceError::Stream(format!("reading the start of {file}: {e}")))?;
-    let wait = db.connect_timeout.max(Duration::from_secs(1));
-    let mut found = None;
-    // The fake rotate (timestamp 0) comes first, then the file's format
-    // description; a few events are plenty.
-    for _ in 0..4 {
-        let next = tokio::time::timeout(wait, stream.next()).await;
-        let event = match next {
-            Err(_) => break,
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                return Err(SourceError::Stream(format!(
-                    "reading the start of {file}: {e}"
-                )))
-            }
-            Ok(Some(Ok(ev))) => ev,
-        };
-        let h = event.header();
-        if h.timestamp() != 0 && h.log_pos() != 0 && h.flags_raw() & 0x20 == 0 {
-            found = Some(i64::from(h.timestamp()));
-            break;
-        }
-    }
-    let _ = stream.close().await;
-    found.ok_or_else(|| SourceError::Stream(format!("no event with a time at the start of {file}")))
+        .map(i64::from)
 }
 
 /// First-event times already read, by file name.

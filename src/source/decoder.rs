@@ -12,6 +12,7 @@ use std::sync::Arc;
 use mysql_common::binlog::consts::{BinlogChecksumAlg, EventType};
 use mysql_common::binlog::events::{Event, GtidEvent, QueryEvent, TableMapEvent};
 
+use super::binlogs::FileIdentity;
 use super::error::{At, SourceError};
 use super::rows;
 use super::schema::{SchemaCache, TableSchema};
@@ -39,6 +40,9 @@ pub struct Commit {
     /// told it; resuming with it works on any server of the topology.
     pub gtid_state: Option<Arc<str>>,
     pub timestamp: u32,
+    /// Creation time of `file` (the binlog timestamp of its format
+    /// description event); 0 when the stream did not show it.
+    pub file_created: u32,
 }
 
 /// Which tables the decoder decodes rows for.
@@ -132,6 +136,13 @@ pub struct Decoder {
     /// PARTIAL_UPDATE_ROWS without the before image of a JSON column: show
     /// the diffs (offline) instead of failing (live).
     show_json_diffs: bool,
+    /// Creation time of the current file (its format description's
+    /// timestamp); 0 until one was seen.
+    file_created: u32,
+    /// The file the stream starts in, as it was when the start position was
+    /// saved: its format description must have this time, else the
+    /// server's binlog history changed under the position (checked once).
+    expect_file: Option<FileIdentity>,
 }
 
 impl Decoder {
@@ -150,7 +161,44 @@ impl Decoder {
             gtid_state: std::collections::BTreeMap::new(),
             maria_gtid: None,
             show_json_diffs: false,
+            file_created: 0,
+            expect_file: None,
         }
+    }
+
+    /// Makes the first format description of `expected.file` prove that the
+    /// file is the one a saved position was taken in (see
+    /// [`super::binlogs`]); a different creation time is a
+    /// [`SourceError::HistoryChanged`] before any change of it is decoded.
+    pub fn expect_file(&mut self, expected: FileIdentity) {
+        self.expect_file = Some(expected);
+    }
+
+    /// Creation time of the file being read (0 = not seen yet).
+    pub fn file_created(&self) -> u32 {
+        self.file_created
+    }
+
+    fn on_format_description(&mut self, ev: &Event) -> Result<(), SourceError> {
+        let ts = ev.header().timestamp();
+        if ts == 0 {
+            return Ok(());
+        }
+        if let Some(exp) = self.expect_file.take() {
+            if exp.file == *self.file && exp.created != ts {
+                return Err(SourceError::HistoryChanged {
+                    needed: self.file.to_string(),
+                    why: format!(
+                        "{} on the server was created at {}, but the one the position was taken in was created at {}",
+                        self.file,
+                        crate::event::time::rfc3339(i64::from(ts)),
+                        crate::event::time::rfc3339(i64::from(exp.created))
+                    ),
+                });
+            }
+        }
+        self.file_created = ts;
+        Ok(())
     }
 
     /// Offline printing: a partial JSON update whose before image is missing
@@ -248,6 +296,7 @@ impl Decoder {
             gtid: self.gtid.take(),
             gtid_state,
             timestamp: ev.header().timestamp(),
+            file_created: self.file_created,
         }));
     }
 
@@ -321,7 +370,8 @@ impl Decoder {
         }
         match t {
             ROTATE => self.on_rotate(ev)?,
-            FORMAT_DESCRIPTION | HEARTBEAT | STOP => {}
+            FORMAT_DESCRIPTION => self.on_format_description(ev)?,
+            HEARTBEAT | STOP => {}
             QUERY => {
                 let q: QueryEvent<'_> = ev
                     .read_event()
@@ -405,6 +455,7 @@ impl Decoder {
         if &*self.file != name {
             tracing::debug!(file = name, "binlog file");
             self.file = name.into();
+            self.file_created = 0;
         }
         // Table ids are only valid within one file.
         if ev.header().log_pos() != 0 {

@@ -50,12 +50,15 @@ pub enum SourceError {
     #[error("binlog event at {at} has type {type_code}, which pikachu does not know and which may carry rows; stopping rather than skipping it silently")]
     UnknownEvent { at: At, type_code: u8 },
 
-    #[error("the binlog position pikachu needs, {needed}, is no longer on the server ({message}); the oldest binlog it still has is {oldest}. Changes between them are lost to pikachu: to go on from now, set `start: latest` and reset the position (`pikachu position set latest`), or take a snapshot of the tables first")]
+    #[error("the binlog position pikachu needs, {needed}, is no longer on the server ({message}); the oldest binlog it still has is {oldest}. The changes between them are lost to pikachu. To go on from the oldest binlog the server still has, run `pikachu position set earliest -config …` (or `latest` to skip to now), then start pikachu again; re-sync the tables from a copy of their rows if the lost changes matter")]
     Purged {
         needed: String,
         oldest: String,
         message: String,
     },
+
+    #[error("the position {needed} does not belong to the server's binlog any more: {why}. Its binary logs were reset (RESET MASTER) or the server was recreated since the position was saved. To read the server's new binlog from its start, run `pikachu position set earliest -config …`, then start pikachu again")]
+    HistoryChanged { needed: String, why: String },
 
     #[error("{0}")]
     Config(String),

@@ -4,6 +4,7 @@
 //! per-type decoders it uses).
 //! It produces [`crate::event::Change`]s and transaction boundaries.
 
+pub mod binlogs;
 pub mod charset;
 pub mod connect;
 pub mod decimal;

@@ -11,6 +11,7 @@ use mysql_async::{BinlogStreamRequest, Conn};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::binlogs::{self, FileIdentity, Standing};
 use super::connect::{self, Flavour, ServerInfo};
 pub use super::decoder::{Commit, TableFilter};
 use super::decoder::{Decoder, DecoderOptions, Output};
@@ -104,6 +105,11 @@ pub struct ReaderOptions {
     pub heartbeat: Duration,
     pub decode: DecodeOptions,
     pub filter: TableFilter,
+    /// The file the start position was saved in, as it was then: the
+    /// stream stops with [`SourceError::HistoryChanged`] if the server's
+    /// file of that name was created at another time (see
+    /// [`super::binlogs`]). Reconnects check the file of the last commit.
+    pub expect_file: Option<FileIdentity>,
 }
 
 /// Opens the binlog stream at `start`.
@@ -190,10 +196,12 @@ pub async fn run(
     let status = ReaderStatus::default();
     let mut progress = Progress::default();
     let mut failures = 0;
+    let expect = opts.expect_file.clone();
     stream_from(
         &info,
         &opts,
         &start,
+        expect,
         0,
         &tx,
         &cancel,
@@ -238,26 +246,45 @@ fn stream_error(e: mysql_async::Error, file: &str, pos: u64) -> SourceError {
     SourceError::Stream(e.to_string())
 }
 
-/// Fills in the oldest binlog the server still has, for the purged-position message.
-async fn with_oldest(db: &DatabaseConfig, e: SourceError) -> SourceError {
-    match e {
-        SourceError::Purged {
-            needed, message, ..
-        } => {
-            let oldest = match connect::connect(db).await {
-                Ok(mut c) => match super::position::earliest(&mut c).await {
-                    Ok(p) => p.to_string(),
-                    Err(_) => "unknown".into(),
-                },
-                Err(_) => "unknown".into(),
-            };
-            SourceError::Purged {
-                needed,
-                oldest,
-                message,
-            }
-        }
-        other => other,
+/// Makes a "position not on the server" error precise: purged (older than
+/// the oldest binlog, which it names) or a reset history (the position is
+/// past what the server has, or in a file of the same name created later).
+async fn classify_lost_position(db: &DatabaseConfig, e: SourceError) -> SourceError {
+    let SourceError::Purged {
+        needed, message, ..
+    } = e
+    else {
+        return e;
+    };
+    let unknown = |needed, message| SourceError::Purged {
+        needed,
+        oldest: "unknown".into(),
+        message,
+    };
+    let Ok(mut c) = connect::connect(db).await else {
+        return unknown(needed, message);
+    };
+    let Ok(files) = binlogs::list(&mut c).await else {
+        return unknown(needed, message);
+    };
+    let Some(at) = super::position::FilePos::parse(&needed) else {
+        return unknown(needed, message);
+    };
+    match binlogs::standing(&at.file, at.pos, None, &files, None) {
+        Standing::Purged { oldest } => SourceError::Purged {
+            needed,
+            oldest,
+            message,
+        },
+        Standing::Reset { why } => SourceError::HistoryChanged { needed, why },
+        Standing::Present => SourceError::Purged {
+            needed,
+            oldest: files
+                .first()
+                .map(|f| format!("{}:4", f.name))
+                .unwrap_or_else(|| "none".into()),
+            message,
+        },
     }
 }
 
@@ -393,6 +420,7 @@ pub async fn run_with_reconnect(
 ) -> Result<(), SourceError> {
     let mut progress = Progress::default();
     let mut from = start;
+    let mut expect = opts.expect_file.clone();
     let mut skip = 0u64;
     let mut failures = 0u32;
     loop {
@@ -400,6 +428,7 @@ pub async fn run_with_reconnect(
             &info,
             &opts,
             &from,
+            expect.clone(),
             skip,
             &tx,
             &cancel,
@@ -411,7 +440,7 @@ pub async fn run_with_reconnect(
         status.set_connected(false);
         let e = match result {
             Ok(()) => return Ok(()),
-            Err(e) if !e.is_retryable() => return Err(with_oldest(&opts.db, e).await),
+            Err(e) if !e.is_retryable() => return Err(classify_lost_position(&opts.db, e).await),
             Err(e) => e,
         };
         failures += 1;
@@ -437,6 +466,10 @@ pub async fn run_with_reconnect(
                 file: c.file.to_string(),
                 pos: c.pos,
             });
+            expect = (c.file_created != 0).then(|| FileIdentity {
+                file: c.file.to_string(),
+                created: c.file_created,
+            });
         }
         skip = progress.open_changes;
     }
@@ -448,6 +481,7 @@ async fn stream_from(
     info: &ServerInfo,
     opts: &ReaderOptions,
     from: &StartAt,
+    expect: Option<FileIdentity>,
     mut skip: u64,
     tx: &EventSender,
     cancel: &CancellationToken,
@@ -469,6 +503,14 @@ async fn stream_from(
     if let Some(seed) = &gtid_seed {
         decoder.seed_gtid_state(seed);
     }
+    if let Some(e) = expect {
+        decoder.expect_file(e);
+    }
+    // End position of the last event read, for messages.
+    let mut last_pos = match from {
+        StartAt::FilePos(p) => p.pos,
+        StartAt::Gtid(_) => 0,
+    };
     let mariadb = info.flavour == Flavour::MariaDb;
     let mut schema_conn: Option<Conn> = None;
     let silence = (opts.heartbeat * 3).max(Duration::from_secs(5));
@@ -515,9 +557,12 @@ async fn stream_from(
                     "the server closed the binlog stream".into(),
                 ))
             }
-            Ok(Some(Err(e))) => return Err(stream_error(e, decoder.file(), 0)),
+            Ok(Some(Err(e))) => return Err(stream_error(e, decoder.file(), last_pos)),
             Ok(Some(Ok(ev))) => ev,
         };
+        if event.header().log_pos() != 0 {
+            last_pos = u64::from(event.header().log_pos());
+        }
         status.note_event(&event);
         // A healthy event stream resets the backoff.
         *failures = 0;
@@ -525,7 +570,13 @@ async fn stream_from(
             let s = load_schema(&opts.db, &mut schema_conn, mariadb, &db, &table).await?;
             decoder.schemas.insert(&db, &table, s);
         }
-        decoder.handle(&event, &mut out)?;
+        decoder.handle(&event, &mut out).map_err(|e| match e {
+            SourceError::HistoryChanged { why, .. } => SourceError::HistoryChanged {
+                needed: from.to_string(),
+                why,
+            },
+            e => e,
+        })?;
         for o in out.drain(..) {
             let msg = match o {
                 Output::Change(c) => {
@@ -587,6 +638,7 @@ mod tests {
                 gtid: None,
                 gtid_state: None,
                 timestamp: 0,
+                file_created: 0,
             })
         };
         tx.tx.send(vec![commit(1), commit(2)]).await.expect("send");

@@ -21,6 +21,13 @@ pub struct Checkpoint {
     pub flavour: String,
     pub server_id: u32,
     pub server_uuid: Option<String>,
+    /// The binlog history marker (see `source::binlogs::History`); `None`
+    /// in a checkpoint written before pikachu kept it.
+    pub history: Option<u32>,
+    /// Creation time of `file` on the server (its first event's
+    /// timestamp), to tell it from a later file of the same name; `None`
+    /// when not known.
+    pub file_created: Option<u32>,
     /// Milliseconds since the epoch when it was written.
     pub updated_at: i64,
 }
@@ -30,7 +37,8 @@ impl Store {
     pub fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         self.conn
             .query_row(
-                "SELECT file, pos, gtid, gtid_state, flavour, server_id, server_uuid, updated_at
+                "SELECT file, pos, gtid, gtid_state, flavour, server_id, server_uuid, updated_at,
+                        history, file_created
                  FROM checkpoint WHERE id = 1",
                 [],
                 |r| {
@@ -43,6 +51,8 @@ impl Store {
                         server_id: r.get::<_, i64>(5)? as u32,
                         server_uuid: r.get(6)?,
                         updated_at: r.get(7)?,
+                        history: r.get::<_, Option<i64>>(8)?.map(|v| v as u32),
+                        file_created: r.get::<_, Option<i64>>(9)?.map(|v| v as u32),
                     })
                 },
             )
@@ -55,12 +65,14 @@ impl Store {
         let now = unix_millis(std::time::SystemTime::now());
         self.conn
             .execute(
-                "INSERT INTO checkpoint (id, file, pos, gtid, gtid_state, flavour, server_id, server_uuid, updated_at)
-                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO checkpoint (id, file, pos, gtid, gtid_state, flavour, server_id, server_uuid,
+                   updated_at, history, file_created)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (id) DO UPDATE SET file = excluded.file, pos = excluded.pos,
                    gtid = excluded.gtid, gtid_state = excluded.gtid_state, flavour = excluded.flavour,
                    server_id = excluded.server_id, server_uuid = excluded.server_uuid,
-                   updated_at = excluded.updated_at",
+                   updated_at = excluded.updated_at, history = excluded.history,
+                   file_created = excluded.file_created",
                 params![
                     c.file,
                     c.pos as i64,
@@ -69,7 +81,9 @@ impl Store {
                     c.flavour,
                     i64::from(c.server_id),
                     c.server_uuid,
-                    now
+                    now,
+                    c.history.map(i64::from),
+                    c.file_created.map(i64::from)
                 ],
             )
             .map(|_| ())
@@ -102,12 +116,16 @@ mod tests {
             flavour: "mariadb".into(),
             server_id: 1,
             server_uuid: None,
+            history: Some(1_700_000_000),
+            file_created: Some(1_700_000_100),
             updated_at: 0,
         };
         s.save_checkpoint(&c).expect("save");
         let got = s.checkpoint().expect("read").expect("some");
         assert_eq!((got.file.as_str(), got.pos), ("mysql-bin.000002", 1234));
         assert_eq!(got.gtid.as_deref(), Some("0-1-7"));
+        assert_eq!(got.history, Some(1_700_000_000));
+        assert_eq!(got.file_created, Some(1_700_000_100));
         assert!(got.updated_at > 0);
         c.pos = 5678;
         s.save_checkpoint(&c).expect("save again");

@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[&str] = &[
         server_uuid TEXT,
         updated_at  INTEGER NOT NULL
     );",
+    // 3: which binlog history the checkpoint belongs to: the history
+    // marker that goes into change ids, and the creation time of the
+    // checkpoint's file (see source::binlogs).
+    "ALTER TABLE checkpoint ADD COLUMN history INTEGER;
+     ALTER TABLE checkpoint ADD COLUMN file_created INTEGER;",
 ];
 
 /// A store error, with what was being done.

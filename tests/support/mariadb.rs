@@ -226,6 +226,18 @@ impl MariaDb {
         }
     }
 
+    /// Stops the server and starts it again on the same port with a fresh
+    /// datadir (a copy of the template), as a server recreated from scratch:
+    /// same server_id, empty binlog, no tables.
+    pub fn recreate(&self) {
+        self.stop();
+        let data = self.dir.join("data");
+        let _ = fs::remove_dir_all(&data);
+        copy_dir(template_datadir(), &data)
+            .unwrap_or_else(|e| panic!("copying the template to {}: {e}", data.display()));
+        self.start_again();
+    }
+
     /// Whether the server process is running (started and not stopped).
     pub fn is_running(&self) -> bool {
         let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());

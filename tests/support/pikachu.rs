@@ -99,8 +99,13 @@ impl RunDir {
 }
 
 impl Pikachu {
+    /// The binary under test: this build's, or `$PIKACHU_TEST_BIN` (e.g. a
+    /// previous main's build, to see a new test fail on the old code).
     pub fn bin() -> PathBuf {
-        PathBuf::from(env!("CARGO_BIN_EXE_pikachu"))
+        match std::env::var_os("PIKACHU_TEST_BIN") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => PathBuf::from(env!("CARGO_BIN_EXE_pikachu")),
+        }
     }
 
     /// Writes `yaml` to a temp dir and runs `pikachu -config <file>` there.
@@ -307,6 +312,7 @@ pub fn try_collect_payloads(
             filter: std::sync::Arc::new(move |d: &str, t: &str| {
                 wanted.iter().any(|(wd, wt)| wd == d && wt == t)
             }),
+            expect_file: None,
         };
         let start = StartAt::FilePos(pikachu::source::position::FilePos {
             file: start.0.clone(),
@@ -321,7 +327,7 @@ pub fn try_collect_payloads(
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(reader::SourceEvent::Change(c))) => {
                     let task = format!("task_{}", c.table.name);
-                    let id = pikachu::event::payload::change_id(&c, &task);
+                    let id = pikachu::event::payload::change_id(&c, &task, 0);
                     let mut body = Vec::new();
                     pikachu::event::payload::render(&mut body, &c, &task, &id);
                     out.push(
