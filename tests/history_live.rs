@@ -264,3 +264,31 @@ fn a_recreated_server_is_not_taken_for_the_one_the_checkpoint_came_from() {
         "nothing of the new server was delivered as a continuation of the old one"
     );
 }
+
+#[test]
+fn a_reset_while_pikachu_reads_stops_it_with_the_way_on() {
+    let db = MariaDb::start(ServerOptions::default());
+    let name = db.fresh_database("livereset");
+    db.exec_in(&name, "CREATE TABLE t (id INT PRIMARY KEY, v INT)");
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = latest_yaml(&db, &name, &receiver.url("/t"));
+    let p = Pikachu::start_in(dir.path(), &cfg, &[]);
+    p.wait_log("binlog stream opened", Duration::from_secs(30));
+    db.exec_in(&name, "INSERT INTO t VALUES (1, 0)");
+    receiver.wait_for(1, Duration::from_secs(30));
+    db.exec("RESET MASTER");
+    db.exec_in(&name, "INSERT INTO t VALUES (2, 0)");
+    let status = p.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1));
+    let log = std::fs::read_to_string(dir.path().join("pikachu.log")).expect("log");
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("error:"))
+        .expect("error line");
+    assert!(last.contains("binary logs were reset"), "{last}");
+    assert!(last.contains("position set earliest"), "{last}");
+    // The new history's change was not taken for a continuation of the old one.
+    assert_eq!(receiver.received().len(), 1);
+}

@@ -199,6 +199,45 @@ pub fn standing(
     }
 }
 
+/// What a look at the server's binlog end says about a live stream that
+/// the server reports as idle (it sends heartbeats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveCheck {
+    /// The server's end is where the stream is.
+    Fine,
+    /// The server's end is past the stream although the stream is idle: a
+    /// lag, or a dump thread left on a file that a reset deleted. Worth a
+    /// look at the file's identity if it lasts.
+    Ahead,
+    /// The server's binlog is behind the stream's position: it was reset.
+    Reset { why: String },
+}
+
+/// Judges the stream's position `file:pos` against the server's binlog
+/// end `end_file:end_pos` (`SHOW MASTER STATUS`).
+pub fn live_check(file: &str, pos: u64, end_file: &str, end_pos: u64) -> LiveCheck {
+    let (ours, theirs) = (file_number(file), file_number(end_file));
+    if end_file == file {
+        return match end_pos.cmp(&pos) {
+            std::cmp::Ordering::Less => LiveCheck::Reset {
+                why: format!(
+                    "{file} on the server has {end_pos} bytes, fewer than the position {pos} already read from it"
+                ),
+            },
+            std::cmp::Ordering::Equal => LiveCheck::Fine,
+            std::cmp::Ordering::Greater => LiveCheck::Ahead,
+        };
+    }
+    match (ours, theirs) {
+        (Some(a), Some(b)) if b < a => LiveCheck::Reset {
+            why: format!(
+                "the server now writes {end_file}, an earlier file than {file} being read"
+            ),
+        },
+        _ => LiveCheck::Ahead,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +256,27 @@ mod tests {
         assert_eq!(file_number("mysql-bin.000042"), Some(42));
         assert_eq!(file_number("a.b.000007"), Some(7));
         assert_eq!(file_number("nodot"), None);
+    }
+
+    #[test]
+    fn live_checks() {
+        assert_eq!(
+            live_check("b.000004", 900, "b.000004", 900),
+            LiveCheck::Fine
+        );
+        assert_eq!(
+            live_check("b.000004", 900, "b.000004", 950),
+            LiveCheck::Ahead
+        );
+        assert_eq!(live_check("b.000004", 900, "b.000005", 4), LiveCheck::Ahead);
+        assert!(matches!(
+            live_check("b.000004", 900, "b.000004", 300),
+            LiveCheck::Reset { .. }
+        ));
+        assert!(matches!(
+            live_check("b.000004", 900, "b.000001", 3000),
+            LiveCheck::Reset { .. }
+        ));
     }
 
     #[test]

@@ -396,6 +396,78 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Notices a reset of the server's binlog under an idle stream (`RESET
+/// MASTER` while the stream waits at the end of the current file: the dump
+/// thread keeps the deleted file and sends heartbeats only). At most every
+/// [`HistoryWatch::EVERY`] of idleness it compares the stream's position
+/// with the server's binlog end; an end behind the stream is a reset, an
+/// end ahead of an idle stream twice in a row makes it compare the file's
+/// creation time.
+#[derive(Debug, Default)]
+struct HistoryWatch {
+    last: Option<std::time::Instant>,
+    ahead_before: bool,
+}
+
+impl HistoryWatch {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    async fn on_idle(
+        &mut self,
+        info: &ServerInfo,
+        db: &DatabaseConfig,
+        conn: &mut Option<Conn>,
+        decoder: &Decoder,
+        pos: u64,
+    ) -> Result<(), SourceError> {
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) || pos == 0 {
+            return Ok(());
+        }
+        self.last = Some(std::time::Instant::now());
+        if conn.is_none() {
+            *conn = Some(connect::connect(db).await?);
+        }
+        let Some(c) = conn.as_mut() else {
+            return Ok(());
+        };
+        let end = match super::position::latest(c, info).await {
+            Ok(end) => end,
+            Err(e) => {
+                // A lost helper connection is not the stream's problem.
+                tracing::debug!(error = %e, "binlog end check failed");
+                *conn = None;
+                return Ok(());
+            }
+        };
+        let file = decoder.file();
+        let reset = |why| SourceError::HistoryChanged {
+            needed: format!("{file}:{pos}"),
+            why,
+        };
+        match binlogs::live_check(file, pos, &end.file, end.pos) {
+            binlogs::LiveCheck::Fine => self.ahead_before = false,
+            binlogs::LiveCheck::Reset { why } => return Err(reset(why)),
+            binlogs::LiveCheck::Ahead if !self.ahead_before => self.ahead_before = true,
+            binlogs::LiveCheck::Ahead => {
+                self.ahead_before = false;
+                let created = decoder.file_created();
+                match binlogs::first_event_time(db, file).await {
+                    Ok(now) if created != 0 && now != created => {
+                        return Err(reset(format!(
+                            "{file} on the server was created at {}, but the one being read was created at {}",
+                            crate::event::time::rfc3339(i64::from(now)),
+                            crate::event::time::rfc3339(i64::from(created))
+                        )))
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "binlog file identity check failed"),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// How far the reader got: the last transaction end it sent, and how many
 /// changes of the open transaction it sent after it.
 #[derive(Debug, Default, Clone)]
@@ -513,6 +585,7 @@ async fn stream_from(
     };
     let mariadb = info.flavour == Flavour::MariaDb;
     let mut schema_conn: Option<Conn> = None;
+    let mut watch = HistoryWatch::default();
     let silence = (opts.heartbeat * 3).max(Duration::from_secs(5));
     let mut out = Vec::new();
     let mut batch: Vec<SourceEvent> = Vec::with_capacity(tx.batch);
@@ -564,6 +637,13 @@ async fn stream_from(
             last_pos = u64::from(event.header().log_pos());
         }
         status.note_event(&event);
+        if matches!(event.header().event_type_raw(), 27 | 41) {
+            // Idle: the server has nothing more to send. A reset while the
+            // stream sits on the current file leaves it idle for ever.
+            watch
+                .on_idle(info, &opts.db, &mut schema_conn, &decoder, last_pos)
+                .await?;
+        }
         // A healthy event stream resets the backoff.
         *failures = 0;
         if let Some((db, table)) = decoder.schema_needed(&event) {
