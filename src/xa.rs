@@ -504,3 +504,189 @@ pub fn describe(held: &[HeldXa]) -> String {
     }
     parts.join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ChangeKind, Column, RowImage, SourcePosition, Table};
+
+    fn change(table: &Arc<Table>, n: u64) -> Change {
+        let mut img = RowImage::default();
+        img.push_json(n.to_string().as_bytes());
+        Change {
+            kind: ChangeKind::Insert,
+            table: table.clone(),
+            before: None,
+            after: Some(img),
+            source: SourcePosition {
+                file: "mysql-bin.000001".into(),
+                pos: 1000,
+                gtid: Some("0-1-5".into()),
+                row: n as u32,
+                row_in_trx: n,
+            },
+            timestamp: 0,
+        }
+    }
+
+    fn at(xid: &str, pos: u64) -> XaAt {
+        XaAt {
+            xid: xid.into(),
+            file: "mysql-bin.000001".into(),
+            pos,
+            gtid: Some("0-1-5".into()),
+        }
+    }
+
+    async fn drain(mut r: Release) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Some(chunk) = r.next_chunk().await.expect("chunk") {
+            out.extend(chunk.iter().map(|c| c.source.row_in_trx));
+        }
+        out
+    }
+
+    fn rows_of(hold: &mut XaHold) -> i64 {
+        let store = hold.store().expect("store");
+        let s = store.lock().expect("lock");
+        s.xa_held()
+            .expect("held")
+            .iter()
+            .map(|h| h.rows as i64)
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn hold_spill_prepare_release_and_one_phase() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Mutex::new(Store::open(dir.path()).expect("open")));
+        let table = Arc::new(Table {
+            database: "d".into(),
+            name: "t".into(),
+            columns: vec![Column::new("id")],
+            primary_key: vec![0],
+        });
+        let mut hold = XaHold::new(store.clone());
+        // Not holding: changes come back.
+        assert!(hold.hold(change(&table, 0)).await.expect("hold").is_some());
+        assert!(matches!(
+            hold.end_group().await.expect("end"),
+            GroupEnd::NotXa
+        ));
+
+        // A prepared XA larger than memory: spilled, then held whole.
+        let n = (MEMORY_ROWS * 2 + 10) as u64;
+        hold.start(&at("a", 10));
+        for i in 0..n {
+            assert!(hold.hold(change(&table, i)).await.expect("hold").is_none());
+        }
+        assert_eq!(hold.prepare(&at("a", 20)).await.expect("prepare"), n);
+        assert!(matches!(
+            hold.end_group().await.expect("end"),
+            GroupEnd::Prepared
+        ));
+        assert_eq!(rows_of(&mut hold), n as i64);
+        // Its commit releases every row in order; a second outcome finds nothing.
+        let Outcome::Commit(held, release) =
+            hold.outcome(&at("a", 30), true).await.expect("outcome")
+        else {
+            panic!("not a commit");
+        };
+        assert_eq!(held.rows, n);
+        assert_eq!(drain(release).await, (0..n).collect::<Vec<_>>());
+        assert!(matches!(
+            hold.outcome(&at("a", 40), true).await.expect("again"),
+            Outcome::Unknown
+        ));
+        assert!(hold.held().await.expect("held").is_empty(), "finished");
+        hold.forget(vec![held.id]).await.expect("forget");
+        assert_eq!(rows_of(&mut hold), 0);
+
+        // One phase (MySQL's XA COMMIT … ONE PHASE), spilled: released at
+        // the group's end and removed from the store.
+        hold.start(&at("b", 50));
+        for i in 0..n {
+            hold.hold(change(&table, i)).await.expect("hold");
+        }
+        let GroupEnd::Committed(release) = hold.end_group().await.expect("end") else {
+            panic!("not committed");
+        };
+        assert_eq!(drain(release).await, (0..n).collect::<Vec<_>>());
+        let open_left = store
+            .lock()
+            .expect("lock")
+            .xa_discard_open()
+            .expect("discard");
+        assert_eq!(
+            open_left, 0,
+            "the one-phase rows were deleted after the release"
+        );
+
+        // Small one phase: from memory. Rollback before prepare: dropped.
+        hold.start(&at("c", 60));
+        hold.hold(change(&table, 7)).await.expect("hold");
+        let GroupEnd::Committed(release) = hold.end_group().await.expect("end") else {
+            panic!("not committed");
+        };
+        assert_eq!(drain(release).await, vec![7]);
+        hold.start(&at("d", 70));
+        hold.hold(change(&table, 8)).await.expect("hold");
+        assert!(matches!(
+            hold.outcome(&at("d", 80), false).await.expect("rollback"),
+            Outcome::RolledBackOpen { rows: 1 }
+        ));
+        assert!(matches!(
+            hold.end_group().await.expect("end"),
+            GroupEnd::NotXa
+        ));
+
+        // A prepared XA without rows stores nothing; its rollback is unknown.
+        hold.start(&at("e", 90));
+        assert_eq!(hold.prepare(&at("e", 91)).await.expect("prepare"), 0);
+        hold.end_group().await.expect("end");
+        assert!(matches!(
+            hold.outcome(&at("e", 92), false).await.expect("o"),
+            Outcome::Unknown
+        ));
+
+        // A restart finds a prepared XA; a rollback then drops it.
+        hold.start(&at("f", 100));
+        hold.hold(change(&table, 9)).await.expect("hold");
+        hold.prepare(&at("f", 101)).await.expect("prepare");
+        hold.end_group().await.expect("end");
+        drop(hold);
+        let mut hold = XaHold::new(store.clone());
+        let held = hold.recover().await.expect("recover");
+        assert_eq!(
+            held.iter().map(|h| h.xid.as_str()).collect::<Vec<_>>(),
+            ["f"]
+        );
+        let Outcome::Rollback(h) = hold.outcome(&at("f", 110), false).await.expect("o") else {
+            panic!("not a rollback");
+        };
+        assert_eq!(h.rows, 1);
+    }
+
+    #[tokio::test]
+    async fn scratch_file_is_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("scratch.db");
+        let mut hold = XaHold::scratch(path.clone());
+        assert!(matches!(
+            hold.outcome(&at("x", 1), true).await.expect("o"),
+            Outcome::Unknown
+        ));
+        assert!(!path.exists(), "created only when needed");
+        // Replay keeps prepared XAs without watched rows, to tell them apart.
+        hold.start(&at("y", 2));
+        hold.prepare(&at("y", 3)).await.expect("prepare");
+        hold.end_group().await.expect("end");
+        assert!(path.exists());
+        assert!(matches!(
+            hold.outcome(&at("y", 4), false).await.expect("o"),
+            Outcome::Rollback(_)
+        ));
+        drop(hold);
+        assert!(!path.exists());
+    }
+}
