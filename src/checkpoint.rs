@@ -350,17 +350,28 @@ impl Saver {
 
     /// Saves `c` (durably) unless it is the position saved last.
     pub async fn save(&mut self, c: &Commit) -> Result<bool, CheckpointError> {
+        self.save_settling(c, &[]).await
+    }
+
+    /// [`Saver::save`], deleting in the same store transaction the held XA
+    /// transactions `settled_xa` whose outcome `c` covers.
+    pub async fn save_settling(
+        &mut self,
+        c: &Commit,
+        settled_xa: &[i64],
+    ) -> Result<bool, CheckpointError> {
         let key = (c.file.to_string(), c.pos);
-        if self.last.as_ref() == Some(&key) {
+        if self.last.as_ref() == Some(&key) && settled_xa.is_empty() {
             return Ok(false);
         }
         let cp = from_commit(c, &self.info, self.history);
         let store = self.store.clone();
+        let xa = settled_xa.to_vec();
         tokio::task::spawn_blocking(move || {
             let mut s = store
                 .lock()
                 .map_err(|_| CheckpointError::Store("the state store lock is poisoned".into()))?;
-            s.save_checkpoint(&cp)
+            s.save_checkpoint_settling_xa(&cp, &xa)
                 .map_err(|e| CheckpointError::Store(e.to_string()))
         })
         .await

@@ -5,7 +5,8 @@
 //! [`route`] (which task wants which change) → [`deliver`] (webhooks).
 //! [`config`], [`telemetry`], [`server`], [`preflight`] (database checks)
 //! and [`store`] (local durable state)
-//! sit beside; [`app`] wires them.
+//! sit beside; [`app`] wires them, with [`xa`] holding the rows of XA
+//! transactions until their outcome (for `run` and `replay`).
 
 pub mod app;
 pub mod checkpoint;
@@ -23,6 +24,7 @@ pub mod server;
 pub mod source;
 pub mod store;
 pub mod telemetry;
+pub mod xa;
 
 /// Installs rustls' ring provider as the process default (reqwest is built
 /// without a provider; building a client without one panics). Idempotent.

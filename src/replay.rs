@@ -6,6 +6,13 @@
 //! The range ends at `--to` (a `file:pos` or a GTID), or at the end of the
 //! binlog when the replay started. A `--to` inside a transaction ends at that
 //! transaction's end: a transaction is replayed whole or not at all.
+//!
+//! XA transactions: the rows of a prepared XA are replayed at its `XA
+//! COMMIT` when both are in the range (held meanwhile in a scratch SQLite
+//! file, see [`XaHold::scratch`]); a rolled-back XA's never. A PREPARE
+//! whose outcome is past the range, and an outcome whose PREPARE is before
+//! it, are reported (a WARN line each, and the summary's `xa` object):
+//! their rows are not replayed.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -21,9 +28,10 @@ use crate::event::{payload, Change, ChangeKind};
 use crate::route::Router;
 use crate::source::connect::{self, query_rows, Flavour, ServerInfo};
 use crate::source::position::{self, FilePos, StartAt};
-use crate::source::reader::{self, Commit, ReaderOptions, SourceEvent};
+use crate::source::reader::{self, Commit, ReaderOptions, SourceEvent, XaEvent};
 use crate::source::value::DecodeOptions;
 use crate::store::Store;
+use crate::xa::{GroupEnd, Outcome, Release, XaHold};
 
 /// Where payloads go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +161,22 @@ pub struct Summary {
     by_table: HashMap<(Arc<str>, Arc<str>), [u64; 3], foldhash::fast::RandomState>,
     pub seconds: f64,
     pub stopped_at: Option<String>,
+    pub xa: XaSummary,
+}
+
+/// What a replay did with XA transactions.
+#[derive(Debug, Default)]
+pub struct XaSummary {
+    /// XA PREPAREs read in the range.
+    pub prepared: u64,
+    /// Prepared in the range and committed in it: rows replayed at the commit.
+    pub committed: u64,
+    /// Rolled back in the range: rows not replayed.
+    pub rolled_back: u64,
+    /// Prepared in the range with no outcome in it (xids): rows not replayed.
+    pub prepared_without_outcome: Vec<String>,
+    /// An outcome in the range whose PREPARE is before it (xids): rows unknown.
+    pub outcome_without_prepare: Vec<String>,
 }
 
 impl Summary {
@@ -193,6 +217,13 @@ impl Summary {
             "seconds": (self.seconds * 1000.0).round() / 1000.0,
             "changes_per_sec": per_sec,
             "stopped_at": self.stopped_at,
+            "xa": {
+                "prepared": self.xa.prepared,
+                "committed": self.xa.committed,
+                "rolled_back": self.xa.rolled_back,
+                "prepared_without_outcome": self.xa.prepared_without_outcome,
+                "outcome_without_prepare": self.xa.outcome_without_prepare,
+            },
         }})
     }
 }
@@ -233,11 +264,12 @@ impl Stop {
         })
     }
 
-    /// Whether a transaction whose first change is `c` begins past the
-    /// range (file positions only: a GTID range ends at its commit).
-    fn before(&self, c: &Change) -> bool {
+    /// Whether a transaction whose first event (a change, an XA boundary)
+    /// ends at `file:pos` begins past the range (file positions only: a
+    /// GTID range ends at its commit).
+    fn before(&self, file: &str, pos: u64) -> bool {
         match self {
-            Stop::FilePos(p) => (&*c.source.file, c.source.pos) >= (p.file.as_str(), p.pos),
+            Stop::FilePos(p) => (file, pos) >= (p.file.as_str(), p.pos),
             _ => false,
         }
     }
@@ -394,12 +426,27 @@ pub async fn run(
         }
         _ => None,
     };
-    let mut seq = 0u64;
-    let mut scratch = Vec::with_capacity(64);
-    let mut body = Vec::with_capacity(4096);
+    let mut emit = Emit {
+        config,
+        router: &router,
+        output: req.output,
+        dispatcher: dispatcher.as_ref(),
+        out: &mut *out,
+        history,
+        seq: 0,
+        scratch: Vec::with_capacity(64),
+        body: Vec::with_capacity(4096),
+    };
+    let scratch_db = std::env::temp_dir().join(format!(
+        "pikachu-replay-xa-{}-{:016x}.db",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let mut hold = XaHold::scratch(scratch_db);
     let mut reader_done = false;
     let mut in_trx = false;
     let mut last_commit: Option<String> = None;
+    let mut finished = Vec::new();
     loop {
         let ev = match tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
             Ok(Some(ev)) => ev,
@@ -417,55 +464,38 @@ pub async fn run(
                 continue;
             }
         };
+        let first = match &ev {
+            SourceEvent::Change(c) => Some((c.source.file.clone(), c.source.pos)),
+            SourceEvent::Xa(x) => Some((x.at().file.clone(), x.at().pos)),
+            SourceEvent::Commit(_) => None,
+        };
+        if let (false, Some((file, pos))) = (in_trx, first) {
+            if stop.before(&file, pos) {
+                // A transaction that begins at or past `--to` (the range
+                // ended with a file, say): not part of the range.
+                summary.stopped_at = Some(last_commit.clone().unwrap_or_else(|| stop.to_string()));
+                break;
+            }
+        }
         match ev {
             SourceEvent::Change(change) => {
-                if !in_trx && stop.before(&change) {
-                    // A transaction that begins at or past `--to` (the
-                    // range ended with a file, say): not part of the range.
-                    summary.stopped_at =
-                        Some(last_commit.clone().unwrap_or_else(|| stop.to_string()));
-                    break;
-                }
                 in_trx = true;
-                let mut routed = false;
-                for task_idx in router.tasks_for(&change) {
-                    routed = true;
-                    summary.payloads += 1;
-                    let task = &config.tasks[task_idx];
-                    let id = payload::change_id(&change, &task.task_id, history.0);
-                    body.clear();
-                    payload::render(&mut body, &change, &task.task_id, &id);
-                    summary.bytes += body.len() as u64;
-                    if req.output == Output::Null {
-                        // Rendered like every other output, then dropped:
-                        // the benchmark measures decoding and encoding.
-                        continue;
-                    }
-                    match &dispatcher {
-                        Some(d) => {
-                            let job = Job {
-                                task: task_idx,
-                                keys: deliver::ordering_keys(task_idx, &change, &mut scratch),
-                                id,
-                                body: body.clone().into(),
-                                seq,
-                            };
-                            seq += 1;
-                            d.submit(job).await.map_err(|e| runtime(e.to_string()))?;
-                        }
-                        None => {
-                            body.push(b'\n');
-                            out.write_all(&body)
-                                .map_err(|e| runtime(format!("cannot write to stdout: {e}")))?;
-                        }
-                    }
+                if let Some(change) = hold.hold(change).await.map_err(xa_error)? {
+                    emit.change(&change, &mut summary).await?;
                 }
-                if routed {
-                    summary.count(&change);
-                }
+            }
+            SourceEvent::Xa(x) => {
+                in_trx = true;
+                on_xa(x, &mut hold, &mut emit, &mut summary, &mut finished).await?;
             }
             SourceEvent::Commit(c) => {
                 in_trx = false;
+                if let GroupEnd::Committed(release) = hold.end_group().await.map_err(xa_error)? {
+                    emit.release(release, &mut summary).await?;
+                }
+                hold.forget(std::mem::take(&mut finished))
+                    .await
+                    .map_err(xa_error)?;
                 last_commit = Some(format!("{}:{}", c.file, c.pos));
                 if stop.reached(&c) {
                     summary.stopped_at = Some(format!("{}:{}", c.file, c.pos));
@@ -474,6 +504,11 @@ pub async fn run(
             }
         }
     }
+    for h in hold.held().await.map_err(xa_error)? {
+        tracing::warn!(xid = %h.xid, rows = h.rows, "replay: the XA transaction {} prepared at {}:{} has no XA COMMIT or XA ROLLBACK in the range: its {} rows were not replayed (extend --to past its outcome to include them)", h.xid, h.file, h.pos, h.rows);
+        summary.xa.prepared_without_outcome.push(h.xid);
+    }
+    drop(hold);
     cancel.cancel();
     drop(rx);
     if let Some(d) = dispatcher {
@@ -496,4 +531,117 @@ pub async fn run(
     let _ = out.flush();
     summary.seconds = began.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+fn xa_error(e: crate::xa::XaError) -> ReplayError {
+    runtime(format!("holding XA rows in a scratch file: {e}"))
+}
+
+/// An XA boundary during a replay.
+async fn on_xa(
+    x: XaEvent,
+    hold: &mut XaHold,
+    emit: &mut Emit<'_>,
+    summary: &mut Summary,
+    finished: &mut Vec<i64>,
+) -> Result<(), ReplayError> {
+    match x {
+        XaEvent::Start(at) => hold.start(&at),
+        XaEvent::Prepare(at) => {
+            summary.xa.prepared += 1;
+            hold.prepare(&at).await.map_err(xa_error)?;
+        }
+        XaEvent::Outcome { at, commit } => {
+            match hold.outcome(&at, commit).await.map_err(xa_error)? {
+                Outcome::Commit(held, release) => {
+                    summary.xa.committed += 1;
+                    finished.push(held.id);
+                    emit.release(release, summary).await?;
+                }
+                Outcome::Rollback(held) => {
+                    summary.xa.rolled_back += 1;
+                    finished.push(held.id);
+                }
+                Outcome::RolledBackOpen { .. } => summary.xa.rolled_back += 1,
+                Outcome::Unknown => {
+                    let what = if commit { "XA COMMIT" } else { "XA ROLLBACK" };
+                    tracing::warn!(xid = %at.xid, "replay: {what} {} at {}:{} is of a transaction prepared before the range: its rows are unknown to this replay and were not replayed (start the range before its XA PREPARE to include them)", at.xid, at.file, at.pos);
+                    summary.xa.outcome_without_prepare.push(at.xid.to_string());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Renders each change for its tasks and writes it out (stdout, the
+/// delivery engine, or nowhere), counting.
+struct Emit<'a> {
+    config: &'a Config,
+    router: &'a Router,
+    output: Output,
+    dispatcher: Option<&'a Dispatcher>,
+    out: &'a mut (dyn Write + Send),
+    /// The binlog history marker, for change ids.
+    history: crate::source::binlogs::History,
+    seq: u64,
+    scratch: Vec<u8>,
+    body: Vec<u8>,
+}
+
+impl Emit<'_> {
+    async fn change(&mut self, change: &Change, summary: &mut Summary) -> Result<(), ReplayError> {
+        let mut routed = false;
+        for task_idx in self.router.tasks_for(change) {
+            routed = true;
+            summary.payloads += 1;
+            let task = &self.config.tasks[task_idx];
+            let id = payload::change_id(change, &task.task_id, self.history.0);
+            self.body.clear();
+            payload::render(&mut self.body, change, &task.task_id, &id);
+            summary.bytes += self.body.len() as u64;
+            if self.output == Output::Null {
+                // Rendered like every other output, then dropped:
+                // the benchmark measures decoding and encoding.
+                continue;
+            }
+            match self.dispatcher {
+                Some(d) => {
+                    let job = Job {
+                        task: task_idx,
+                        keys: deliver::ordering_keys(task_idx, change, &mut self.scratch),
+                        id,
+                        body: self.body.clone().into(),
+                        seq: self.seq,
+                    };
+                    self.seq += 1;
+                    d.submit(job).await.map_err(|e| runtime(e.to_string()))?;
+                }
+                None => {
+                    self.body.push(b'\n');
+                    self.out
+                        .write_all(&self.body)
+                        .map_err(|e| runtime(format!("cannot write to stdout: {e}")))?;
+                }
+            }
+        }
+        if routed {
+            summary.count(change);
+        }
+        Ok(())
+    }
+
+    /// The released rows of a committed XA, in order.
+    async fn release(
+        &mut self,
+        mut release: Release,
+        summary: &mut Summary,
+    ) -> Result<(), ReplayError> {
+        while let Some(chunk) = release.next_chunk().await.map_err(xa_error)? {
+            for change in &chunk {
+                self.change(change, summary).await?;
+            }
+        }
+        Ok(())
+    }
 }

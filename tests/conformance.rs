@@ -113,6 +113,7 @@ fn decode(root: &Path, rel: &str) -> Decoded {
             decoded: r.decoded,
             details: r.details.clone(),
             changes: r.changes.clone(),
+            xa: r.xa.clone(),
         })
     })
     .err();

@@ -74,16 +74,32 @@ fn server_crash_mid_workload_loses_nothing() {
 /// start and skips the changes it already sent.
 #[test]
 fn connection_cut_mid_transaction_resumes_without_duplicates() {
+    cut_mid_transaction(false);
+}
+
+/// The same inside a prepared XA transaction: its XA boundaries are sent
+/// once too (the start is not sent again after the reconnect).
+#[test]
+fn connection_cut_mid_xa_transaction_resumes_without_duplicates() {
+    cut_mid_transaction(true);
+}
+
+fn cut_mid_transaction(xa: bool) {
     use pikachu::source::{connect, position, reader};
     let db = MariaDb::start(ServerOptions::default());
     let name = db.fresh_database("cut");
     db.exec_in(&name, "CREATE TABLE t (id INT PRIMARY KEY, pad CHAR(200))");
     let start = db.master_status();
     const N: i64 = 60_000;
-    db.exec_in(
-        &name,
-        &format!("INSERT INTO t SELECT seq, REPEAT('x', 200) FROM seq_1_to_{N}"),
-    );
+    let insert = format!("INSERT INTO t SELECT seq, REPEAT('x', 200) FROM seq_1_to_{N}");
+    if xa {
+        db.exec_in(
+            &name,
+            &format!("XA START 'cut'; {insert}; XA END 'cut'; XA PREPARE 'cut'; XA COMMIT 'cut';"),
+        );
+    } else {
+        db.exec_in(&name, &insert);
+    }
     let yaml = config_yaml(
         &db,
         &name,
@@ -123,12 +139,24 @@ fn connection_cut_mid_transaction_resumes_without_duplicates() {
         ));
         let mut ids = Vec::with_capacity(N as usize);
         let mut killed = false;
+        // The XA boundaries, with the number of changes before each.
+        let mut boundaries = Vec::new();
+        let want_boundaries = if xa { 3 } else { 0 };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        while (ids.len() as i64) < N {
+        while (ids.len() as i64) < N || boundaries.len() < want_boundaries {
             let ev = tokio::time::timeout_at(deadline, rx.recv())
                 .await
                 .expect("changes keep coming")
                 .expect("reader alive");
+            if let reader::SourceEvent::Xa(x) = &ev {
+                let kind = match x {
+                    reader::XaEvent::Start(_) => "start",
+                    reader::XaEvent::Prepare(_) => "prepare",
+                    reader::XaEvent::Outcome { commit: true, .. } => "commit",
+                    reader::XaEvent::Outcome { commit: false, .. } => "rollback",
+                };
+                boundaries.push((kind, ids.len()));
+            }
             if let reader::SourceEvent::Change(c) = ev {
                 let img = c.after.as_ref().expect("insert image");
                 let id: i64 = std::str::from_utf8(img.get(0).expect("id"))
@@ -158,5 +186,9 @@ fn connection_cut_mid_transaction_resumes_without_duplicates() {
             "the cut was not noticed"
         );
         assert_eq!(ids, (1..=N).collect::<Vec<i64>>(), "lost, repeated or reordered");
+        if xa {
+            let n = N as usize;
+            assert_eq!(boundaries, vec![("start", 0), ("prepare", n), ("commit", n)]);
+        }
     });
 }

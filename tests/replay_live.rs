@@ -303,3 +303,59 @@ fn mariadb_gtid_from_and_to() {
     assert_eq!(ids, vec![json!(1), json!(2), json!(3)], "{}", r.summary);
     assert_eq!(r.payloads[2]["source"]["gtid"], json!(third));
 }
+
+#[test]
+fn xa_transactions_in_a_range() {
+    let db = MariaDb::shared();
+    let name = db.fresh_database("replay_xa");
+    db.exec_in(&name, "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))");
+    let xa = |xid: &str, body: &str| {
+        db.exec_in(
+            &name,
+            &format!("XA START '{name}-{xid}'; {body}; XA END '{name}-{xid}'; XA PREPARE '{name}-{xid}';"),
+        )
+    };
+    let outcome = |what: &str, xid: &str| db.exec(&format!("XA {what} '{name}-{xid}'"));
+    xa("early", "INSERT INTO t VALUES (1, 'early')");
+    let from = db.master_status();
+    outcome("COMMIT", "early");
+    xa("in", "INSERT INTO t VALUES (2, 'in')");
+    db.exec_in(&name, "INSERT INTO t VALUES (3, 'normal')");
+    outcome("COMMIT", "in");
+    xa("rb", "INSERT INTO t VALUES (4, 'rb')");
+    outcome("ROLLBACK", "rb");
+    xa("late", "INSERT INTO t VALUES (5, 'late')");
+    let to = db.master_status();
+    outcome("COMMIT", "late");
+    let yaml = config_yaml(db, &name, &from, &[task("t", "http://127.0.0.1:9/")]);
+    let r = replay(&yaml, &["--from", &pos(&from), "--to", &pos(&to)]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    // The committed XA's row at its COMMIT, after the normal one; nothing
+    // of the rolled back, the unfinished or the earlier one.
+    let got: Vec<&Value> = r.payloads.iter().map(|p| &p["data"]["v"]).collect();
+    assert_eq!(got, vec!["normal", "in"], "{}", r.summary);
+    let hex = |xid: &str| -> String {
+        format!("{name}-{xid}")
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    assert_eq!(
+        r.summary["summary"]["xa"],
+        json!({
+            "prepared": 3, "committed": 1, "rolled_back": 1,
+            "prepared_without_outcome": [format!("X'{}',X'',1", hex("late"))],
+            "outcome_without_prepare": [format!("X'{}',X'',1", hex("early"))],
+        }),
+        "{}",
+        r.summary
+    );
+    assert!(
+        r.stderr.contains("WARN")
+            && r.stderr.contains(&hex("late"))
+            && r.stderr.contains(&hex("early")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.summary["summary"]["changes"], 2);
+}

@@ -5,6 +5,7 @@
 //! The source produces [`Change`]s; routing and delivery only read them.
 //! The webhook body is rendered by [`payload`].
 
+pub mod codec;
 pub mod payload;
 pub mod time;
 

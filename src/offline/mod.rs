@@ -3,6 +3,12 @@
 //! [`Decoder`] as the live stream (no schema lookups, every table wanted),
 //! becomes one [`EventRecord`]: its header, what the event says (statement,
 //! GTID, table map, …) and, for rows events, the decoded rows.
+//!
+//! XA transactions: the rows of a prepared XA are shown where they are in
+//! the file (before its XA PREPARE); the XA events say what they are
+//! (`xa`, `xid`, `one_phase`, `xa_outcome`), and the last line on stderr
+//! counts the prepared, committed and rolled-back XA transactions and those
+//! prepared without an outcome in the files given.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,7 +20,7 @@ use mysql_common::binlog::events::{
 use serde_json::{json, Map, Value};
 
 use crate::event::{payload, Change, ChangeKind};
-use crate::source::decoder::{self, Decoder, DecoderOptions, Output};
+use crate::source::decoder::{self, Decoder, DecoderOptions, Output, XaEvent};
 use crate::source::file::{self, BinlogFile, FileError, FileEvent};
 use crate::source::table_map;
 use crate::source::value::{type_name as column_type_name, DecodeOptions};
@@ -118,6 +124,8 @@ pub struct EventRecord {
     pub details: Map<String, Value>,
     /// For rows events: the decoded rows, in order.
     pub changes: Vec<Change>,
+    /// The XA boundaries the decoder read in this event.
+    pub xa: Vec<XaEvent>,
 }
 
 impl EventRecord {
@@ -338,6 +346,7 @@ fn decode_event(
         decoded: true,
         details: Map::new(),
         changes: Vec::new(),
+        xa: Vec::new(),
     };
     describe(dec, ev, &mut rec.details)?;
     // INCIDENT stops the live stream; offline it is shown (see its details).
@@ -349,8 +358,13 @@ fn decode_event(
             Err(e) => return Err(source_error_text(e)),
         }
         for o in outs.drain(..) {
-            if let Output::Change(c) = o {
-                rec.changes.push(c);
+            match o {
+                Output::Change(c) => rec.changes.push(c),
+                Output::Xa(x) => {
+                    describe_xa(&x, &mut rec.details);
+                    rec.xa.push(x);
+                }
+                Output::Commit(_) => {}
             }
         }
     }
@@ -360,6 +374,18 @@ fn decode_event(
         rec.details.insert("kind".into(), json!(kind.as_str()));
     }
     Ok(rec)
+}
+
+/// What the decoder made of an XA event, unless [`describe`] said it.
+fn describe_xa(x: &XaEvent, d: &mut Map<String, Value>) {
+    let (key, what) = match x {
+        XaEvent::Start(_) => ("xa", "start"),
+        XaEvent::Prepare(_) => ("xa", "prepare"),
+        XaEvent::Outcome { commit: true, .. } => ("xa_outcome", "commit"),
+        XaEvent::Outcome { commit: false, .. } => ("xa_outcome", "rollback"),
+    };
+    d.entry(key).or_insert_with(|| json!(what));
+    d.entry("xid").or_insert_with(|| json!(&*x.at().xid));
 }
 
 fn source_error_text(e: SourceError) -> String {
@@ -557,6 +583,19 @@ fn describe(dec: &Decoder, ev: &Event, d: &mut Map<String, Value>) -> Result<(),
             put("gtid_set", json!(text.join(",")));
             put("sids", Value::Array(list));
         }
+        38 => {
+            let post = ev
+                .fde()
+                .event_type_header_lengths()
+                .get(37)
+                .copied()
+                .unwrap_or(0);
+            let (one_phase, xid) =
+                crate::source::xa::parse_prepare(data.get(usize::from(post)..).unwrap_or_default())
+                    .map_err(|e| format!("corrupt {e}"))?;
+            put("xid", json!(xid.canonical()));
+            put("one_phase", json!(one_phase));
+        }
         40 => {}
         160 => put("text", json!(lossy(data))),
         161 => {
@@ -580,6 +619,20 @@ fn describe(dec: &Decoder, ev: &Event, d: &mut Map<String, Value>) -> Result<(),
                 if let Some(cid) = data.get(13..21) {
                     put("commit_id", json!(le(cid)));
                 }
+            }
+            let xa = flags & (decoder::FL_PREPARED_XA | decoder::FL_COMPLETED_XA);
+            if xa != 0 {
+                let at = if flags & 2 != 0 { 21 } else { 13 };
+                let xid =
+                    crate::source::xa::parse_maria_gtid_xid(data.get(at..).unwrap_or_default())
+                        .map_err(|e| format!("corrupt {e}"))?;
+                let what = if xa == decoder::FL_PREPARED_XA {
+                    "prepared"
+                } else {
+                    "completed"
+                };
+                put("xa", json!(what));
+                put("xid", json!(xid.canonical()));
             }
         }
         163 => {
@@ -721,10 +774,12 @@ pub fn run_decode(
     let mut total = Stats::default();
     let mut line = Vec::with_capacity(4096);
     let mut ok = true;
+    let mut xa = XaTally::default();
     for path in files {
         let mut stats = Stats::default();
         let mut write_failed = None;
         let r = decode_file(path, &mut stats, &mut |rec| {
+            xa.count(&rec.xa);
             if print == Print::Json && write_failed.is_none() {
                 line.clear();
                 rec.write_json(&mut line);
@@ -771,5 +826,65 @@ pub fn run_decode(
             "; stopped at the error above"
         }
     );
+    if let Some(line) = xa.line() {
+        let _ = writeln!(err, "{line}");
+    }
     ok
+}
+
+/// XA transactions seen by `pikachu binlog decode`.
+#[derive(Debug, Default)]
+struct XaTally {
+    prepared: u64,
+    committed: u64,
+    rolled_back: u64,
+    /// Outcomes whose PREPARE is not in the files.
+    unmatched: u64,
+    /// Prepared, no outcome yet (canonical xids).
+    open: std::collections::HashSet<std::sync::Arc<str>>,
+}
+
+impl XaTally {
+    fn count(&mut self, events: &[XaEvent]) {
+        for x in events {
+            match x {
+                XaEvent::Start(_) => {}
+                XaEvent::Prepare(at) => {
+                    self.prepared += 1;
+                    self.open.insert(at.xid.clone());
+                }
+                XaEvent::Outcome { at, commit } => {
+                    match commit {
+                        true => self.committed += 1,
+                        false => self.rolled_back += 1,
+                    }
+                    if !self.open.remove(&at.xid) {
+                        self.unmatched += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The summary line, when there was any XA transaction.
+    fn line(&self) -> Option<String> {
+        if self.prepared + self.committed + self.rolled_back == 0 {
+            return None;
+        }
+        let mut s = format!(
+            "XA transactions: {} prepared, {} committed, {} rolled back, {} prepared without an outcome in these files",
+            self.prepared,
+            self.committed,
+            self.rolled_back,
+            self.open.len()
+        );
+        if self.unmatched > 0 {
+            s.push_str(&format!(
+                ", {} outcome(s) of transactions prepared before them",
+                self.unmatched
+            ));
+        }
+        s.push_str(" (a prepared XA's rows are shown where they are written, before its XA PREPARE; pikachu delivers them only at its XA COMMIT)");
+        Some(s)
+    }
 }

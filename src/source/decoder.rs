@@ -3,8 +3,9 @@
 //! state between them: the current file, GTID and transaction, table maps
 //! and their resolved decoders. It verifies checksums, decompresses MariaDB
 //! compressed events, decodes the rows of wanted tables into [`Change`]s and
-//! marks transaction ends with [`Commit`]s. It never skips an event type it
-//! does not know.
+//! marks transaction ends with [`Commit`]s and XA boundaries with
+//! [`XaEvent`]s (see [`super::xa`]). It never skips an event type it does
+//! not know.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use super::rows;
 use super::schema::{SchemaCache, TableSchema};
 use super::table_map::{self, TableDecoder};
 use super::value::DecodeOptions;
+pub use super::xa::{XaAt, XaEvent};
 use crate::event::{Change, ChangeKind, SourcePosition};
 
 /// What decoding an event produced.
@@ -27,6 +29,8 @@ pub enum Output {
     Change(Change),
     /// A transaction ended at this position: every change before it has been emitted.
     Commit(Commit),
+    /// An XA transaction begins, is prepared, or has its outcome.
+    Xa(XaEvent),
 }
 
 /// The end of a transaction: where to resume so that it is not read again.
@@ -65,6 +69,7 @@ pub const WRITE_ROWS_V2: u8 = 30;
 pub const UPDATE_ROWS_V2: u8 = 31;
 pub const DELETE_ROWS_V2: u8 = 32;
 pub const GTID: u8 = 33;
+pub const XA_PREPARE: u8 = 38;
 pub const PARTIAL_UPDATE_ROWS: u8 = 39;
 pub const TRANSACTION_PAYLOAD: u8 = 40;
 pub const GTID_TAGGED: u8 = 42;
@@ -74,6 +79,11 @@ pub const MARIA_QUERY_COMPRESSED: u8 = 165;
 /// MariaDB compressed rows events: 166–168 (v1 layout) and 169–171.
 pub const MARIA_ROWS_COMPRESSED_FIRST: u8 = 166;
 pub const MARIA_ROWS_COMPRESSED_LAST: u8 = 171;
+
+/// MariaDB GTID flags: the group is a prepared XA transaction / the outcome
+/// of one (both carry the xid).
+pub const FL_PREPARED_XA: u8 = 0x40;
+pub const FL_COMPLETED_XA: u8 = 0x80;
 
 /// Event types that carry no row data and need nothing from us.
 fn is_inert(t: u8) -> bool {
@@ -143,6 +153,9 @@ pub struct Decoder {
     /// saved: its format description must have this time, else the
     /// server's binlog history changed under the position (checked once).
     expect_file: Option<FileIdentity>,
+    /// The canonical xid of the XA transaction whose event group is open
+    /// (from MariaDB's GTID event or MySQL's `XA START`).
+    xa_open: Option<Arc<str>>,
 }
 
 impl Decoder {
@@ -163,6 +176,7 @@ impl Decoder {
             show_json_diffs: false,
             file_created: 0,
             expect_file: None,
+            xa_open: None,
         }
     }
 
@@ -285,6 +299,7 @@ impl Decoder {
     fn commit(&mut self, ev: &Event, out: &mut Vec<Output>) {
         self.in_trx = false;
         self.standalone = false;
+        self.xa_open = None;
         self.row_in_trx = 0;
         if let Some((domain, server, seq)) = self.maria_gtid.take() {
             self.gtid_state.insert(domain, (server, seq));
@@ -377,12 +392,17 @@ impl Decoder {
                     .read_event()
                     .map_err(|e| self.decode_err(ev, format!("QUERY event: {e}")))?;
                 let (schema, sql) = (q.schema().into_owned(), q.query().into_owned());
-                self.on_query(ev, &schema, &sql, out);
+                if !self.on_xa_query(ev, &sql, out)? {
+                    self.on_query(ev, &schema, &sql, out);
+                }
             }
             MARIA_QUERY_COMPRESSED => {
                 let (schema, sql) = self.compressed_query(ev)?;
-                self.on_query(ev, &schema, &sql, out);
+                if !self.on_xa_query(ev, &sql, out)? {
+                    self.on_query(ev, &schema, &sql, out);
+                }
             }
+            XA_PREPARE => self.on_xa_prepare(ev, out)?,
             GTID_TAGGED => self.on_mysql_gtid(ev)?,
             XID => self.commit(ev, out),
             // Statement-based LOAD DATA: like any statement it carries no
@@ -401,7 +421,7 @@ impl Decoder {
                 self.on_rows(ev, kind, true, out)?
             }
             GTID => self.on_mysql_gtid(ev)?,
-            MARIA_GTID => self.on_maria_gtid(ev)?,
+            MARIA_GTID => self.on_maria_gtid(ev, out)?,
             MARIA_GTID_LIST => self.on_maria_gtid_list(ev)?,
             INCIDENT => {
                 return Err(self.decode_err(
@@ -506,12 +526,12 @@ impl Decoder {
     fn on_query(&mut self, ev: &Event, schema: &str, sql: &str, out: &mut Vec<Output>) {
         let head = statement_head(sql);
         match head.as_str() {
-            "BEGIN" | "XA START" => {
+            "BEGIN" => {
                 self.in_trx = true;
                 self.standalone = false;
                 return;
             }
-            "COMMIT" | "ROLLBACK" | "XA COMMIT" | "XA ROLLBACK" => {
+            "COMMIT" | "ROLLBACK" => {
                 self.commit(ev, out);
                 return;
             }
@@ -533,10 +553,87 @@ impl Decoder {
         self.gtid = Some(gtid.into());
         self.row_in_trx = 0;
         self.in_trx = false;
+        self.xa_open = None;
         Ok(())
     }
 
-    fn on_maria_gtid(&mut self, ev: &Event) -> Result<(), SourceError> {
+    fn xa_at(&self, ev: &Event, xid: Arc<str>) -> XaAt {
+        XaAt {
+            xid,
+            file: self.file.clone(),
+            pos: self.event_pos(ev),
+            gtid: self.gtid.clone(),
+        }
+    }
+
+    /// The XA statements (`XA START`, `XA END`, `XA PREPARE`, `XA COMMIT`,
+    /// `XA ROLLBACK`); false when `sql` is none of them.
+    fn on_xa_query(
+        &mut self,
+        ev: &Event,
+        sql: &str,
+        out: &mut Vec<Output>,
+    ) -> Result<bool, SourceError> {
+        if !super::xa::is_xa_statement(sql) {
+            return Ok(false);
+        }
+        let head = statement_head(sql);
+        if head == "XA END" {
+            return Ok(true);
+        }
+        if !matches!(
+            head.as_str(),
+            "XA START" | "XA BEGIN" | "XA PREPARE" | "XA COMMIT" | "XA ROLLBACK"
+        ) {
+            return Ok(false);
+        }
+        let xid: Arc<str> = super::xa::parse_statement_xid(sql)
+            .map_err(|e| {
+                self.decode_err(
+                    ev,
+                    format!("cannot read the xid of `{}`: {e}", truncate(sql, 200)),
+                )
+            })?
+            .canonical()
+            .into();
+        let own_group = self.xa_open.as_deref() == Some(&*xid);
+        match head.as_str() {
+            "XA START" | "XA BEGIN" => {
+                self.in_trx = true;
+                self.standalone = false;
+                self.xa_open = Some(xid.clone());
+                out.push(Output::Xa(XaEvent::Start(self.xa_at(ev, xid))));
+                return Ok(true);
+            }
+            "XA PREPARE" => out.push(Output::Xa(XaEvent::Prepare(self.xa_at(ev, xid)))),
+            // The commit of the group's own changes (one phase): a plain commit.
+            "XA COMMIT" if own_group || super::xa::is_one_phase(sql) => {}
+            _ => {
+                let commit = head == "XA COMMIT";
+                let at = self.xa_at(ev, xid);
+                out.push(Output::Xa(XaEvent::Outcome { at, commit }));
+            }
+        }
+        self.commit(ev, out);
+        Ok(true)
+    }
+
+    /// XA_PREPARE_LOG_EVENT: the end of a prepared XA transaction's group,
+    /// or (MySQL, `one_phase`) of a one-phase XA commit.
+    fn on_xa_prepare(&mut self, ev: &Event, out: &mut Vec<Output>) -> Result<(), SourceError> {
+        let post = usize::from(fde_post_header_len(ev, XA_PREPARE).unwrap_or(0));
+        let body = ev.data().get(post..).unwrap_or_default();
+        let (one_phase, xid) =
+            super::xa::parse_prepare(body).map_err(|e| self.decode_err(ev, e))?;
+        if !one_phase {
+            let at = self.xa_at(ev, xid.canonical().into());
+            out.push(Output::Xa(XaEvent::Prepare(at)));
+        }
+        self.commit(ev, out);
+        Ok(())
+    }
+
+    fn on_maria_gtid(&mut self, ev: &Event, out: &mut Vec<Output>) -> Result<(), SourceError> {
         // seq_no(8) domain_id(4) flags2(1) ...
         let d = ev.data();
         let (Some(seq), Some(domain), Some(&flags)) = (d.get(0..8), d.get(8..12), d.get(12)) else {
@@ -554,6 +651,16 @@ impl Decoder {
         // FL_STANDALONE: no BEGIN/COMMIT around the single statement.
         self.standalone = flags & 1 != 0;
         self.in_trx = !self.standalone;
+        self.xa_open = None;
+        if flags & FL_PREPARED_XA != 0 {
+            // FL_GROUP_COMMIT_ID: an 8-byte commit id comes before the xid.
+            let at = if flags & 2 != 0 { 21 } else { 13 };
+            let xid = super::xa::parse_maria_gtid_xid(d.get(at..).unwrap_or_default())
+                .map_err(|e| self.decode_err(ev, e))?;
+            let xid: Arc<str> = xid.canonical().into();
+            self.xa_open = Some(xid.clone());
+            out.push(Output::Xa(XaEvent::Start(self.xa_at(ev, xid))));
+        }
         Ok(())
     }
 
@@ -862,5 +969,159 @@ mod tests {
         assert_eq!(statement_head("xa commit 'x'"), "XA COMMIT");
         assert!(is_ddl(&statement_head("create table t (a int)")));
         assert!(!is_ddl(&statement_head("insert into t values (1)")));
+    }
+
+    /// A MySQL 8.0 binlog file (no checksums) built event by event.
+    struct MySqlFile {
+        bytes: Vec<u8>,
+    }
+
+    impl MySqlFile {
+        fn new() -> Self {
+            let mut body = vec![4, 0];
+            let mut ver = b"8.0.40".to_vec();
+            ver.resize(50, 0);
+            body.extend_from_slice(&ver);
+            body.extend_from_slice(&0u32.to_le_bytes());
+            body.push(19);
+            // Post-header lengths of types 1..=41: QUERY 13, GTID 42, XA_PREPARE 0.
+            let mut lens = [0u8; 41];
+            lens[usize::from(QUERY) - 1] = 13;
+            lens[usize::from(GTID) - 1] = 42;
+            body.extend_from_slice(&lens);
+            body.push(0); // checksum OFF
+            let mut f = MySqlFile {
+                bytes: b"\xfebin".to_vec(),
+            };
+            f.event(FORMAT_DESCRIPTION, &body);
+            f
+        }
+
+        fn event(&mut self, t: u8, body: &[u8]) {
+            let size = (19 + body.len()) as u32;
+            let end = self.bytes.len() as u32 + size;
+            let mut h = vec![0, 0, 0, 0, t, 1, 0, 0, 0];
+            h.extend_from_slice(&size.to_le_bytes());
+            h.extend_from_slice(&end.to_le_bytes());
+            h.extend_from_slice(&[0, 0]);
+            self.bytes.extend_from_slice(&h);
+            self.bytes.extend_from_slice(body);
+        }
+
+        fn gtid(&mut self, gno: u64) {
+            let mut b = vec![1];
+            b.extend_from_slice(&[0x3e; 16]);
+            b.extend_from_slice(&gno.to_le_bytes());
+            b.extend_from_slice(&[0; 17]);
+            self.event(GTID, &b);
+        }
+
+        fn query(&mut self, sql: &str) {
+            // thread_id, exec_time, db_len 0, error_code, status_vars_len 0; db "" NUL; sql.
+            let mut b = vec![0u8; 13];
+            b.push(0);
+            b.extend_from_slice(sql.as_bytes());
+            self.event(QUERY, &b);
+        }
+
+        fn xa_prepare(&mut self, one_phase: bool, gtrid: &[u8]) {
+            // libbinlogevents XA_prepare_event: one_phase, formatID,
+            // gtrid_length, bqual_length (4 bytes each, little-endian), data.
+            let mut b = vec![u8::from(one_phase)];
+            b.extend_from_slice(&1u32.to_le_bytes());
+            b.extend_from_slice(&(gtrid.len() as u32).to_le_bytes());
+            b.extend_from_slice(&0u32.to_le_bytes());
+            b.extend_from_slice(gtrid);
+            self.event(XA_PREPARE, &b);
+        }
+    }
+
+    fn outputs(f: MySqlFile) -> Vec<String> {
+        let mut file =
+            super::super::file::BinlogFile::from_bytes("mysql-bin.000001", f.bytes).expect("file");
+        let mut dec = Decoder::new(
+            DecoderOptions {
+                decode: DecodeOptions::default(),
+                filter: Arc::new(|_: &str, _: &str| true),
+                schema_lookup: false,
+            },
+            "mysql-bin.000001",
+        );
+        let mut out = Vec::new();
+        while let Some(fe) = file.next_event().expect("event") {
+            dec.handle(&fe.event, &mut out).expect("decode");
+        }
+        out.iter()
+            .map(|o| match o {
+                Output::Change(_) => "change".to_string(),
+                Output::Commit(c) => format!("commit {}", c.gtid.as_deref().unwrap_or("-")),
+                Output::Xa(XaEvent::Start(a)) => format!("start {}", a.xid),
+                Output::Xa(XaEvent::Prepare(a)) => format!("prepare {}", a.xid),
+                Output::Xa(XaEvent::Outcome { at, commit }) => {
+                    format!("outcome {} {commit}", at.xid)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn mysql_xa_prepare_then_outcomes() {
+        let mut f = MySqlFile::new();
+        // XA START 'ab' … XA PREPARE; later XA COMMIT in a group of its own.
+        f.gtid(1);
+        f.query("XA START X'6162',X'',1");
+        f.query("XA END X'6162',X'',1");
+        f.xa_prepare(false, b"ab");
+        f.gtid(2);
+        f.query("XA COMMIT X'6162',X'',1");
+        // XA COMMIT … ONE PHASE: the XA_PREPARE with one_phase = 1 is the commit.
+        f.gtid(3);
+        f.query("XA START X'6364',X'',1");
+        f.query("XA END X'6364',X'',1");
+        f.xa_prepare(true, b"cd");
+        // A rollback of a prepared XA.
+        f.gtid(4);
+        f.query("XA ROLLBACK 'ab'");
+        let uuid = "3e3e3e3e-3e3e-3e3e-3e3e-3e3e3e3e3e3e";
+        assert_eq!(
+            outputs(f),
+            vec![
+                "start X'6162',X'',1".to_string(),
+                "prepare X'6162',X'',1".into(),
+                format!("commit {uuid}:1"),
+                "outcome X'6162',X'',1 true".into(),
+                format!("commit {uuid}:2"),
+                "start X'6364',X'',1".into(),
+                format!("commit {uuid}:3"),
+                "outcome X'6162',X'',1 false".into(),
+                format!("commit {uuid}:4"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_corrupt_xa_prepare_is_a_clear_error() {
+        let mut f = MySqlFile::new();
+        f.gtid(1);
+        f.query("XA START 'ab'");
+        f.event(XA_PREPARE, &[0, 1, 0]);
+        let mut file = super::super::file::BinlogFile::from_bytes("f", f.bytes).expect("file");
+        let mut dec = Decoder::new(
+            DecoderOptions {
+                decode: DecodeOptions::default(),
+                filter: Arc::new(|_: &str, _: &str| true),
+                schema_lookup: false,
+            },
+            "f",
+        );
+        let mut out = Vec::new();
+        let mut err = None;
+        while let Some(fe) = file.next_event().expect("event") {
+            if let Err(e) = dec.handle(&fe.event, &mut out) {
+                err = Some(e.to_string());
+            }
+        }
+        let err = err.expect("an error");
+        assert!(err.contains("XA_PREPARE event too short"), "{err}");
     }
 }

@@ -20,5 +20,6 @@ pub mod schema;
 pub mod table_map;
 pub mod temporal;
 pub mod value;
+pub mod xa;
 
 pub use error::SourceError;

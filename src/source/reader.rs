@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::binlogs::{self, FileIdentity, Standing};
 use super::connect::{self, Flavour, ServerInfo};
-pub use super::decoder::{Commit, TableFilter};
+pub use super::decoder::{Commit, TableFilter, XaAt, XaEvent};
 use super::decoder::{Decoder, DecoderOptions, Output};
 use super::error::SourceError;
 use super::position::StartAt;
@@ -29,6 +29,9 @@ pub enum SourceEvent {
     Change(Change),
     /// A transaction ended at this position: every change before it has been sent.
     Commit(Commit),
+    /// An XA transaction begins, is prepared, or has its outcome (see
+    /// [`XaEvent`]); always before the `Commit` of its event group.
+    Xa(XaEvent),
 }
 
 /// Most events in one batch. The reader sends what it decoded in batches
@@ -469,7 +472,7 @@ impl HistoryWatch {
 }
 
 /// How far the reader got: the last transaction end it sent, and how many
-/// changes of the open transaction it sent after it.
+/// events of the open transaction (changes, XA boundaries) it sent after it.
 #[derive(Debug, Default, Clone)]
 struct Progress {
     last_commit: Option<Commit>,
@@ -659,20 +662,24 @@ async fn stream_from(
         })?;
         for o in out.drain(..) {
             let msg = match o {
-                Output::Change(c) => {
-                    if skip > 0 {
-                        // Already sent before the connection was lost.
-                        skip -= 1;
-                        continue;
-                    }
-                    pending.open_changes += 1;
-                    SourceEvent::Change(c)
-                }
                 Output::Commit(c) => {
                     skip = 0;
                     pending.open_changes = 0;
                     pending.last_commit = Some(c.clone());
                     SourceEvent::Commit(c)
+                }
+                // Already sent before the connection was lost.
+                _ if skip > 0 => {
+                    skip -= 1;
+                    continue;
+                }
+                Output::Change(c) => {
+                    pending.open_changes += 1;
+                    SourceEvent::Change(c)
+                }
+                Output::Xa(x) => {
+                    pending.open_changes += 1;
+                    SourceEvent::Xa(x)
                 }
             };
             batch.push(msg);

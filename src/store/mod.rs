@@ -9,6 +9,8 @@
 //! - `checkpoint`: one row, the binlog position up to which every change is
 //!   settled, and the identity of the server it belongs to (see
 //!   [`Checkpoint`]); managed with `pikachu position`.
+//! - `xa_prepared`, `xa_rows`: the rows of prepared XA transactions until
+//!   their outcome (see [`xa`]).
 //!
 //! The schema is versioned with SQLite's `PRAGMA user_version`: each entry
 //! of [`MIGRATIONS`] is applied once, in order, in its own transaction. To
@@ -24,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension};
 
 mod checkpoint;
+pub mod xa;
 pub use checkpoint::Checkpoint;
 
 /// File name of the database inside `state_dir`.
@@ -66,6 +69,24 @@ pub const MIGRATIONS: &[&str] = &[
     // checkpoint's file (see source::binlogs).
     "ALTER TABLE checkpoint ADD COLUMN history INTEGER;
      ALTER TABLE checkpoint ADD COLUMN file_created INTEGER;",
+    // 4: the rows of prepared XA transactions, held until their outcome.
+    "CREATE TABLE xa_prepared (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        xid         TEXT    NOT NULL,
+        state       TEXT    NOT NULL CHECK (state IN ('open', 'prepared')),
+        file        TEXT    NOT NULL,
+        pos         INTEGER NOT NULL,
+        gtid        TEXT,
+        rows        INTEGER NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE INDEX xa_prepared_xid ON xa_prepared (xid);
+    CREATE TABLE xa_rows (
+        xa_id  INTEGER NOT NULL REFERENCES xa_prepared (id) ON DELETE CASCADE,
+        n      INTEGER NOT NULL,
+        change BLOB    NOT NULL,
+        PRIMARY KEY (xa_id, n)
+    ) WITHOUT ROWID;",
 ];
 
 /// A store error, with what was being done.

@@ -335,7 +335,7 @@ pub fn try_collect_payloads(
                             .map_err(|e| format!("payload is not JSON: {e}"))?,
                     );
                 }
-                Ok(Some(reader::SourceEvent::Commit(_))) => {}
+                Ok(Some(reader::SourceEvent::Commit(_) | reader::SourceEvent::Xa(_))) => {}
                 Ok(None) => break,
                 Err(_) => break,
             }
