@@ -268,6 +268,9 @@ fn redirect_message(status: u16, location: Option<&[u8]>) -> String {
 fn request_error(e: &reqwest::Error, timeout: Duration) -> AttemptError {
     let message = if e.is_timeout() {
         format!("timed out after {timeout:?}")
+    } else if let Some(tls) = find_rustls_error(e) {
+        let url = e.url().map(|u| u.as_str()).unwrap_or("the callback URL");
+        format!("TLS handshake with {url} failed: {}", tls_explanation(tls))
     } else if e.is_connect() {
         format!("connection failed: {}", error_chain(e))
     } else {
@@ -277,6 +280,58 @@ fn request_error(e: &reqwest::Error, timeout: Duration) -> AttemptError {
         status: None,
         message,
         retry_after: None,
+    }
+}
+
+/// The TLS error behind `e`, if any. An `io::Error` does not list the
+/// error it wraps among its sources, so each one is unwrapped too.
+fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            let inner: &(dyn std::error::Error + 'static) = inner;
+            if let Some(tls) = find_rustls_error(inner) {
+                return Some(tls);
+            }
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// What a TLS failure means and how to fix it.
+fn tls_explanation(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    let trust = "add the CA that signed it (for a self-signed certificate, the certificate itself) \
+                 to this machine's trust store (e.g. a .crt file in /usr/local/share/ca-certificates/, \
+                 then update-ca-certificates), or set SSL_CERT_FILE to a PEM file holding it and the \
+                 other CAs pikachu needs (it replaces the system's)";
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer => format!(
+                "the server's certificate is not trusted here: a self-signed certificate, or one signed \
+                 by a CA this machine does not trust ({e}); {trust}"
+            ),
+            C::NotValidForName | C::NotValidForNameContext { .. } => format!(
+                "the server's certificate is not valid for this host name ({e}); use a host name \
+                 the certificate names in the task's callback_url"
+            ),
+            C::Expired | C::ExpiredContext { .. } => format!(
+                "the server's certificate has expired ({e}); the receiver must renew it"
+            ),
+            C::NotValidYet | C::NotValidYetContext { .. } => format!(
+                "the server's certificate is not valid yet ({e}); check this machine's clock"
+            ),
+            C::Revoked => format!("the server's certificate is revoked ({e})"),
+            _ => format!("the server's certificate was rejected ({e})"),
+        },
+        other => format!("{other}"),
     }
 }
 
