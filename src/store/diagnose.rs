@@ -69,11 +69,40 @@ pub(crate) fn hint(e: &(dyn std::error::Error + Send + Sync + 'static), path: &s
         ),
         Problem::Corrupt => format!(
             "; the file is not a SQLite database, or is corrupt: restore it from a backup, or move it away \
-             (`mv {path} {path}.broken`, and its -wal and -shm files) and set where to resume with \
-             `pikachu position set FILE:POS -config …` before the next start; that drops the dead letters it held \
-             and the changes between that position and the last one delivered are sent again (or skipped); see docs/operations.md"
+             (`mv {path} {path}.broken`, with its -wal and -shm files) and choose where to resume with \
+             `pikachu position set FILE:POS -config …` before the next start (the checkpoint and the dead letters \
+             it held are lost with it; see docs/operations.md)"
         ),
     }
+}
+
+/// `e` with a disk I/O error that is really a full disk said so: SQLite
+/// reports a full disk while it creates its `-shm`/`-wal` files as a plain
+/// "disk I/O error" (a write into the database itself is `SQLITE_FULL`).
+/// Only on the error path: writes a probe file next to the database.
+pub(crate) fn refine(mut e: super::StoreError, dir: &Path) -> super::StoreError {
+    let source: &(dyn std::error::Error + 'static) = e.source.as_ref();
+    if problem(source) == Some(Problem::Io) && disk_full(dir) {
+        let said = e.source.to_string();
+        e.source = Box::new(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!("{said} (no space left on the device)"),
+        ));
+    }
+    e
+}
+
+/// Writing 64 KiB into `dir` fails for lack of space.
+fn disk_full(dir: &Path) -> bool {
+    use std::io::Write;
+    let probe = dir.join(format!(".pikachu-space-probe-{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .and_then(|mut f| f.write_all(&[0u8; 64 * 1024]).and_then(|()| f.sync_all()));
+    let _ = std::fs::remove_file(&probe);
+    matches!(written, Err(e) if e.kind() == std::io::ErrorKind::StorageFull)
 }
 
 /// `e` is SQLite's "unable to open the database file".

@@ -159,7 +159,7 @@ impl Store {
             path: path.display().to_string(),
             source: Box::new(e),
         })?;
-        Self::open_file(&path)
+        Self::open_file(&path).map_err(|e| diagnose::refine(e, state_dir))
     }
 
     /// Opens for writing, and migrates, only if the database exists.
@@ -168,7 +168,9 @@ impl Store {
         if !path.exists() {
             return Ok(None);
         }
-        Self::open_file(&path).map(Some)
+        Self::open_file(&path)
+            .map(Some)
+            .map_err(|e| diagnose::refine(e, state_dir))
     }
 
     /// Opens for reading only (`dlq list`, `position show`, the monitor's
@@ -190,7 +192,7 @@ impl Store {
             Err(e) if diagnose::is_cannot_open(&e) && diagnose::read_only_fs(state_dir) => {
                 Self::connect_read_only(&path, true)?
             }
-            other => other?,
+            other => other.map_err(|e| diagnose::refine(e, state_dir))?,
         };
         let store = Store {
             conn,
@@ -260,7 +262,7 @@ impl Store {
                 path: shown,
                 source: Box::new(rusqlite::Error::SqliteFailure(
                     rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
-                    Some("the file is read-only".into()),
+                    Some("SQLite could open it only for reading".into()),
                 )),
             });
         }
