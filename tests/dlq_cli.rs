@@ -282,7 +282,10 @@ fn replay_goes_on_with_the_other_tasks_when_one_still_fails() {
         out.contains("task users: 3 delivered, 0 failed, 0 left"),
         "{out}"
     );
-    assert!(out.contains("replayed: 3 delivered, 1 failed, 2 left"), "{out}");
+    assert!(
+        out.contains("replayed: 3 delivered, 1 failed, 2 left"),
+        "{out}"
+    );
     assert_eq!(count_rows(&state), 3, "orders' three are kept");
 
     // Once the endpoint is back, the rest goes out, in order.

@@ -68,14 +68,20 @@ fn one_process_owns_the_state_dir_and_a_killed_ones_lock_does_not_block() {
         let status = second.wait_exit(Duration::from_secs(10));
         let said = std::fs::read_to_string(&log).unwrap_or_default()[before..].to_string();
         assert_eq!(status.code(), Some(2), "{args:?}: {said}");
-        assert!(said.contains(&format!("pid {}, pikachu run", first.pid())), "{said}");
+        assert!(
+            said.contains(&format!("pid {}, pikachu run", first.pid())),
+            "{said}"
+        );
         assert!(said.contains("in use by another pikachu process"), "{said}");
     };
     refused_run(&[]);
     refused_run(&["--reset-position"]);
 
     // Writing the checkpoint under a running process: refused.
-    assert_refused(&pikachu(dir.path(), &["position", "set", "latest"]), first.pid());
+    assert_refused(
+        &pikachu(dir.path(), &["position", "set", "latest"]),
+        first.pid(),
+    );
     assert_refused(&pikachu(dir.path(), &["position", "reset"]), first.pid());
 
     // Reading, and dead-letter commands: fine.

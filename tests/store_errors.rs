@@ -65,7 +65,10 @@ fn setup(prefix: &str, state_dir: Option<&Path>) -> (&'static MariaDb, String, R
         &[TaskSpec::new("t", "t", &["insert"], &r.url("/t"))],
     );
     if let Some(dir) = state_dir {
-        yaml = yaml.replace("tasks:\n", &format!("state_dir: \"{}\"\ntasks:\n", dir.display()));
+        yaml = yaml.replace(
+            "tasks:\n",
+            &format!("state_dir: \"{}\"\ntasks:\n", dir.display()),
+        );
     }
     (db, name, r, yaml)
 }
@@ -89,7 +92,10 @@ fn a_corrupt_store_stops_before_delivering_and_the_recovery_it_names_works() {
 
     let line = run_fails(dir.path(), &yaml);
     assert!(line.contains("data/pikachu.db"), "names the file: {line}");
-    assert!(line.contains("not a SQLite database, or is corrupt"), "{line}");
+    assert!(
+        line.contains("not a SQLite database, or is corrupt"),
+        "{line}"
+    );
     assert!(line.contains("restore it from a backup"), "{line}");
     assert!(line.contains("pikachu position set"), "{line}");
     assert!(r.all_requests().is_empty(), "nothing delivered");
@@ -156,7 +162,11 @@ fn a_read_only_state_dir_stops_run_readers_still_work_nothing_is_lost() {
     let mut p = Pikachu::start_in(dir.path(), &yaml, &[]);
     r.wait_for(2, Duration::from_secs(30));
     p.assert_alive();
-    assert_eq!(ids(&r), vec![1, 2], "resumed from the checkpoint: nothing lost");
+    assert_eq!(
+        ids(&r),
+        vec![1, 2],
+        "resumed from the checkpoint: nothing lost"
+    );
 }
 
 #[test]
@@ -184,5 +194,9 @@ fn a_full_disk_stops_run_with_disk_full_and_nothing_is_lost() {
     let mut p = Pikachu::start_in(dir.path(), &yaml, &[]);
     r.wait_for(2, Duration::from_secs(30));
     p.assert_alive();
-    assert_eq!(ids(&r), vec![1, 2], "resumed from the checkpoint: nothing lost");
+    assert_eq!(
+        ids(&r),
+        vec![1, 2],
+        "resumed from the checkpoint: nothing lost"
+    );
 }

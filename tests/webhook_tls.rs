@@ -55,12 +55,18 @@ fn a_self_signed_webhook_certificate_is_named_and_the_fix_works() {
     };
     let error = &errors[0];
     assert!(error.contains("self-signed certificate"), "{error}");
-    assert!(error.contains("SSL_CERT_FILE"), "says how to fix it: {error}");
+    assert!(
+        error.contains("SSL_CERT_FILE"),
+        "says how to fix it: {error}"
+    );
     assert!(
         p.log().contains("self-signed certificate"),
         "the log says it too"
     );
-    assert!(r.failed_handshakes() >= 2, "both attempts reached the server");
+    assert!(
+        r.failed_handshakes() >= 2,
+        "both attempts reached the server"
+    );
     assert!(r.all_requests().is_empty(), "no request got through");
     let status = p.terminate();
     assert!(status.success(), "{status}");

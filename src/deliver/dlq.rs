@@ -193,9 +193,7 @@ impl ReplayReport {
 
     /// True if its task's replay has stopped on a failure.
     fn stopped(&self, task_id: &str) -> bool {
-        self.tasks
-            .iter()
-            .any(|(t, c)| t == task_id && c.failed > 0)
+        self.tasks.iter().any(|(t, c)| t == task_id && c.failed > 0)
     }
 }
 

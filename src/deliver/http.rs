@@ -369,7 +369,10 @@ mod tests {
     #[test]
     fn redirect_messages_name_the_location() {
         let m = redirect_message(307, Some(b"https://other.example/hook"));
-        assert!(m.starts_with("HTTP 307 redirect to https://other.example/hook (not followed"), "{m}");
+        assert!(
+            m.starts_with("HTTP 307 redirect to https://other.example/hook (not followed"),
+            "{m}"
+        );
         assert!(m.contains("callback_url"), "{m}");
         assert!(redirect_message(302, None).contains("without a Location"));
         let long = format!("http://x/{}\n", "a".repeat(400));

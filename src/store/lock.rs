@@ -3,8 +3,9 @@
 //! `pikachu run` on one state directory would deliver every change twice
 //! and overwrite each other's checkpoint).
 //!
-//! The lock is an OS advisory lock (`flock`, through [`std::fs::File::try_lock`])
-//! on `<state_dir>/pikachu.lock`: the kernel releases it when the process
+//! The lock is an OS advisory lock (`flock` on Unix, through the `fs4`
+//! crate: the API of `std::fs::File::try_lock`, which needs a newer Rust
+//! than ours) on `<state_dir>/pikachu.lock`: the kernel releases it when the process
 //! ends, however it ends, so a SIGKILL or a crash never leaves a stale lock
 //! behind. The file holds the holder's pid and command, as text, only for
 //! the message the next process prints; it is left in place at exit
@@ -16,7 +17,7 @@
 //! `pikachu replay`, which only add or remove dead letters (SQLite
 //! serialises those writes) and may run next to `pikachu run`.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -110,15 +111,15 @@ impl StateLock {
             .truncate(false)
             .open(&path)
             .map_err(io)?;
-        match file.try_lock() {
+        match fs4::FileExt::try_lock(&file) {
             Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
+            Err(fs4::TryLockError::WouldBlock) => {
                 return Err(LockError::Held {
                     dir: state_dir.to_path_buf(),
                     holder: read_holder(&mut file),
                 })
             }
-            Err(TryLockError::Error(e)) => return Err(io(e)),
+            Err(fs4::TryLockError::Error(e)) => return Err(io(e)),
         }
         let text = format!("pid {}, {command}\n", std::process::id());
         file.set_len(0)

@@ -333,9 +333,9 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(failed("cannot start a migration".into()))?;
-        let current = tx
-            .query_row("PRAGMA user_version", [], |r| r.get::<_, u32>(0))
-            .map_err(failed("cannot read the schema version".into()))? as usize;
+        let current =
+            tx.query_row("PRAGMA user_version", [], |r| r.get::<_, u32>(0))
+                .map_err(failed("cannot read the schema version".into()))? as usize;
         if current >= MIGRATIONS.len() {
             drop(tx);
             return self.check_not_newer(current);
@@ -346,8 +346,11 @@ impl Store {
                 .and_then(|()| tx.execute_batch(&format!("PRAGMA user_version = {version}")))
                 .map_err(failed(format!("cannot apply schema migration {version}")))?;
         }
-        tx.commit()
-            .map_err(failed(format!("cannot apply schema migrations {}..{}", current + 1, MIGRATIONS.len())))
+        tx.commit().map_err(failed(format!(
+            "cannot apply schema migrations {}..{}",
+            current + 1,
+            MIGRATIONS.len()
+        )))
     }
 
     /// Records a dead letter; returns its id. The same (task, change id)
@@ -470,7 +473,8 @@ fn switch_to_wal(conn: &Connection) -> rusqlite::Result<String> {
                 if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
                     && std::time::Instant::now() < deadline =>
             {
-                std::thread::sleep(Duration::from_millis(5 + fastrand::u64(0..20))); // back off
+                std::thread::sleep(Duration::from_millis(5 + fastrand::u64(0..20)));
+                // back off
             }
             other => return other,
         }
@@ -672,7 +676,10 @@ mod race_tests {
         assert!(Store::open_read_only(dir.path()).expect("none").is_none());
         assert!(!path.exists());
         // An empty (unmigrated) database: no state yet, left unmigrated.
-        Connection::open(&path).expect("create").execute_batch("PRAGMA journal_mode=WAL").expect("wal");
+        Connection::open(&path)
+            .expect("create")
+            .execute_batch("PRAGMA journal_mode=WAL")
+            .expect("wal");
         assert!(Store::open_read_only(dir.path()).expect("none").is_none());
         let version = |p: &Path| -> u32 {
             Connection::open(p)
@@ -693,7 +700,9 @@ mod race_tests {
         assert_eq!(version(&path), 1);
         // Migrated: readable, and writing through it is refused.
         drop(Store::open(dir.path()).expect("writer migrates"));
-        let mut r = Store::open_read_only(dir.path()).expect("ok").expect("some");
+        let mut r = Store::open_read_only(dir.path())
+            .expect("ok")
+            .expect("some");
         assert_eq!(r.count_dead_letters().expect("count"), 0);
         assert!(r.clear_checkpoint().is_err(), "a reader cannot write");
     }

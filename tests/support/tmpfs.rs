@@ -33,7 +33,11 @@ impl TmpFs {
 
     /// Remounts it read-only (`true`) or read-write.
     pub fn set_read_only(&self, read_only: bool) {
-        let mode = if read_only { "remount,ro" } else { "remount,rw" };
+        let mode = if read_only {
+            "remount,ro"
+        } else {
+            "remount,rw"
+        };
         let o = Command::new("mount")
             .args(["-o", mode])
             .arg(&self.path)
