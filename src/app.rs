@@ -127,12 +127,19 @@ enum StateOnDisk {
 
 impl StateOnDisk {
     fn look(dir: &std::path::Path) -> StateOnDisk {
-        if !dir.exists() {
-            StateOnDisk::NoDir
-        } else if !Store::path_in(dir).exists() {
-            StateOnDisk::NoDatabase
-        } else {
-            StateOnDisk::Database
+        if Store::path_in(dir).exists() {
+            return StateOnDisk::Database;
+        }
+        // The state lock (taken before this) creates the directory and its
+        // lock file: a directory with nothing else is a new one.
+        let other = std::fs::read_dir(dir).map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .any(|e| e.file_name() != crate::store::lock::LOCK_FILE)
+        });
+        match other {
+            Ok(true) => StateOnDisk::NoDatabase,
+            _ => StateOnDisk::NoDir,
         }
     }
 

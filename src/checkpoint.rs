@@ -383,7 +383,7 @@ impl Saver {
 
 /// `pikachu position show`: the saved position, one line.
 pub fn show(cfg: &Config) -> Result<String, String> {
-    let Some(store) = Store::open_existing(&cfg.state_dir).map_err(|e| e.to_string())? else {
+    let Some(store) = Store::open_read_only(&cfg.state_dir).map_err(|e| e.to_string())? else {
         return Ok(format!(
             "no checkpoint (no state in {}): the next run starts from `start` in the config",
             cfg.state_dir.display()

@@ -100,7 +100,8 @@ pub enum DlqCommand {
         id: i64,
     },
     /// Re-send dead letters, oldest first, through the normal delivery path;
-    /// delete those that got a 2xx. Stops at the first that still fails.
+    /// delete those that got a 2xx. A task's first one that still fails
+    /// stops that task (the other tasks go on); exit 1 if any failed.
     Replay {
         /// Only this task's dead letters.
         #[arg(long)]

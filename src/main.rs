@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use pikachu::cli::{rewrite_args, Cli, Command, DlqCommand, PositionCommand};
 use pikachu::config::{self, Loaded};
 use pikachu::server::Health;
+use pikachu::store::StateLock;
 use pikachu::{app, demo, preflight, telemetry};
 
 /// See the comment on `mimalloc` in Cargo.toml.
@@ -90,6 +91,19 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let cfg = &loaded.config;
+            // `set` and `reset` write the checkpoint, which a running
+            // `pikachu run` owns (and would overwrite).
+            let _lock = match command {
+                PositionCommand::Show => None,
+                PositionCommand::Set { .. } => match lock(cfg, "pikachu position set") {
+                    Ok(l) => Some(l),
+                    Err(code) => return code,
+                },
+                PositionCommand::Reset => match lock(cfg, "pikachu position reset") {
+                    Ok(l) => Some(l),
+                    Err(code) => return code,
+                },
+            };
             let result = match command {
                 PositionCommand::Show => pikachu::checkpoint::show(cfg),
                 PositionCommand::Reset => pikachu::checkpoint::reset(cfg).map(|cleared| {
@@ -201,6 +215,19 @@ fn fail(code: u8, msg: &str) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Takes the state directory's lock for `command`, or says who holds it
+/// (exit 2) or why it cannot be taken (exit 1).
+fn lock(cfg: &config::Config, command: &str) -> Result<StateLock, ExitCode> {
+    StateLock::acquire(&cfg.state_dir, command).map_err(|e| {
+        let msg = e.to_string();
+        if cfg.log.file.is_some() {
+            // stderr gets it below; the log file should have it too.
+            tracing::error!("{msg}");
+        }
+        fail(e.exit_code(), &msg)
+    })
+}
+
 fn load(cli: &Cli) -> Result<Loaded, ExitCode> {
     config::load(&cli.config, cli.tasks.as_deref()).map_err(|e| fail(EXIT_CONFIG, &e.to_string()))
 }
@@ -237,6 +264,11 @@ async fn dlq(cfg: &config::Config, command: &DlqCommand) -> ExitCode {
 }
 
 async fn run(config: config::Config, reset_position: bool) -> ExitCode {
+    // Held until the process ends: one process per state directory.
+    let _lock = match lock(&config, "pikachu run") {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     let logs_to_file = config.log.file.is_some();
     let cancel = CancellationToken::new();
     let health = Arc::new(Health::for_config(&config));

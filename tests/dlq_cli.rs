@@ -203,3 +203,101 @@ fn dead_letters_are_listed_shown_replayed_and_purged() {
     );
     assert_eq!(count_rows(&state), 0);
 }
+
+/// A config with two tasks, `orders` and `users`, each to its own URL.
+fn write_two_task_config(dir: &Path, orders_url: &str, users_url: &str) -> PathBuf {
+    let yaml = format!(
+        "database:\n  host: \"127.0.0.1\"\n  port: 1\n  user: \"u\"\n  password: \"\"\n  database: \"shop\"\n  server_id: 5\n\
+         state_dir: \"{}\"\n\
+         dispatcher:\n  max_retries: 1\n  retry_base_delay: \"10ms\"\n  retry_max_delay: \"20ms\"\n  timeout: \"5s\"\n\
+         tasks:\n\
+         - task_id: \"orders\"\n  name: \"orders\"\n  table_name: \"orders\"\n  events: [\"insert\"]\n  callback_url: \"{orders_url}\"\n\
+         - task_id: \"users\"\n  name: \"users\"\n  table_name: \"users\"\n  events: [\"insert\"]\n  callback_url: \"{users_url}\"\n",
+        dir.join("state").display()
+    );
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    path
+}
+
+/// Dead letters recorded straight into the store: `per_task` of each task, oldest first.
+fn record_dead_letters(state: &Path, tasks: &[&str], per_task: u64) {
+    let mut store = Store::open(state).expect("store");
+    for seq in 0..per_task {
+        for task in tasks {
+            store
+                .insert_dead_letter(&pikachu::store::DeadLetter {
+                    id: 0,
+                    task_id: task.to_string(),
+                    change_id: format!("0-1-{seq}#0@{task}"),
+                    url: "http://127.0.0.1:9/old".into(),
+                    body: format!(r#"{{"task":"{task}","v":{seq}}}"#).into_bytes(),
+                    events: 1,
+                    last_status: Some(500),
+                    last_error: "HTTP 500".into(),
+                    attempts: 2,
+                    first_attempt_at: 1,
+                    last_attempt_at: 2,
+                    seq,
+                    created_at: 3,
+                })
+                .expect("insert");
+        }
+    }
+}
+
+#[test]
+fn replay_goes_on_with_the_other_tasks_when_one_still_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let failing = Receiver::start();
+    failing.set_status(Some(503));
+    let ok = Receiver::start();
+    let config = write_two_task_config(dir.path(), &failing.url("/orders"), &ok.url("/users"));
+    let state = dir.path().join("state");
+    record_dead_letters(&state, &["orders", "users"], 3);
+
+    let o = dlq(&config, &["replay"]);
+    assert_eq!(o.status.code(), Some(1), "a failure exits 1: {}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    // `users` went on although `orders` (recorded first) still fails.
+    let vs: Vec<i64> = ok
+        .json_bodies()
+        .iter()
+        .map(|b| b["v"].as_i64().expect("v"))
+        .collect();
+    assert_eq!(vs, vec![0, 1, 2], "{out}");
+    // `orders` stopped at its first (its later ones may be newer changes of that row).
+    let tried: Vec<String> = failing
+        .all_requests()
+        .iter()
+        .map(|q| q.header("webhook-id").unwrap_or_default().to_string())
+        .collect();
+    assert!(tried.iter().all(|i| i == "0-1-0#0@orders"), "{tried:?}");
+    assert_eq!(tried.len(), 2, "the first attempt and 1 retry: {tried:?}");
+    assert!(
+        out.contains("task orders: 0 delivered, 1 failed, 2 left"),
+        "{out}"
+    );
+    assert!(
+        out.contains("task users: 3 delivered, 0 failed, 0 left"),
+        "{out}"
+    );
+    assert!(
+        out.contains("replayed: 3 delivered, 1 failed, 2 left"),
+        "{out}"
+    );
+    assert_eq!(count_rows(&state), 3, "orders' three are kept");
+
+    // Once the endpoint is back, the rest goes out, in order.
+    failing.set_status(None);
+    failing.reset();
+    let o = dlq(&config, &["replay"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let vs: Vec<i64> = failing
+        .json_bodies()
+        .iter()
+        .map(|b| b["v"].as_i64().expect("v"))
+        .collect();
+    assert_eq!(vs, vec![0, 1, 2]);
+    assert_eq!(count_rows(&state), 0);
+}

@@ -5,9 +5,14 @@
 //! recorded, which is binlog order for each row) through the normal delivery
 //! path: the task's current URL, headers and secret from the config, a fresh
 //! `webhook-timestamp` and signature, the same `webhook-id` and body, retried
-//! as configured. A dead letter that got a 2xx is deleted. The first one that
-//! still fails stops the replay (later ones may be newer changes of the same
-//! row, which must not overtake it).
+//! as configured. A dead letter that got a 2xx is deleted. The first one of a
+//! task that still fails stops that task's replay (its later ones may be
+//! newer changes of the same row, which must not overtake it); the other
+//! tasks' dead letters go on. The report is per task.
+//!
+//! `list` and `show` only read the store (they never create or migrate it);
+//! `replay` and `purge` write only dead letters, and may run next to
+//! `pikachu run` (see `store::lock`).
 
 use std::io::Write;
 use std::time::Duration;
@@ -28,6 +33,12 @@ pub enum DlqError {
     Runtime(String),
 }
 
+/// The store for reading, if there is one.
+fn open_to_read(config: &Config) -> Result<Option<Store>, DlqError> {
+    Store::open_read_only(&config.state_dir).map_err(|e| DlqError::Runtime(e.to_string()))
+}
+
+/// The store for writing, if there is one.
 fn open(config: &Config) -> Result<Option<Store>, DlqError> {
     Store::open_existing(&config.state_dir).map_err(|e| DlqError::Runtime(e.to_string()))
 }
@@ -42,7 +53,7 @@ fn when(millis: i64) -> String {
 
 /// One line per dead letter: id, task, change id, attempts, last attempt, last error.
 pub fn list(config: &Config, filter: &Filter, out: &mut dyn Write) -> Result<usize, DlqError> {
-    let Some(store) = open(config)? else {
+    let Some(store) = open_to_read(config)? else {
         return Ok(0);
     };
     let letters = store.dead_letters(filter).map_err(rt)?;
@@ -71,7 +82,7 @@ pub fn list(config: &Config, filter: &Filter, out: &mut dyn Write) -> Result<usi
 
 /// The full record of dead letter `id`, then its body.
 pub fn show(config: &Config, id: i64, out: &mut dyn Write) -> Result<(), DlqError> {
-    let letter = match open(config)? {
+    let letter = match open_to_read(config)? {
         Some(store) => store.dead_letter(id).map_err(rt)?,
         None => None,
     };
@@ -128,14 +139,69 @@ pub fn purge(
     Ok(n)
 }
 
-/// What a replay did.
+/// What a replay did (in all, or for one task).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayCounts {
+    /// Delivered with a 2xx, and removed.
+    pub delivered: usize,
+    /// Still failing after the retries (at most 1 per task: that task's
+    /// replay stops there).
+    pub failed: usize,
+    /// Not tried: after their task's failure, or of a task no longer in the config.
+    pub left: usize,
+}
+
+/// What a replay did: in all, and per task (in the order first met).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplayReport {
+    /// Delivered with a 2xx, and removed.
     pub delivered: usize,
-    /// Dead letters still failing (at most 1: the replay stops there).
+    /// Still failing after the retries (at most 1 per task).
     pub failed: usize,
-    /// Not tried: after a failure, or of a task no longer in the config.
+    /// Not tried: after their task's failure, or of a task no longer in the config.
     pub left: usize,
+    /// The same counts per task id.
+    pub tasks: Vec<(String, ReplayCounts)>,
+}
+
+impl ReplayReport {
+    fn task(&mut self, task_id: &str) -> &mut ReplayCounts {
+        let i = match self.tasks.iter().position(|(t, _)| t == task_id) {
+            Some(i) => i,
+            None => {
+                self.tasks
+                    .push((task_id.to_string(), ReplayCounts::default()));
+                self.tasks.len() - 1
+            }
+        };
+        &mut self.tasks[i].1
+    }
+
+    fn count(&mut self, task_id: &str, outcome: Outcome) {
+        let t = self.task(task_id);
+        match outcome {
+            Outcome::Delivered => t.delivered += 1,
+            Outcome::Failed => t.failed += 1,
+            Outcome::Left => t.left += 1,
+        }
+        match outcome {
+            Outcome::Delivered => self.delivered += 1,
+            Outcome::Failed => self.failed += 1,
+            Outcome::Left => self.left += 1,
+        }
+    }
+
+    /// True if its task's replay has stopped on a failure.
+    fn stopped(&self, task_id: &str) -> bool {
+        self.tasks.iter().any(|(t, c)| t == task_id && c.failed > 0)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Delivered,
+    Failed,
+    Left,
 }
 
 /// Re-sends the matching dead letters; see the module docs.
@@ -152,10 +218,9 @@ pub async fn replay(
     let client = http::http_client(&config.dispatcher).map_err(DlqError::Runtime)?;
     let store = std::sync::Arc::new(std::sync::Mutex::new(store));
     let mut report = ReplayReport::default();
-    let mut stopped = false;
     for d in letters {
-        if stopped {
-            report.left += 1;
+        if report.stopped(&d.task_id) {
+            report.count(&d.task_id, Outcome::Left);
             continue;
         }
         let Some(task) = config.tasks.iter().find(|t| t.task_id == d.task_id) else {
@@ -165,24 +230,14 @@ pub async fn replay(
                 d.id, d.task_id
             )
             .map_err(rt)?;
-            report.left += 1;
+            report.count(&d.task_id, Outcome::Left);
             continue;
         };
         let target = Target::new(task).map_err(DlqError::Usage)?;
         match send_with_retries(&client, &config.dispatcher, &target, &d).await {
             Ok(attempts) => {
-                let id = d.id;
-                let st = store.clone();
-                tokio::task::spawn_blocking(move || {
-                    st.lock()
-                        .map_err(|_| "store lock poisoned".to_string())?
-                        .delete_dead_letter(id)
-                        .map_err(|e| e.to_string())
-                })
-                .await
-                .map_err(rt)?
-                .map_err(DlqError::Runtime)?;
-                report.delivered += 1;
+                remove(&store, d.id).await?;
+                report.count(&d.task_id, Outcome::Delivered);
                 writeln!(
                     out,
                     "delivered {} (task {}, change {}, {} attempt(s)); removed",
@@ -191,16 +246,23 @@ pub async fn replay(
                 .map_err(rt)?;
             }
             Err(e) => {
-                report.failed += 1;
-                stopped = true;
+                report.count(&d.task_id, Outcome::Failed);
                 writeln!(
                     out,
-                    "failed {} (task {}, change {}): {}; stopping (later dead letters may be newer changes of the same row)",
-                    d.id, d.task_id, d.change_id, e.message
+                    "failed {} (task {}, change {}): {}; skipping task {}'s later dead letters (they may be newer changes of the same row)",
+                    d.id, d.task_id, d.change_id, e.message, d.task_id
                 )
                 .map_err(rt)?;
             }
         }
+    }
+    for (task, c) in &report.tasks {
+        writeln!(
+            out,
+            "task {task}: {} delivered, {} failed, {} left",
+            c.delivered, c.failed, c.left
+        )
+        .map_err(rt)?;
     }
     writeln!(
         out,
@@ -209,6 +271,21 @@ pub async fn replay(
     )
     .map_err(rt)?;
     Ok(report)
+}
+
+/// Deletes dead letter `id` (off the async threads).
+async fn remove(store: &std::sync::Arc<std::sync::Mutex<Store>>, id: i64) -> Result<(), DlqError> {
+    let st = store.clone();
+    tokio::task::spawn_blocking(move || {
+        st.lock()
+            .map_err(|_| "store lock poisoned".to_string())?
+            .delete_dead_letter(id)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(rt)?
+    .map_err(DlqError::Runtime)
 }
 
 async fn send_with_retries(

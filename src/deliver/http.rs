@@ -1,6 +1,11 @@
 //! One HTTP attempt: the shared client, each task's prepared target (URL,
 //! headers, signing key), Standard Webhooks signing, and how an answer is
 //! classified (2xx = delivered; anything else is a failure to retry).
+//!
+//! Redirects are never followed: a 3xx is a failed attempt whose error
+//! names the `Location`. Following one would send the change (with its
+//! signature) to another origin, or, for a 301/302/303, turn the POST into
+//! a GET without a body whose 2xx would count the change as delivered.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,12 +21,15 @@ use crate::config::{DispatcherConfig, TaskConfig};
 /// `pikachu/<version>`.
 pub const USER_AGENT: &str = concat!("pikachu/", env!("CARGO_PKG_VERSION"));
 
-/// Builds the shared HTTP client: rustls on ring, HTTP/1.1 keep-alive and
-/// HTTP/2 (ALPN, for https), `timeout` per attempt, an idle pool big enough
-/// for `worker_count` parallel deliveries.
+/// Builds the shared HTTP client (every webhook request of `run`,
+/// `dlq replay` and `replay` goes through one): rustls on ring, HTTP/1.1
+/// keep-alive and HTTP/2 (ALPN, for https), `timeout` per attempt, an idle
+/// pool big enough for `worker_count` parallel deliveries, and redirects
+/// not followed (see the module docs).
 pub fn http_client(cfg: &DispatcherConfig) -> Result<reqwest::Client, String> {
     crate::install_crypto_provider();
     reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(cfg.timeout)
         .user_agent(USER_AGENT)
         .pool_idle_timeout(Duration::from_secs(90))
@@ -180,6 +188,14 @@ pub async fn attempt(
         Err(e) => return Err(request_error(&e, timeout)),
     };
     let status = resp.status().as_u16();
+    let redirect = resp.status().is_redirection().then(|| {
+        redirect_message(
+            status,
+            resp.headers()
+                .get(reqwest::header::LOCATION)
+                .map(HeaderValue::as_bytes),
+        )
+    });
     let retry_after = if status == 429 || status == 503 {
         resp.headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -218,15 +234,43 @@ pub async fn attempt(
     } else {
         Err(AttemptError {
             status: Some(status),
-            message: format!("HTTP {status}"),
+            message: redirect.unwrap_or_else(|| format!("HTTP {status}")),
             retry_after,
         })
     }
 }
 
+/// The most of a `Location` shown in an error.
+const LOCATION_SHOWN: usize = 300;
+
+/// `HTTP 302 redirect to <Location> (not followed: …)`.
+fn redirect_message(status: u16, location: Option<&[u8]>) -> String {
+    let to = match location {
+        None => "without a Location".to_string(),
+        Some(raw) => {
+            let text = String::from_utf8_lossy(raw);
+            let mut shown: String = text
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .take(LOCATION_SHOWN)
+                .collect();
+            if text.chars().count() > LOCATION_SHOWN {
+                shown.push('…');
+            }
+            format!("to {shown}")
+        }
+    };
+    format!(
+        "HTTP {status} redirect {to} (not followed: pikachu never follows redirects; set the task's callback_url to the URL that answers 2xx)"
+    )
+}
+
 fn request_error(e: &reqwest::Error, timeout: Duration) -> AttemptError {
     let message = if e.is_timeout() {
         format!("timed out after {timeout:?}")
+    } else if let Some(tls) = find_rustls_error(e) {
+        let url = e.url().map(|u| u.as_str()).unwrap_or("the callback URL");
+        format!("TLS handshake with {url} failed: {}", tls_explanation(tls))
     } else if e.is_connect() {
         format!("connection failed: {}", error_chain(e))
     } else {
@@ -236,6 +280,58 @@ fn request_error(e: &reqwest::Error, timeout: Duration) -> AttemptError {
         status: None,
         message,
         retry_after: None,
+    }
+}
+
+/// The TLS error behind `e`, if any. An `io::Error` does not list the
+/// error it wraps among its sources, so each one is unwrapped too.
+fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            let inner: &(dyn std::error::Error + 'static) = inner;
+            if let Some(tls) = find_rustls_error(inner) {
+                return Some(tls);
+            }
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// What a TLS failure means and how to fix it.
+fn tls_explanation(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    let trust = "add the CA that signed it (for a self-signed certificate, the certificate itself) \
+                 to this machine's trust store (e.g. a .crt file in /usr/local/share/ca-certificates/, \
+                 then update-ca-certificates), or set SSL_CERT_FILE to a PEM file holding it and the \
+                 other CAs pikachu needs (it replaces the system's)";
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer => format!(
+                "the server's certificate is not trusted here: a self-signed certificate, or one signed \
+                 by a CA this machine does not trust ({e}); {trust}"
+            ),
+            C::NotValidForName | C::NotValidForNameContext { .. } => format!(
+                "the server's certificate is not valid for this host name ({e}); use a host name \
+                 the certificate names in the task's callback_url"
+            ),
+            C::Expired | C::ExpiredContext { .. } => format!(
+                "the server's certificate has expired ({e}); the receiver must renew it"
+            ),
+            C::NotValidYet | C::NotValidYetContext { .. } => format!(
+                "the server's certificate is not valid yet ({e}); check this machine's clock"
+            ),
+            C::Revoked => format!("the server's certificate is revoked ({e})"),
+            _ => format!("the server's certificate was rejected ({e})"),
+        },
+        other => format!("{other}"),
     }
 }
 
@@ -268,6 +364,21 @@ mod tests {
             br#"{"test": 2432232314}"#,
         );
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn redirect_messages_name_the_location() {
+        let m = redirect_message(307, Some(b"https://other.example/hook"));
+        assert!(
+            m.starts_with("HTTP 307 redirect to https://other.example/hook (not followed"),
+            "{m}"
+        );
+        assert!(m.contains("callback_url"), "{m}");
+        assert!(redirect_message(302, None).contains("without a Location"));
+        let long = format!("http://x/{}\n", "a".repeat(400));
+        let m = redirect_message(301, Some(long.as_bytes()));
+        assert!(m.contains("aaa…"), "{m}");
+        assert!(!m.contains('\n'), "{m}");
     }
 
     #[test]

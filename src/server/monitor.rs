@@ -89,7 +89,7 @@ impl Monitor {
     async fn count_dead_letters(&self) {
         let dir = self.state_dir.clone();
         let n =
-            tokio::task::spawn_blocking(move || match crate::store::Store::open_existing(&dir) {
+            tokio::task::spawn_blocking(move || match crate::store::Store::open_read_only(&dir) {
                 Ok(Some(s)) => s.count_dead_letters().ok(),
                 Ok(None) => Some(0),
                 Err(_) => None,

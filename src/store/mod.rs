@@ -12,8 +12,19 @@
 //! - `xa_prepared`, `xa_rows`: the rows of prepared XA transactions until
 //!   their outcome (see [`xa`]).
 //!
+//! Writers ([`Store::open`]: `pikachu run`, `position set|reset`,
+//! `dlq replay|purge`, `replay`) create and migrate the database; readers
+//! ([`Store::open_read_only`]: `dlq list|show`, `position show`, the
+//! monitor's count) never write, so they work next to a running process
+//! and on a read-only filesystem. The [`lock`] on the state directory keeps
+//! a second `pikachu run` out. Errors name the file, what is wrong with it
+//! (read-only, not a database or corrupt, disk full) and what to do.
+//!
 //! The schema is versioned with SQLite's `PRAGMA user_version`: each entry
-//! of [`MIGRATIONS`] is applied once, in order, in its own transaction. To
+//! of [`MIGRATIONS`] is applied once, in order; the missing ones together
+//! in one `BEGIN IMMEDIATE` transaction (see `Store::migrate`), so that
+//! processes opening a new database at once never apply one twice, and
+//! readers see the schema before or after an upgrade, never half of it. To
 //! add a table (e.g. a `checkpoint` next to `dead_letters`), append a
 //! migration; never edit one that has shipped.
 //!
@@ -23,11 +34,14 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior, MAIN_DB};
 
 mod checkpoint;
+mod diagnose;
+pub mod lock;
 pub mod xa;
 pub use checkpoint::Checkpoint;
+pub use lock::{LockError, StateLock};
 
 /// File name of the database inside `state_dir`.
 pub const DB_FILE: &str = "pikachu.db";
@@ -91,10 +105,14 @@ pub const MIGRATIONS: &[&str] = &[
 
 /// A store error, with what was being done.
 #[derive(Debug, thiserror::Error)]
-#[error("{what} ({path}): {source}")]
+#[error("{what} ({path}): {source}{}", diagnose::hint(.source.as_ref(), .path))]
 pub struct StoreError {
+    /// What was being done (`cannot record a dead letter`).
     pub what: String,
+    /// The database file.
     pub path: String,
+    /// The SQLite or I/O error; what it means for the operator is appended
+    /// to the message (`diagnose::hint`).
     #[source]
     pub source: Box<dyn std::error::Error + Send + Sync>,
 }
@@ -156,7 +174,10 @@ impl Store {
         state_dir.join(DB_FILE)
     }
 
-    /// Opens (creating `state_dir` and the database if needed) and migrates.
+    /// Opens for writing (creating `state_dir` and the database if needed)
+    /// and migrates. Fails, saying why and how to fix it, when the database
+    /// cannot be written (read-only file or filesystem, permissions), is not
+    /// a SQLite database, or is corrupt.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
         let path = Self::path_in(state_dir);
         std::fs::create_dir_all(state_dir).map_err(|e| StoreError {
@@ -164,43 +185,119 @@ impl Store {
             path: path.display().to_string(),
             source: Box::new(e),
         })?;
-        Self::open_file(&path)
+        Self::open_file(&path).map_err(|e| diagnose::refine(e, state_dir))
     }
 
-    /// Opens the database of `state_dir` only if it exists.
+    /// Opens for writing, and migrates, only if the database exists.
     pub fn open_existing(state_dir: &Path) -> Result<Option<Store>, StoreError> {
         let path = Self::path_in(state_dir);
         if !path.exists() {
             return Ok(None);
         }
-        Self::open_file(&path).map(Some)
+        Self::open_file(&path)
+            .map(Some)
+            .map_err(|e| diagnose::refine(e, state_dir))
     }
 
-    /// Opens (creating if needed) the database file at `path` and migrates.
+    /// Opens for reading only (`dlq list`, `position show`, the monitor's
+    /// count): never creates, migrates or writes anything, so it is safe
+    /// next to a running `pikachu run` and on a read-only filesystem.
+    /// `None` when there is no database yet, or one whose first migration
+    /// has not been applied (a first start in progress). A schema older
+    /// than this pikachu's is refused (the next writer upgrades it), as is
+    /// a newer one.
+    pub fn open_read_only(state_dir: &Path) -> Result<Option<Store>, StoreError> {
+        let path = Self::path_in(state_dir);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = match Self::connect_read_only(&path, false) {
+            // A WAL database needs its `-shm` file: on a read-only
+            // filesystem nobody can have it open for writing, so reading it
+            // as immutable is safe.
+            Err(e) if diagnose::is_cannot_open(&e) && diagnose::read_only_fs(state_dir) => {
+                Self::connect_read_only(&path, true)?
+            }
+            other => other.map_err(|e| diagnose::refine(e, state_dir))?,
+        };
+        let store = Store {
+            conn,
+            path: path.clone(),
+        };
+        let version = store.schema_version()? as usize;
+        if version == 0 {
+            return Ok(None);
+        }
+        store.check_not_newer(version)?;
+        if version < MIGRATIONS.len() {
+            return Err(StoreError {
+                what: format!(
+                    "the state database has schema version {version}, older than this pikachu's {}: \
+                     it is upgraded by the next `pikachu run` (this command only reads, and does not upgrade it)",
+                    MIGRATIONS.len()
+                ),
+                path: path.display().to_string(),
+                source: "schema too old to read".into(),
+            });
+        }
+        Ok(Some(store))
+    }
+
+    fn connect_read_only(path: &Path, immutable: bool) -> Result<Connection, StoreError> {
+        let shown = path.display().to_string();
+        let err = |source: rusqlite::Error| StoreError {
+            what: "cannot open the state database".into(),
+            path: shown.clone(),
+            source: Box::new(source),
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = if immutable {
+            Connection::open_with_flags(diagnose::immutable_uri(path), flags)
+        } else {
+            Connection::open_with_flags(path, flags)
+        }
+        .map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        // The first read opens the WAL index: fail here, not in a query.
+        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, u32>(0))
+            .map_err(err)?;
+        Ok(conn)
+    }
+
+    /// Opens for writing (creating if needed) the database file at `path`
+    /// and migrates.
     pub fn open_file(path: &Path) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
-        let err = |what: &str| {
-            let shown = shown.clone();
-            let what = what.to_string();
-            move |source: rusqlite::Error| StoreError {
-                what,
-                path: shown,
-                source: Box::new(source),
-            }
+        let err = |source: rusqlite::Error| StoreError {
+            what: "cannot open the state database".into(),
+            path: shown.clone(),
+            source: Box::new(source),
         };
-        let conn = Connection::open(path).map_err(err("cannot open the state database"))?;
-        // Another process (`pikachu dlq` next to `pikachu run`) may hold the
-        // write lock for a moment.
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(err("cannot set busy_timeout"))?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(err("cannot switch the state database to WAL"))?;
+        let conn = Connection::open(path).map_err(err)?;
+        // Another process (`pikachu dlq` next to `pikachu run`, or a first
+        // start racing the monitor) may hold the write lock for a moment.
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        // SQLite falls back to read-only when the file is not writable:
+        // refuse now, before anything is delivered whose settlement could
+        // not be recorded.
+        if conn.is_readonly(MAIN_DB).map_err(err)? {
+            return Err(StoreError {
+                what: "cannot open the state database for writing".into(),
+                path: shown,
+                source: Box::new(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+                    Some("SQLite could open it only for reading".into()),
+                )),
+            });
+        }
+        let mode = switch_to_wal(&conn).map_err(err)?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(path = %shown, mode, "state database is not in WAL mode");
         }
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
-            .map_err(err("cannot set synchronous=FULL"))?;
+            .map_err(err)?;
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
@@ -230,36 +327,56 @@ impl Store {
             .map_err(self.err("cannot read the schema version"))
     }
 
+    fn check_not_newer(&self, version: usize) -> Result<(), StoreError> {
+        if version <= MIGRATIONS.len() {
+            return Ok(());
+        }
+        Err(StoreError {
+            what: format!(
+                "the state database has schema version {version}, newer than this pikachu knows ({}); use a newer pikachu",
+                MIGRATIONS.len()
+            ),
+            path: self.path.display().to_string(),
+            source: "schema too new".into(),
+        })
+    }
+
+    /// Applies the missing migrations in one `BEGIN IMMEDIATE` transaction,
+    /// with the version read inside it: of several processes opening a
+    /// fresh database at once, one migrates and the others then find it
+    /// done; a reader sees the schema before or after, never half of it.
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let current = self.schema_version()? as usize;
-        if current > MIGRATIONS.len() {
-            return Err(StoreError {
-                what: format!(
-                    "the state database has schema version {current}, newer than this pikachu knows ({}); use a newer pikachu",
-                    MIGRATIONS.len()
-                ),
-                path: self.path.display().to_string(),
-                source: "schema too new".into(),
-            });
+        let path = self.path.display().to_string();
+        let failed = |what: String| {
+            let path = path.clone();
+            move |source: rusqlite::Error| StoreError {
+                what,
+                path,
+                source: Box::new(source),
+            }
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed("cannot start a migration".into()))?;
+        let current =
+            tx.query_row("PRAGMA user_version", [], |r| r.get::<_, u32>(0))
+                .map_err(failed("cannot read the schema version".into()))? as usize;
+        if current >= MIGRATIONS.len() {
+            drop(tx);
+            return self.check_not_newer(current);
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
             let version = i + 1;
-            let path = self.path.display().to_string();
-            let tx = self.conn.transaction().map_err(|source| StoreError {
-                what: "cannot start a migration".into(),
-                path: path.clone(),
-                source: Box::new(source),
-            })?;
             tx.execute_batch(sql)
                 .and_then(|()| tx.execute_batch(&format!("PRAGMA user_version = {version}")))
-                .and_then(|()| tx.commit())
-                .map_err(|source| StoreError {
-                    what: format!("cannot apply schema migration {version}"),
-                    path,
-                    source: Box::new(source),
-                })?;
+                .map_err(failed(format!("cannot apply schema migration {version}")))?;
         }
-        Ok(())
+        tx.commit().map_err(failed(format!(
+            "cannot apply schema migrations {}..{}",
+            current + 1,
+            MIGRATIONS.len()
+        )))
     }
 
     /// Records a dead letter; returns its id. The same (task, change id)
@@ -366,6 +483,27 @@ impl Store {
             })
             .map(|n| n as u64)
             .map_err(self.err("cannot count dead letters"))
+    }
+}
+
+/// `PRAGMA journal_mode=WAL`; returns the mode now in effect. Switching a
+/// new database needs an exclusive lock, and SQLite answers "database is
+/// locked" at once, without waiting, when two connections want it at the
+/// same moment: try again for up to the busy timeout.
+fn switch_to_wal(conn: &Connection) -> rusqlite::Result<String> {
+    const BUSY_FOR: Duration = Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + BUSY_FOR;
+    loop {
+        match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)) {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5 + fastrand::u64(0..20)));
+                // back off
+            }
+            other => return other,
+        }
     }
 }
 
@@ -498,5 +636,100 @@ mod tests {
         let state = dir.path().join("nope");
         assert!(Store::open_existing(&state).expect("ok").is_none());
         assert!(!state.exists());
+    }
+}
+
+#[cfg(test)]
+mod race_tests {
+    use super::*;
+
+    /// Many first starts at once (`pikachu run`, its monitor's dead-letter
+    /// count, `dlq`/`position` commands): every writer open migrates or
+    /// finds it done, every reader open sees no state yet or the migrated
+    /// one; none fails.
+    #[test]
+    fn concurrent_first_opens_never_fail() {
+        const WRITERS: usize = 6;
+        const READERS: usize = 2;
+        for round in 0..30 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let state = dir.path().join("state");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(WRITERS + READERS));
+            let writers: Vec<_> = (0..WRITERS)
+                .map(|_| {
+                    let (state, barrier) = (state.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Store::open(&state).and_then(|s| s.schema_version())
+                    })
+                })
+                .collect();
+            let readers: Vec<_> = (0..READERS)
+                .map(|_| {
+                    let (state, barrier) = (state.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        // Until the writers are done: none yet, or all of it.
+                        for _ in 0..50 {
+                            if let Some(s) = Store::open_read_only(&state)? {
+                                s.count_dead_letters()?;
+                            }
+                        }
+                        Ok::<(), StoreError>(())
+                    })
+                })
+                .collect();
+            for h in writers {
+                let v = h
+                    .join()
+                    .expect("thread")
+                    .unwrap_or_else(|e| panic!("round {round}: writer: {e}"));
+                assert_eq!(v as usize, MIGRATIONS.len());
+            }
+            for h in readers {
+                h.join()
+                    .expect("thread")
+                    .unwrap_or_else(|e| panic!("round {round}: reader: {e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_reader_never_creates_migrates_or_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = Store::path_in(dir.path());
+        // Nothing there: nothing created.
+        assert!(Store::open_read_only(dir.path()).expect("none").is_none());
+        assert!(!path.exists());
+        // An empty (unmigrated) database: no state yet, left unmigrated.
+        Connection::open(&path)
+            .expect("create")
+            .execute_batch("PRAGMA journal_mode=WAL")
+            .expect("wal");
+        assert!(Store::open_read_only(dir.path()).expect("none").is_none());
+        let version = |p: &Path| -> u32 {
+            Connection::open(p)
+                .expect("open")
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .expect("version")
+        };
+        assert_eq!(version(&path), 0);
+        // An older schema: refused with what to do, not upgraded.
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(MIGRATIONS[0]).expect("migration 1");
+            conn.execute_batch("PRAGMA user_version = 1").expect("v1");
+        }
+        let e = Store::open_read_only(dir.path()).expect_err("older");
+        assert!(e.to_string().contains("older than this pikachu"), "{e}");
+        assert!(e.to_string().contains("pikachu run"), "{e}");
+        assert_eq!(version(&path), 1);
+        // Migrated: readable, and writing through it is refused.
+        drop(Store::open(dir.path()).expect("writer migrates"));
+        let mut r = Store::open_read_only(dir.path())
+            .expect("ok")
+            .expect("some");
+        assert_eq!(r.count_dead_letters().expect("count"), 0);
+        assert!(r.clear_checkpoint().is_err(), "a reader cannot write");
     }
 }

@@ -4,6 +4,7 @@
 //!   the test process itself ([`MariaDb::shared`], [`MariaDb::start`]).
 //! - [`receiver`]: a real HTTP webhook receiver whose answers tests can
 //!   script ([`Receiver`]).
+//! - [`tmpfs`]: a small filesystem to make read-only or fill up ([`TmpFs`]).
 //!
 //! Each test binary compiles this module on its own and may use only part
 //! of it, hence the allows.
@@ -12,9 +13,11 @@
 pub mod mariadb;
 pub mod pikachu;
 pub mod receiver;
+pub mod tmpfs;
 
 pub use mariadb::{MariaDb, ServerOptions};
 pub use receiver::{Received, Receiver};
+pub use tmpfs::TmpFs;
 
 /// Installs rustls' ring provider as the process default (idempotent).
 ///

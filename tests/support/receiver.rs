@@ -5,7 +5,12 @@
 //! otherwise; the order of precedence for the next request is: a queued
 //! [`Receiver::fail_next`] / [`Receiver::hang_next`] plan, then
 //! [`Receiver::set_status`], then 200. [`Receiver::set_delay`] delays the
-//! answer (not the recording of the arrival).
+//! answer (not the recording of the arrival). [`Receiver::set_redirect`]
+//! answers every request with a 3xx and a `Location`.
+//!
+//! [`Receiver::start_tls`] serves https with a self-signed certificate for
+//! `127.0.0.1` ([`Receiver::cert_pem`]); TLS handshakes the client gave up
+//! on are counted ([`Receiver::failed_handshakes`]).
 
 use std::collections::VecDeque;
 use std::net::TcpListener as StdTcpListener;
@@ -86,12 +91,16 @@ struct State_ {
     queue: VecDeque<Plan>,
     status: Option<u16>,
     delay: Option<DelayFn>,
+    /// `Location` of every answer while set (with [`Receiver::set_redirect`]).
+    location: Option<String>,
 }
 
 #[derive(Default)]
 struct Shared {
     state: Mutex<State_>,
     changed: Condvar,
+    /// TLS handshakes that failed (the client rejected the certificate).
+    failed_handshakes: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -105,6 +114,8 @@ pub struct Receiver {
     port: u16,
     shared: Arc<Shared>,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    /// The certificate (PEM) and TLS config when serving https.
+    tls: Option<(String, Arc<rustls::ServerConfig>)>,
 }
 
 impl Receiver {
@@ -113,21 +124,64 @@ impl Receiver {
         let listener = StdTcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
         let port = listener.local_addr().expect("local_addr").port();
         let shared = Arc::new(Shared::default());
-        let runtime = serve(listener, shared.clone());
+        let runtime = serve(listener, shared.clone(), None);
         Receiver {
             port,
             shared,
             runtime: Mutex::new(Some(runtime)),
+            tls: None,
         }
+    }
+
+    /// Starts an https receiver on a free port of 127.0.0.1, with a new
+    /// self-signed certificate for `127.0.0.1` and `localhost`.
+    pub fn start_tls() -> Receiver {
+        super::install_crypto_provider();
+        let cert = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_string(),
+            "localhost".to_string(),
+        ])
+        .expect("self-signed certificate");
+        let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())
+            .expect("private key");
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .expect("TLS server config");
+        let tls = Arc::new(config);
+        let listener = StdTcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+        let port = listener.local_addr().expect("local_addr").port();
+        let shared = Arc::new(Shared::default());
+        let runtime = serve(listener, shared.clone(), Some(tls.clone()));
+        Receiver {
+            port,
+            shared,
+            runtime: Mutex::new(Some(runtime)),
+            tls: Some((cert.cert.pem(), tls)),
+        }
+    }
+
+    /// The self-signed certificate (PEM) of a [`Receiver::start_tls`] receiver.
+    pub fn cert_pem(&self) -> &str {
+        &self.tls.as_ref().expect("not a TLS receiver").0
+    }
+
+    /// TLS handshakes that failed so far (the client refused the certificate).
+    pub fn failed_handshakes(&self) -> u64 {
+        self.shared
+            .failed_handshakes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// `http://127.0.0.1:PORT{path}` (`path` starts with `/`).
+    /// `http://127.0.0.1:PORT{path}` (`https://` for a TLS receiver;
+    /// `path` starts with `/`).
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}{path}", self.port)
     }
 
     /// The requests answered with a 2xx status, in arrival order.
@@ -228,6 +282,14 @@ impl Receiver {
         self.shared.lock().delay = Some(Arc::new(f));
     }
 
+    /// Answers every request with `status` (a 3xx) and `Location: location`
+    /// until [`Receiver::reset`] (queued plans still come first).
+    pub fn set_redirect(&self, status: u16, location: &str) {
+        let mut state = self.shared.lock();
+        state.status = Some(status);
+        state.location = Some(location.to_string());
+    }
+
     pub fn clear_delay(&self) {
         self.shared.lock().delay = None;
     }
@@ -271,7 +333,8 @@ impl Receiver {
                 Err(e) => panic!("receiver: binding port {} again: {e}", self.port),
             }
         };
-        *runtime = Some(serve(listener, self.shared.clone()));
+        let tls = self.tls.as_ref().map(|(_, c)| c.clone());
+        *runtime = Some(serve(listener, self.shared.clone(), tls));
     }
 
     fn plan(&self, n: usize, plan: Plan) {
@@ -331,7 +394,11 @@ fn describe(requests: &[Received]) -> String {
         .join("\n")
 }
 
-fn serve(listener: StdTcpListener, shared: Arc<Shared>) -> tokio::runtime::Runtime {
+fn serve(
+    listener: StdTcpListener,
+    shared: Arc<Shared>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> tokio::runtime::Runtime {
     listener
         .set_nonblocking(true)
         .expect("set_nonblocking on the receiver's listener");
@@ -345,11 +412,59 @@ fn serve(listener: StdTcpListener, shared: Arc<Shared>) -> tokio::runtime::Runti
         let _guard = runtime.enter();
         tokio::net::TcpListener::from_std(listener).expect("receiver listener")
     };
-    let app = Router::new().fallback(handle).with_state(shared);
-    runtime.spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let app = Router::new().fallback(handle).with_state(shared.clone());
+    match tls {
+        None => {
+            runtime.spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+        }
+        Some(config) => {
+            let listener = TlsListener {
+                tcp: listener,
+                acceptor: tokio_rustls::TlsAcceptor::from(config),
+                shared,
+            };
+            runtime.spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+        }
+    }
     runtime
+}
+
+/// Accepts TCP connections and completes their TLS handshake; a failed
+/// handshake is counted and the next connection accepted.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            match self.acceptor.accept(tcp).await {
+                Ok(tls) => return (tls, addr),
+                Err(_) => {
+                    self.shared
+                        .failed_handshakes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.shared.changed.notify_all();
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
@@ -383,7 +498,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         seq: 0,
     };
 
-    let (seq, plan, delay) = {
+    let (seq, plan, delay, location) = {
         let mut state = shared.lock();
         let mut received = received;
         received.seq = state.next_seq;
@@ -395,7 +510,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         let delay = state.delay.clone().map(|f| f(&received));
         let seq = received.seq;
         state.requests.push(received);
-        (seq, plan, delay)
+        (seq, plan, delay, state.location.clone())
     };
     shared.changed.notify_all();
 
@@ -424,6 +539,12 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         .header("content-type", "text/plain")
         .body(Body::from(if code.is_success() { "ok" } else { "error" }))
         .expect("response");
+    if let Some(location) = location.filter(|_| code.is_redirection()) {
+        response.headers_mut().insert(
+            "location",
+            HeaderValue::from_str(&location).expect("location"),
+        );
+    }
     if let Some(secs) = retry_after {
         response.headers_mut().insert(
             "retry-after",
