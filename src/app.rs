@@ -17,9 +17,10 @@ use crate::route::Router;
 use crate::server::Health;
 use crate::source::connect::{self, ServerInfo};
 use crate::source::reader::{self, Commit, ReaderOptions, SourceEvent};
+use crate::source::schema_sync::{HistoryStore, StoredVersion};
 use crate::source::value::DecodeOptions;
 use crate::source::SourceError;
-use crate::store::Store;
+use crate::store::{SchemaVersionRow, Store};
 
 /// Errors that stop `pikachu run`.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +83,43 @@ impl CommitTracker {
     }
 }
 
+/// The schema history kept in the state store, for the reader.
+struct StoreHistory(Arc<Mutex<Store>>);
+
+impl HistoryStore for StoreHistory {
+    fn load(&self) -> Result<Vec<StoredVersion>, String> {
+        let store = self.0.lock().map_err(|_| "the state store lock is poisoned")?;
+        let rows = store.schema_versions().map_err(|e| e.to_string())?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredVersion {
+                db: r.db,
+                table: r.table,
+                file: r.file,
+                pos: r.pos,
+                definition: r.definition,
+                server: r.server,
+            })
+            .collect())
+    }
+
+    fn save(&self, versions: &[StoredVersion]) -> Result<(), String> {
+        let rows: Vec<SchemaVersionRow> = versions
+            .iter()
+            .map(|v| SchemaVersionRow {
+                db: v.db.clone(),
+                table: v.table.clone(),
+                file: v.file.clone(),
+                pos: v.pos,
+                definition: v.definition.clone(),
+                server: v.server.clone(),
+            })
+            .collect();
+        let mut store = self.0.lock().map_err(|_| "the state store lock is poisoned")?;
+        store.save_schema_versions(&rows).map_err(|e| e.to_string())
+    }
+}
+
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -108,6 +146,11 @@ pub async fn run(
     {
         tracing::warn!(state = %store.path().display(), "checkpoint forgotten (--reset-position): starting from `start` in the config");
     }
+    if reset_position {
+        store
+            .clear_schema_history()
+            .map_err(|e| AppError::Setup(e.to_string()))?;
+    }
     let saved = store
         .checkpoint()
         .map_err(|e| AppError::Setup(e.to_string()))?;
@@ -126,11 +169,17 @@ pub async fn run(
 
     let router = Arc::new(Router::new(&config.tasks, &config.database.database));
     let filter_router = router.clone();
+    let dead_letters_before = store
+        .count_dead_letters()
+        .map_err(|e| AppError::Setup(e.to_string()))?;
+    let store = Arc::new(Mutex::new(store));
     let opts = ReaderOptions {
         db: config.database.clone(),
         heartbeat: config.database.heartbeat,
         decode: DecodeOptions::default(),
         filter: Arc::new(move |db: &str, table: &str| filter_router.wants_table(db, table)),
+        tables: router.tables(),
+        history_store: Some(Arc::new(StoreHistory(store.clone()))),
     };
     let (tx, mut rx) = reader::channel(config.dispatcher.queue_size.max(1));
     let reader_cancel = cancel.child_token();
@@ -149,16 +198,13 @@ pub async fn run(
     health.connected.store(true, Ordering::Relaxed);
     health.dispatcher_running.store(true, Ordering::Relaxed);
 
-    let dead_letters_before = store
-        .count_dead_letters()
-        .map_err(|e| AppError::Setup(e.to_string()))?;
     if dead_letters_before > 0 {
-        tracing::warn!(count = dead_letters_before, path = %store.path().display(), "there are dead letters from earlier runs (see `pikachu dlq list`)");
+        let path = config.state_dir.join(crate::store::DB_FILE);
+        tracing::warn!(count = dead_letters_before, path = %path.display(), "there are dead letters from earlier runs (see `pikachu dlq list`)");
     }
     health
         .dead_letters
         .store(dead_letters_before, Ordering::Relaxed);
-    let store = Arc::new(Mutex::new(store));
     let mut saver = checkpoint::Saver::new(store.clone(), info_for_checkpoint);
     let dispatcher =
         Dispatcher::start(&config.dispatcher, &config.tasks, store).map_err(AppError::Setup)?;

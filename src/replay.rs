@@ -369,6 +369,9 @@ pub async fn run(
         heartbeat: Duration::from_secs(1),
         decode: DecodeOptions::default(),
         filter: Arc::new(move |d: &str, t: &str| filter_router.wants_table(d, t)),
+        tables: router.tables(),
+        // Read-only: a replay never changes what the live run keeps.
+        history_store: None,
     };
     let (tx, mut rx) = reader::channel(4096);
     let cancel = CancellationToken::new();

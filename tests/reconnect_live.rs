@@ -104,7 +104,9 @@ fn connection_cut_mid_transaction_resumes_without_duplicates() {
             db: cfg.database.clone(),
             heartbeat: Duration::from_secs(1),
             decode: Default::default(),
+            tables: vec![(dbname.clone(), "t".to_string())],
             filter: std::sync::Arc::new(move |d: &str, t: &str| d == dbname && t == "t"),
+            history_store: None,
         };
         let (tx, mut rx) = reader::channel(16);
         let cancel = tokio_util::sync::CancellationToken::new();

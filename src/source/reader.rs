@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStreamRequest, Conn};
+use mysql_async::BinlogStreamRequest;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -15,8 +15,9 @@ use super::connect::{self, Flavour, ServerInfo};
 pub use super::decoder::{Commit, TableFilter};
 use super::decoder::{Decoder, DecoderOptions, Output};
 use super::error::SourceError;
+use super::history::{HistPos, SchemaHistory, TableKey};
 use super::position::StartAt;
-use super::schema;
+use super::schema_sync::{self, HistoryStore};
 use super::value::DecodeOptions;
 use crate::config::DatabaseConfig;
 use crate::event::Change;
@@ -104,6 +105,10 @@ pub struct ReaderOptions {
     pub heartbeat: Duration,
     pub decode: DecodeOptions,
     pub filter: TableFilter,
+    /// The tables `filter` wants, for the schema history.
+    pub tables: Vec<TableKey>,
+    /// Where the schema history is kept between runs (`None`: in memory).
+    pub history_store: Option<std::sync::Arc<dyn HistoryStore>>,
 }
 
 /// Opens the binlog stream at `start`.
@@ -190,6 +195,7 @@ pub async fn run(
     let status = ReaderStatus::default();
     let mut progress = Progress::default();
     let mut failures = 0;
+    let mut history = schema_sync::init(&info, &opts, &start).await?;
     stream_from(
         &info,
         &opts,
@@ -200,28 +206,9 @@ pub async fn run(
         &status,
         &mut progress,
         &mut failures,
+        &mut history,
     )
     .await
-}
-
-async fn load_schema(
-    db: &DatabaseConfig,
-    conn: &mut Option<Conn>,
-    mariadb: bool,
-    database: &str,
-    table: &str,
-) -> Result<Option<schema::TableSchema>, SourceError> {
-    if let Some(c) = conn.as_mut() {
-        match schema::load(c, mariadb, database, table).await {
-            Ok(s) => return Ok(s),
-            // The connection may have timed out while idle: retry once on a new one.
-            Err(e) => tracing::debug!(error = %e, "schema query failed, reconnecting"),
-        }
-    }
-    let mut c = connect::connect(db).await?;
-    let s = schema::load(&mut c, mariadb, database, table).await?;
-    *conn = Some(c);
-    Ok(s)
 }
 
 fn stream_error(e: mysql_async::Error, file: &str, pos: u64) -> SourceError {
@@ -392,6 +379,7 @@ pub async fn run_with_reconnect(
     status: std::sync::Arc<ReaderStatus>,
 ) -> Result<(), SourceError> {
     let mut progress = Progress::default();
+    let mut history = schema_sync::init(&info, &opts, &start).await?;
     let mut from = start;
     let mut skip = 0u64;
     let mut failures = 0u32;
@@ -406,6 +394,7 @@ pub async fn run_with_reconnect(
             &status,
             &mut progress,
             &mut failures,
+            &mut history,
         )
         .await;
         status.set_connected(false);
@@ -442,20 +431,22 @@ pub async fn run_with_reconnect(
     }
 }
 
-/// One connection's worth of streaming for [`run_with_reconnect`].
+/// One connection's worth of streaming for [`run_with_reconnect`]; the
+/// schema history carries over to the next connection.
 #[allow(clippy::too_many_arguments)]
 async fn stream_from(
     info: &ServerInfo,
     opts: &ReaderOptions,
     from: &StartAt,
-    mut skip: u64,
+    skip: u64,
     tx: &EventSender,
     cancel: &CancellationToken,
     status: &ReaderStatus,
     progress: &mut Progress,
     failures: &mut u32,
+    history: &mut SchemaHistory,
 ) -> Result<(), SourceError> {
-    let (mut stream, file, gtid_seed) = open_stream(info, opts, from).await?;
+    let (stream, file, gtid_seed) = open_stream(info, opts, from).await?;
     status.set_connected(true);
     tracing::info!(start = %from, server_id = opts.db.server_id, skip, "binlog stream opened");
     let mut decoder = Decoder::new(
@@ -469,8 +460,38 @@ async fn stream_from(
     if let Some(seed) = &gtid_seed {
         decoder.seed_gtid_state(seed);
     }
-    let mariadb = info.flavour == Flavour::MariaDb;
-    let mut schema_conn: Option<Conn> = None;
+    decoder.history = std::mem::take(history);
+    let result = stream_events(
+        info,
+        opts,
+        stream,
+        &mut decoder,
+        skip,
+        tx,
+        cancel,
+        status,
+        progress,
+        failures,
+    )
+    .await;
+    *history = std::mem::take(&mut decoder.history);
+    result
+}
+
+/// The event loop of [`stream_from`].
+#[allow(clippy::too_many_arguments)]
+async fn stream_events(
+    info: &ServerInfo,
+    opts: &ReaderOptions,
+    mut stream: mysql_async::BinlogStream,
+    decoder: &mut Decoder,
+    mut skip: u64,
+    tx: &EventSender,
+    cancel: &CancellationToken,
+    status: &ReaderStatus,
+    progress: &mut Progress,
+    failures: &mut u32,
+) -> Result<(), SourceError> {
     let silence = (opts.heartbeat * 3).max(Duration::from_secs(5));
     let mut out = Vec::new();
     let mut batch: Vec<SourceEvent> = Vec::with_capacity(tx.batch);
@@ -521,11 +542,14 @@ async fn stream_from(
         status.note_event(&event);
         // A healthy event stream resets the backoff.
         *failures = 0;
-        if let Some((db, table)) = decoder.schema_needed(&event) {
-            let s = load_schema(&opts.db, &mut schema_conn, mariadb, &db, &table).await?;
-            decoder.schemas.insert(&db, &table, s);
-        }
         decoder.handle(&event, &mut out)?;
+        let changed = decoder.history.take_changed();
+        if !changed.is_empty() {
+            // A DDL moved the schema history: check it and save it before
+            // its transaction end goes downstream (and can be checkpointed).
+            let at = HistPos::new(decoder.file(), decoder.event_pos(&event));
+            schema_sync::after_ddl(info, opts, &mut decoder.history, &at, changed).await?;
+        }
         for o in out.drain(..) {
             let msg = match o {
                 Output::Change(c) => {

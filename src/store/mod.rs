@@ -9,6 +9,9 @@
 //! - `checkpoint`: one row, the binlog position up to which every change is
 //!   settled, and the identity of the server it belongs to (see
 //!   [`Checkpoint`]); managed with `pikachu position`.
+//! - `schema_history`: the definitions of the followed tables, each with the
+//!   binlog position it is valid from (see [`SchemaVersionRow`] and
+//!   `source::history`); forgotten when the position is set or reset.
 //!
 //! The schema is versioned with SQLite's `PRAGMA user_version`: each entry
 //! of [`MIGRATIONS`] is applied once, in order, in its own transaction. To
@@ -24,7 +27,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension};
 
 mod checkpoint;
+mod schema_history;
 pub use checkpoint::Checkpoint;
+pub use schema_history::SchemaVersionRow;
 
 /// File name of the database inside `state_dir`.
 pub const DB_FILE: &str = "pikachu.db";
@@ -60,6 +65,17 @@ pub const MIGRATIONS: &[&str] = &[
         server_id   INTEGER NOT NULL,
         server_uuid TEXT,
         updated_at  INTEGER NOT NULL
+    );",
+    // 3: the schema history: a table's definition from a binlog position on.
+    "CREATE TABLE schema_history (
+        db          TEXT    NOT NULL,
+        tbl         TEXT    NOT NULL,
+        file        TEXT    NOT NULL,
+        pos         INTEGER NOT NULL,
+        definition  TEXT    NOT NULL,
+        server      TEXT    NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (db, tbl, file, pos)
     );",
 ];
 
