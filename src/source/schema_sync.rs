@@ -252,7 +252,10 @@ pub async fn after_ddl(
         let _ = conn.disconnect().await;
     }
     all.extend(h.take_changed());
-    persist(opts, info, all).await
+    let tables: Vec<String> = all.iter().map(|((d, t), _)| format!("{d}.{t}")).collect();
+    persist(opts, info, all).await?;
+    tracing::debug!(position = %at, tables = %tables.join(", "), "schema history saved");
+    Ok(())
 }
 
 /// Checks the definitions of `tables` from `from` on against
