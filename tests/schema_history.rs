@@ -96,6 +96,7 @@ impl Setup {
 fn distinct_ids(r: &[support::Received]) -> usize {
     let mut ids: Vec<i64> = r
         .iter()
+        .filter(|x| x.succeeded())
         .filter_map(|x| x.json()["data"]["id"].as_i64())
         .collect();
     ids.sort();
@@ -160,7 +161,7 @@ fn type_changes_while_stopped_decode_each_row_with_its_type() {
     s.sql(
         "INSERT INTO users VALUES (1, 5);
          ALTER TABLE users MODIFY COLUMN n VARCHAR(20);
-         INSERT INTO users VALUES (2, 'twenty');
+         INSERT INTO users VALUES (2, '0020');
          ALTER TABLE users CHANGE n m BIGINT UNSIGNED;
          INSERT INTO users VALUES (3, 18446744073709551615);",
     );
@@ -169,7 +170,7 @@ fn type_changes_while_stopped_decode_each_row_with_its_type() {
         s.rows(3),
         vec![
             json!({"id": 1, "n": 5}),
-            json!({"id": 2, "n": "twenty"}),
+            json!({"id": 2, "n": "0020"}),
             json!({"id": 3, "m": 18446744073709551615u64}),
         ]
     );

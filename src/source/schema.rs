@@ -163,7 +163,7 @@ pub async fn load(
     } else {
         Vec::new()
     };
-    let default_collation: Option<u64> = conn
+    let default_collation: Option<Option<u64>> = conn
         .exec_first(TABLE_COLLATION_SQL, (db, table))
         .await
         .map_err(|e| SourceError::query(TABLE_COLLATION_SQL, e))?;
@@ -195,7 +195,9 @@ pub async fn load(
     Ok(Some(TableSchema {
         columns,
         primary_key: pk,
-        default_collation: default_collation.and_then(|c| u16::try_from(c).ok()),
+        default_collation: default_collation
+            .flatten()
+            .and_then(|c| u16::try_from(c).ok()),
     }))
 }
 
@@ -237,14 +239,17 @@ const DATABASES_SQL: &str = "SELECT s.SCHEMA_NAME, co.ID FROM information_schema
 
 /// Reads the server's collations and the databases' default collations.
 pub async fn load_collations(conn: &mut Conn) -> Result<Collations, SourceError> {
-    type Row = (String, Option<String>, u64, Option<String>);
+    // Every column may be NULL (MariaDB lists collation aliases without an id).
+    type Row = (Option<String>, Option<String>, Option<u64>, Option<String>);
     let rows: Vec<Row> = conn
         .query(COLLATIONS_SQL)
         .await
         .map_err(|e| SourceError::query(COLLATIONS_SQL, e))?;
     let mut c = Collations::default();
     for (name, charset, id, default) in rows {
-        let Ok(id) = u16::try_from(id) else { continue };
+        let (Some(name), Some(Ok(id))) = (name, id.map(u16::try_from)) else {
+            continue;
+        };
         if let Some(cs) = charset {
             let is_default = default.is_some_and(|d| d.eq_ignore_ascii_case("yes"));
             if is_default || !c.charset_default.contains_key(&cs.to_ascii_lowercase()) {
@@ -253,12 +258,12 @@ pub async fn load_collations(conn: &mut Conn) -> Result<Collations, SourceError>
         }
         c.by_name.insert(name.to_ascii_lowercase(), id);
     }
-    let dbs: Vec<(String, u64)> = conn
+    let dbs: Vec<(Option<String>, Option<u64>)> = conn
         .query(DATABASES_SQL)
         .await
         .map_err(|e| SourceError::query(DATABASES_SQL, e))?;
     for (db, id) in dbs {
-        if let Ok(id) = u16::try_from(id) {
+        if let (Some(db), Some(Ok(id))) = (db, id.map(u16::try_from)) {
             c.database_default.insert(db, id);
         }
     }

@@ -352,12 +352,12 @@ fn settle(
         return;
     }
     let since = match &last_ddl {
-        Some(p) => format!("the DDLs of it between {from} and {p}"),
+        Some(p) => format!("through its DDLs between {from} and {p}"),
         None => format!("no DDL of it in the binlog since {from}"),
     };
+    let had = if at_start { " (the one it had when it stopped)" } else { "" };
     let reason = format!(
-        "its definition in information_schema ({diff}) is not what {since} make of the definition pikachu had{}: a DDL not written to the binlog (sql_log_bin=0), or one pikachu applied wrongly",
-        if at_start { " when it stopped" } else { "" }
+        "its definition in information_schema differs from the one pikachu derived from the binlog{had}, {since}: {diff}; a DDL was run without being written to the binlog (sql_log_bin=0), or pikachu applied one wrongly"
     );
     tracing::error!(table = %format!("{db}.{t}"), position = %from, "schema history: {reason}");
     let suspect: Vec<HistPos> = h
