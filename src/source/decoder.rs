@@ -545,7 +545,10 @@ impl Decoder {
         let why = match def {
             Some(Definition::Unknown { reason }) => reason.clone(),
             Some(Definition::Absent) => format!("pikachu's schema history says `{db}`.`{t}` does not exist at this point"),
-            _ => format!("pikachu has no definition of `{db}`.`{t}` for this point"),
+            _ => match self.history.versions(db, t).first() {
+                Some(v) => format!("pikachu has no definition of `{db}`.`{t}` before the DDL at {} (it has no schema history from before: a first start from a past position?)", v.from),
+                None => format!("pikachu has no definition of `{db}`.`{t}` for this point"),
+            },
         };
         let next = self
             .history

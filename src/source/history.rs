@@ -261,6 +261,12 @@ impl SchemaHistory {
         sql_text: &str,
         relevant: Relevant<'_>,
     ) -> Vec<TableKey> {
+        // Only table DDL goes to the parser: other statements (CREATE USER
+        // … IDENTIFIED BY …) change no table, and must not reach its logs.
+        let summary = sql::summarize(sql_text, default_db);
+        if !TABLE_DDL.contains(&summary.kind.as_str()) {
+            return Vec::new();
+        }
         let results = match Parser::parse_sql(&MySqlDialect {}, sql_text) {
             Ok(statements) => {
                 let mut work = Work {
@@ -277,7 +283,6 @@ impl SchemaHistory {
             }
             Err(e) => {
                 // The tables it names, as far as the lexer sees them.
-                let summary = sql::summarize(sql_text, default_db);
                 summary
                     .tables
                     .into_iter()
@@ -314,6 +319,9 @@ impl SchemaHistory {
         changed
     }
 }
+
+/// The statements that may change a table's columns.
+const TABLE_DDL: &[&str] = &["ALTER TABLE", "CREATE TABLE", "DROP TABLE", "RENAME TABLE"];
 
 /// One DDL statement being applied: the definitions it produced so far
 /// (later statements and renames see them).
