@@ -88,7 +88,10 @@ struct StoreHistory(Arc<Mutex<Store>>);
 
 impl HistoryStore for StoreHistory {
     fn load(&self) -> Result<Vec<StoredVersion>, String> {
-        let store = self.0.lock().map_err(|_| "the state store lock is poisoned")?;
+        let store = self
+            .0
+            .lock()
+            .map_err(|_| "the state store lock is poisoned")?;
         let rows = store.schema_versions().map_err(|e| e.to_string())?;
         Ok(rows
             .into_iter()
@@ -115,7 +118,10 @@ impl HistoryStore for StoreHistory {
                 server: v.server.clone(),
             })
             .collect();
-        let mut store = self.0.lock().map_err(|_| "the state store lock is poisoned")?;
+        let mut store = self
+            .0
+            .lock()
+            .map_err(|_| "the state store lock is poisoned")?;
         store.save_schema_versions(&rows).map_err(|e| e.to_string())
     }
 }

@@ -398,11 +398,20 @@ fn passwords_in_account_statements_of_the_binlog_are_never_logged() {
                     && l.contains("\"level\":\"INFO\"")
             })
             .unwrap_or_else(|| panic!("level {level}: no DDL line at INFO:\n{all}"));
-        assert!(!ddl_line.contains("ADD COLUMN"), "no statement text at info: {ddl_line}");
+        assert!(
+            !ddl_line.contains("ADD COLUMN"),
+            "no statement text at info: {ddl_line}"
+        );
         if level == "debug" {
-            assert!(all.contains("IDENTIFIED BY '***'"), "masked text at debug:\n{all}");
+            assert!(
+                all.contains("IDENTIFIED BY '***'"),
+                "masked text at debug:\n{all}"
+            );
         } else {
-            assert!(!all.contains("IDENTIFIED"), "no statement text at info:\n{all}");
+            assert!(
+                !all.contains("IDENTIFIED"),
+                "no statement text at info:\n{all}"
+            );
         }
         assert_no_secrets(dir.path());
     }

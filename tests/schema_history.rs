@@ -139,7 +139,8 @@ fn minimal_metadata_catch_up_after_drop_and_add_uses_the_old_names() {
 #[test]
 fn no_log_metadata_catch_up_after_drop_and_add_uses_the_old_names() {
     static DB: OnceLock<MariaDb> = OnceLock::new();
-    let db = DB.get_or_init(|| MariaDb::start(ServerOptions::with_args(["--binlog-row-metadata=NO_LOG"])));
+    let db = DB
+        .get_or_init(|| MariaDb::start(ServerOptions::with_args(["--binlog-row-metadata=NO_LOG"])));
     assert_eq!(db.variable("binlog_row_metadata"), "NO_LOG");
     drop_and_add_while_stopped(db, "sh_nolog_drop_add");
 }
@@ -376,17 +377,30 @@ fn a_statement_format_insert_on_a_watched_table_is_a_warning() {
         vec![json!({"id": 1, "n": 10}), json!({"id": 3, "n": 30})]
     );
     let table = format!("{}.users", s.name);
-    p.wait_log(&format!("INSERT on {table} is in the binlog as a statement"), WAIT);
-    s.receiver.assert_no_more_requests(Duration::from_millis(300));
+    p.wait_log(
+        &format!("INSERT on {table} is in the binlog as a statement"),
+        WAIT,
+    );
+    s.receiver
+        .assert_no_more_requests(Duration::from_millis(300));
     assert_eq!(s.receiver.json_bodies().len(), 2);
     let log = p.log();
     let warns: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ")).collect();
     assert_eq!(
-        warns.iter().filter(|l| l.contains("as a statement")).count(),
+        warns
+            .iter()
+            .filter(|l| l.contains("as a statement"))
+            .count(),
         1,
         "one warning per statement:\n{log}"
     );
-    let w = warns.iter().find(|l| l.contains("as a statement")).expect("warning");
-    assert!(w.contains("binlog_format=ROW") && w.contains("position="), "{w}");
+    let w = warns
+        .iter()
+        .find(|l| l.contains("as a statement"))
+        .expect("warning");
+    assert!(
+        w.contains("binlog_format=ROW") && w.contains("position="),
+        "{w}"
+    );
     assert!(!warns.iter().any(|l| l.contains(".other")), "{log}");
 }

@@ -528,7 +528,11 @@ impl Decoder {
     /// The definition to decode `tm`'s rows with, from the schema history
     /// at `at`. Without column names in the binlog an unknown definition is
     /// an error (columns would be matched by position to a guess).
-    fn schema_for(&self, tm: &table_map::TableMap, at: &HistPos) -> Result<Option<&TableSchema>, String> {
+    fn schema_for(
+        &self,
+        tm: &table_map::TableMap,
+        at: &HistPos,
+    ) -> Result<Option<&TableSchema>, String> {
         if !self.opts.schema_lookup {
             return Ok(None);
         }

@@ -19,9 +19,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use sqlparser::ast::{
     AlterColumnOperation, AlterTableOperation, ColumnDef, ColumnOption, CreateTable,
-    CreateTableLikeKind, CreateTableOptions, DataType, EnumMember, MySQLColumnPosition,
-    ObjectName, ObjectNamePart, ObjectType, RenameTableNameKind, SqlOption, Statement,
-    TableConstraint,
+    CreateTableLikeKind, CreateTableOptions, DataType, EnumMember, MySQLColumnPosition, ObjectName,
+    ObjectNamePart, ObjectType, RenameTableNameKind, SqlOption, Statement, TableConstraint,
 };
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
@@ -307,10 +306,7 @@ impl SchemaHistory {
         }
         let mut changed = Vec::new();
         for (key, def) in finals {
-            let applied_before = self
-                .versions(&key.0, &key.1)
-                .iter()
-                .any(|v| v.from == *at);
+            let applied_before = self.versions(&key.0, &key.1).iter().any(|v| v.from == *at);
             if !applied_before {
                 self.set(&key.0, &key.1, at.clone(), def);
                 changed.push(key);
@@ -470,8 +466,14 @@ impl Work<'_> {
     }
 
     fn table_from_create(&self, key: &TableKey, ct: &CreateTable) -> Result<TableSchema, String> {
-        let table_default = table_collation(&ct.table_options, &self.history.collations)?
-            .or_else(|| self.history.collations.database_default.get(&key.0).copied());
+        let table_default =
+            table_collation(&ct.table_options, &self.history.collations)?.or_else(|| {
+                self.history
+                    .collations
+                    .database_default
+                    .get(&key.0)
+                    .copied()
+            });
         let mut t = TableSchema {
             columns: Vec::new(),
             primary_key: Vec::new(),
@@ -496,7 +498,11 @@ impl Work<'_> {
         Ok(t)
     }
 
-    fn column(&self, cd: &ColumnDef, table_default: Option<u16>) -> Result<(SchemaColumn, bool), String> {
+    fn column(
+        &self,
+        cd: &ColumnDef,
+        table_default: Option<u16>,
+    ) -> Result<(SchemaColumn, bool), String> {
         column_from_def(
             &cd.name.value,
             &cd.data_type,
@@ -537,7 +543,11 @@ impl Work<'_> {
         self.put(key, def);
     }
 
-    fn alter_op(&self, mut t: TableSchema, op: &AlterTableOperation) -> Result<TableSchema, String> {
+    fn alter_op(
+        &self,
+        mut t: TableSchema,
+        op: &AlterTableOperation,
+    ) -> Result<TableSchema, String> {
         use AlterTableOperation as Op;
         match op {
             Op::AddColumn {
@@ -579,14 +589,28 @@ impl Work<'_> {
                 data_type,
                 options,
                 column_position,
-            } => self.redefine(&mut t, &col_name.value, &col_name.value, data_type, options, column_position.as_ref())?,
+            } => self.redefine(
+                &mut t,
+                &col_name.value,
+                &col_name.value,
+                data_type,
+                options,
+                column_position.as_ref(),
+            )?,
             Op::ChangeColumn {
                 old_name,
                 new_name,
                 data_type,
                 options,
                 column_position,
-            } => self.redefine(&mut t, &old_name.value, &new_name.value, data_type, options, column_position.as_ref())?,
+            } => self.redefine(
+                &mut t,
+                &old_name.value,
+                &new_name.value,
+                data_type,
+                options,
+                column_position.as_ref(),
+            )?,
             Op::RenameColumn {
                 old_column_name,
                 new_column_name,
@@ -775,17 +799,12 @@ fn column_from_def<'o>(
             ColumnOption::CharacterSet(n) => charset = Some(ident_text(&n.to_string())),
             ColumnOption::Collation(n) => collate = Some(ident_text(&n.to_string())),
             ColumnOption::PrimaryKey(_) => pk = true,
-            ColumnOption::Generated { .. } => {}
             _ => {}
         }
     }
     let text = data_type.to_string().to_ascii_uppercase();
     let unsigned = text.contains("UNSIGNED");
-    let base: String = text
-        .split(['(', ' '])
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let base: String = text.split(['(', ' ']).next().unwrap_or("").to_string();
     let length = text
         .split_once('(')
         .and_then(|(_, r)| r.split([')', ',']).next())
@@ -824,7 +843,9 @@ fn column_from_def<'o>(
         ("DATETIME", _) => ("datetime".into(), false, false, false),
         ("TIMESTAMP", _) => ("timestamp".into(), false, false, false),
         ("TIME", _) => ("time".into(), false, false, false),
-        ("CHAR" | "CHARACTER", _) if text.contains("VARYING") => ("varchar".into(), true, false, false),
+        ("CHAR" | "CHARACTER", _) if text.contains("VARYING") => {
+            ("varchar".into(), true, false, false)
+        }
         ("CHAR" | "CHARACTER" | "NCHAR", _) => ("char".into(), true, false, false),
         ("VARCHAR" | "NVARCHAR", _) => ("varchar".into(), true, false, false),
         ("TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT", _) => {
@@ -837,16 +858,27 @@ fn column_from_def<'o>(
         }
         ("JSON", _) if mariadb => ("longtext".into(), true, false, true),
         ("JSON", _) => ("json".into(), false, false, true),
-        ("GEOMETRY" | "POINT" | "LINESTRING" | "POLYGON" | "MULTIPOINT" | "MULTILINESTRING"
-        | "MULTIPOLYGON" | "GEOMETRYCOLLECTION" | "GEOMCOLLECTION", _) => {
+        (
+            "GEOMETRY" | "POINT" | "LINESTRING" | "POLYGON" | "MULTIPOINT" | "MULTILINESTRING"
+            | "MULTIPOLYGON" | "GEOMETRYCOLLECTION" | "GEOMCOLLECTION",
+            _,
+        ) => (base.to_ascii_lowercase(), false, false, false),
+        ("SERIAL", _) => ("bigint".into(), false, false, false),
+        ("UUID" | "INET4" | "INET6" | "VECTOR", _) => {
             (base.to_ascii_lowercase(), false, false, false)
         }
-        ("SERIAL", _) => ("bigint".into(), false, false, false),
-        ("UUID" | "INET4" | "INET6" | "VECTOR", _) => (base.to_ascii_lowercase(), false, false, false),
-        _ => return Err(format!("column `{name}`: type `{data_type}` is not understood")),
+        _ => {
+            return Err(format!(
+                "column `{name}`: type `{data_type}` is not understood"
+            ))
+        }
     };
     let collation = if is_text {
-        let json_default = if is_json { collations.collation("utf8mb4_bin") } else { None };
+        let json_default = if is_json {
+            collations.collation("utf8mb4_bin")
+        } else {
+            None
+        };
         match resolve_collation(charset.as_deref(), collate.as_deref(), collations)? {
             Some(c) => Some(c),
             None => json_default.or(table_default),
@@ -896,15 +928,29 @@ fn same_charset(a: Option<u16>, b: Option<u16>) -> bool {
 pub fn difference(derived: &Definition, actual: Option<&TableSchema>) -> Option<String> {
     let d = match (derived, actual) {
         (Definition::Absent, None) => return None,
-        (Definition::Absent, Some(_)) => return Some("the table exists, but the DDLs say it does not".into()),
+        (Definition::Absent, Some(_)) => {
+            return Some("the table exists, but the DDLs say it does not".into())
+        }
         (Definition::Unknown { reason }, _) => return Some(reason.clone()),
-        (Definition::Known { .. }, None) => return Some("the table does not exist, but the DDLs say it does".into()),
+        (Definition::Known { .. }, None) => {
+            return Some("the table does not exist, but the DDLs say it does".into())
+        }
         (Definition::Known { schema }, Some(_)) => schema,
     };
     let a = actual?;
-    let names = |t: &TableSchema| t.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>().join(", ");
+    let names = |t: &TableSchema| {
+        t.columns
+            .iter()
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if d.columns.len() != a.columns.len() {
-        return Some(format!("columns ({}) derived, ({}) in information_schema", names(d), names(a)));
+        return Some(format!(
+            "columns ({}) derived, ({}) in information_schema",
+            names(d),
+            names(a)
+        ));
     }
     for (x, y) in d.columns.iter().zip(&a.columns) {
         let what = if x.name.to_lowercase() != y.name.to_lowercase() {
@@ -924,7 +970,11 @@ pub fn difference(derived: &Definition, actual: Option<&TableSchema>) -> Option<
         };
         return Some(format!(
             "column `{}` {} {} derived, column `{}` {} in information_schema ({what} differs)",
-            x.name, x.data_type, if x.unsigned { "unsigned" } else { "" }, y.name, y.data_type
+            x.name,
+            x.data_type,
+            if x.unsigned { "unsigned" } else { "" },
+            y.name,
+            y.data_type
         ));
     }
     let lower = |k: &[String]| k.iter().map(|s| s.to_lowercase()).collect::<Vec<_>>();

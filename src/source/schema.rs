@@ -226,7 +226,11 @@ impl Collations {
     /// The default collation of character set `name` (`utf8` is `utf8mb3`).
     pub fn charset(&self, name: &str) -> Option<u16> {
         let n = name.to_ascii_lowercase();
-        let n = if n == "utf8" { "utf8mb3".to_string() } else { n };
+        let n = if n == "utf8" {
+            "utf8mb3".to_string()
+        } else {
+            n
+        };
         self.charset_default.get(&n).copied()
     }
 }

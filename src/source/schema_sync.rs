@@ -28,8 +28,8 @@ use super::decoder::{Decoder, DecoderOptions};
 use super::error::SourceError;
 use super::history::{difference, Definition, HistPos, SchemaHistory, TableKey, Version};
 use super::position::{self, StartAt};
-use super::schema::{self, TableSchema};
 use super::reader::ReaderOptions;
+use super::schema::{self, TableSchema};
 
 /// One stored version of a table's definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +163,10 @@ async fn snapshot(
     let e1 = end_position(conn, info).await?;
     let mut defs = HashMap::new();
     for (db, t) in tables {
-        defs.insert((db.clone(), t.clone()), schema::load(conn, mariadb, db, t).await?);
+        defs.insert(
+            (db.clone(), t.clone()),
+            schema::load(conn, mariadb, db, t).await?,
+        );
     }
     let e2 = end_position(conn, info).await?;
     Ok(Snapshot { e1, e2, defs })
@@ -190,8 +193,9 @@ pub async fn init(
             // ahead are checked as the stream brings them.
             let snap = snapshot(&mut conn, info, &tables).await?;
             let unchanged = tables.iter().all(|k| {
-                h.def_at(&k.0, &k.1, &from)
-                    .is_some_and(|d| difference(d, definition_of(snap.defs.get(k)).schema()).is_none())
+                h.def_at(&k.0, &k.1, &from).is_some_and(|d| {
+                    difference(d, definition_of(snap.defs.get(k)).schema()).is_none()
+                })
             });
             if !unchanged {
                 verify(&mut conn, info, opts, &mut h, &from, &tables, true).await?;
@@ -280,8 +284,12 @@ async fn verify(
                 let diff = here.as_ref().map(|d| difference(d, now.schema()));
                 match (here, diff) {
                     (Some(_), Some(None)) => continue,
-                    (Some(Definition::Unknown { .. }), _) => tracing::info!(table = %format!("{}.{}", key.0, key.1), position = %from, "schema history: the definition after the DDL is information_schema's (nothing was written since)"),
-                    (Some(_), Some(Some(d))) => tracing::warn!(table = %format!("{}.{}", key.0, key.1), position = %from, difference = %d, "schema history: the table's definition changed without a DDL in the binlog (or pikachu derived it wrongly); using information_schema's from here on (nothing was written since)"),
+                    (Some(Definition::Unknown { .. }), _) => {
+                        tracing::info!(table = %format!("{}.{}", key.0, key.1), position = %from, "schema history: the definition after the DDL is information_schema's (nothing was written since)")
+                    }
+                    (Some(_), Some(Some(d))) => {
+                        tracing::warn!(table = %format!("{}.{}", key.0, key.1), position = %from, difference = %d, "schema history: the table's definition changed without a DDL in the binlog (or pikachu derived it wrongly); using information_schema's from here on (nothing was written since)")
+                    }
                     _ => {}
                 }
                 h.set(&key.0, &key.1, from.clone(), now);
@@ -355,7 +363,11 @@ fn settle(
         Some(p) => format!("through its DDLs between {from} and {p}"),
         None => format!("no DDL of it in the binlog since {from}"),
     };
-    let had = if at_start { " (the one it had when it stopped)" } else { "" };
+    let had = if at_start {
+        " (the one it had when it stopped)"
+    } else {
+        ""
+    };
     let reason = format!(
         "its definition in information_schema differs from the one pikachu derived from the binlog{had}, {since}: {diff}; a DDL was run without being written to the binlog (sql_log_bin=0), or pikachu applied one wrongly"
     );
@@ -367,10 +379,24 @@ fn settle(
         .filter(|p| p >= from && last_ddl.as_ref().is_none_or(|l| p < l))
         .collect();
     for p in suspect {
-        h.set(db, t, p, Definition::Unknown { reason: reason.clone() });
+        h.set(
+            db,
+            t,
+            p,
+            Definition::Unknown {
+                reason: reason.clone(),
+            },
+        );
     }
     if h.def_at(db, t, from).and_then(Definition::schema).is_some() {
-        h.set(db, t, from.clone(), Definition::Unknown { reason: reason.clone() });
+        h.set(
+            db,
+            t,
+            from.clone(),
+            Definition::Unknown {
+                reason: reason.clone(),
+            },
+        );
     }
     h.set(db, t, last_ddl.unwrap_or_else(|| snap.e2.clone()), now);
 }

@@ -61,8 +61,8 @@ fn lex(sql: &str) -> Vec<(Tok, Range<usize>)> {
             out.push((Tok::Comment, start..i));
             continue;
         }
-        let dash_comment = b[i..].starts_with(b"--")
-            && b.get(i + 2).is_none_or(|c| c.is_ascii_whitespace());
+        let dash_comment =
+            b[i..].starts_with(b"--") && b.get(i + 2).is_none_or(|c| c.is_ascii_whitespace());
         if c == b'#' || dash_comment {
             i = match sql[i..].find('\n') {
                 Some(end) => i + end,
@@ -84,7 +84,10 @@ fn lex(sql: &str) -> Vec<(Tok, Range<usize>)> {
             }
             c if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80 => {
                 while i < b.len()
-                    && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || b[i] >= 0x80)
+                    && (b[i].is_ascii_alphanumeric()
+                        || b[i] == b'_'
+                        || b[i] == b'$'
+                        || b[i] >= 0x80)
                 {
                     i += 1;
                 }
@@ -347,8 +350,7 @@ fn table_names_after(
         }
         // Skip IF [NOT] EXISTS and the like.
         while let Some((Tok::Word(w), _)) = toks.get(i) {
-            if NOISE.contains(&w.to_ascii_uppercase().as_str()) || w.eq_ignore_ascii_case("TABLE")
-            {
+            if NOISE.contains(&w.to_ascii_uppercase().as_str()) || w.eq_ignore_ascii_case("TABLE") {
                 i += 1;
             } else {
                 break;
@@ -478,7 +480,11 @@ mod tests {
         );
         assert_eq!(
             s("RENAME TABLE users TO users_old, users_new TO users").tables,
-            vec![t("shop", "users"), t("shop", "users_old"), t("shop", "users_new")]
+            vec![
+                t("shop", "users"),
+                t("shop", "users_old"),
+                t("shop", "users_new")
+            ]
         );
         assert_eq!(s("TRUNCATE users").tables, vec![t("shop", "users")]);
         assert_eq!(s("TRUNCATE TABLE users").kind, "TRUNCATE TABLE");
@@ -508,7 +514,10 @@ mod tests {
             s("insert low_priority ignore into `x`.users (a) select a from y").tables,
             vec![t("x", "users")]
         );
-        assert_eq!(s("REPLACE users SET a = 1").tables, vec![t("shop", "users")]);
+        assert_eq!(
+            s("REPLACE users SET a = 1").tables,
+            vec![t("shop", "users")]
+        );
         assert_eq!(
             s("UPDATE users u JOIN orders o ON o.uid = u.id SET u.n = 1 WHERE o.x IN (SELECT 1 FROM z)")
                 .tables,
@@ -520,7 +529,12 @@ mod tests {
         );
         assert_eq!(
             s("DELETE a, b FROM users a JOIN orders b ON a.id = b.uid").tables,
-            vec![t("shop", "a"), t("shop", "b"), t("shop", "users"), t("shop", "orders")]
+            vec![
+                t("shop", "a"),
+                t("shop", "b"),
+                t("shop", "users"),
+                t("shop", "orders")
+            ]
         );
         assert_eq!(
             s("LOAD DATA INFILE 'f' INTO TABLE users").tables,

@@ -72,7 +72,15 @@ impl Store {
                  ON CONFLICT (db, tbl, file, pos) DO UPDATE SET
                    definition = excluded.definition, server = excluded.server,
                    created_at = excluded.created_at",
-                params![r.db, r.table, r.file, r.pos as i64, r.definition, r.server, now],
+                params![
+                    r.db,
+                    r.table,
+                    r.file,
+                    r.pos as i64,
+                    r.definition,
+                    r.server,
+                    now
+                ],
             )
             .map_err(err("cannot save the schema history"))?;
         }
@@ -106,7 +114,8 @@ mod tests {
         };
         s.save_schema_versions(&[row(4, "{\"a\":1}"), row(100, "{\"b\":2}")])
             .expect("save");
-        s.save_schema_versions(&[row(100, "{\"c\":3}")]).expect("replace");
+        s.save_schema_versions(&[row(100, "{\"c\":3}")])
+            .expect("replace");
         drop(s);
         let mut s = Store::open(dir.path()).expect("reopen");
         assert_eq!(
