@@ -156,6 +156,15 @@ pub struct SchemaHistory {
 pub type Relevant<'a> = &'a dyn Fn(&str, &str) -> bool;
 
 impl SchemaHistory {
+    /// An empty history for a server with these collations.
+    pub fn new(collations: Collations, mariadb: bool) -> SchemaHistory {
+        SchemaHistory {
+            collations,
+            mariadb,
+            ..Default::default()
+        }
+    }
+
     /// Whether any version of `db`.`table` is kept.
     pub fn has(&self, db: &str, table: &str) -> bool {
         self.tables

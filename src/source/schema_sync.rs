@@ -180,9 +180,10 @@ pub async fn init(
     start: &StartAt,
 ) -> Result<SchemaHistory, SourceError> {
     let mut conn = connect::connect(&opts.db).await?;
-    let mut h = SchemaHistory::default();
-    h.collations = schema::load_collations(&mut conn).await?;
-    h.mariadb = info.flavour == Flavour::MariaDb;
+    let mut h = SchemaHistory::new(
+        schema::load_collations(&mut conn).await?,
+        info.flavour == Flavour::MariaDb,
+    );
     load_stored(opts, info, &mut h).await?;
     let tables = opts.tables.clone();
     match start {

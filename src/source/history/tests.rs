@@ -43,9 +43,7 @@ fn users() -> TableSchema {
 }
 
 fn history() -> SchemaHistory {
-    let mut h = SchemaHistory::default();
-    h.collations = collations();
-    h.mariadb = true;
+    let mut h = SchemaHistory::new(collations(), true);
     h.load(
         "shop",
         "users",
