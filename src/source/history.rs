@@ -331,10 +331,15 @@ const TABLE_DDL: &[&str] = &["ALTER TABLE", "CREATE TABLE", "DROP TABLE", "RENAM
 /// One DDL statement being applied: the definitions it produced so far
 /// (later statements and renames see them).
 struct Work<'a> {
+    /// The definitions before the statement.
     history: &'a SchemaHistory,
+    /// Where the statement's event ends.
     at: &'a HistPos,
+    /// The statement's default database.
     default_db: &'a str,
+    /// Whether a table without history is to be followed.
     relevant: Relevant<'a>,
+    /// What the statement made of each table so far, in order.
     changes: Vec<(TableKey, Definition)>,
 }
 

@@ -144,8 +144,11 @@ async fn load_stored(
 
 /// What `information_schema` said, between two readings of the binlog end.
 struct Snapshot {
+    /// The binlog end before reading the definitions.
     e1: HistPos,
+    /// The binlog end after reading them.
     e2: HistPos,
+    /// Each table's definition (`None`: it does not exist).
     defs: HashMap<TableKey, Option<TableSchema>>,
 }
 
@@ -297,21 +300,26 @@ async fn verify(
             }
             return Ok(());
         }
-        let (ahead, touched) = look_ahead(info, opts, h, from, &snap.e2).await?;
-        let racing = touched
+        let ahead = look_ahead(info, opts, h, from, &snap.e2).await?;
+        // Where each table last changed in (from, E2]: DDLs found now, or
+        // applied before (a restart from before them).
+        let last_change = |key: &TableKey| {
+            ahead
+                .versions(&key.0, &key.1)
+                .iter()
+                .map(|v| v.from.clone())
+                .filter(|p| p > from && *p <= snap.e2)
+                .max()
+        };
+        let racing = tables
             .iter()
-            .any(|(k, p)| tables.contains(k) && *p > snap.e1);
+            .any(|k| last_change(k).is_some_and(|p| p > snap.e1));
         if racing && attempt < 2 {
             continue; // a DDL between the two end readings: read again
         }
         merge(h, &ahead, from, &snap.e2);
         for key in tables {
-            let last_ddl = touched
-                .iter()
-                .filter(|(k, _)| k == key)
-                .map(|(_, p)| p.clone())
-                .max();
-            settle(h, key, from, &snap, last_ddl, at_start);
+            settle(h, key, from, &snap, last_change(key), at_start);
         }
         return Ok(());
     }
@@ -403,15 +411,14 @@ fn settle(
 }
 
 /// Reads the binlog from `from` to `until` (DDL statements only) with a
-/// copy of `h`: the copy with the versions found, and the positions of the
-/// DDLs that changed each table.
+/// copy of `h`: the copy, with the versions found added.
 async fn look_ahead(
     info: &ServerInfo,
     opts: &ReaderOptions,
     h: &SchemaHistory,
     from: &HistPos,
     until: &HistPos,
-) -> Result<(SchemaHistory, Vec<(TableKey, HistPos)>), SourceError> {
+) -> Result<SchemaHistory, SourceError> {
     let mut conn = connect::connect(&opts.db).await?;
     if info.flavour == Flavour::MariaDb {
         conn.query_drop("SET @mariadb_slave_capability = 4")
@@ -440,7 +447,6 @@ async fn look_ahead(
     decoder.set_ddl_only();
     decoder.history = h.clone();
     decoder.history.take_changed();
-    let mut touched = Vec::new();
     let mut out = Vec::new();
     let wait = (opts.heartbeat * 3).max(Duration::from_secs(5));
     loop {
@@ -455,14 +461,12 @@ async fn look_ahead(
         };
         decoder.handle(&event, &mut out)?;
         out.clear();
-        for (k, v) in decoder.history.take_changed() {
-            touched.push((k, v.from));
-        }
         let at = HistPos::new(decoder.file(), decoder.event_pos(&event));
         if event.header().log_pos() != 0 && at >= *until {
             break;
         }
     }
     let _ = stream.close().await;
-    Ok((decoder.history, touched))
+    decoder.history.take_changed();
+    Ok(decoder.history)
 }
