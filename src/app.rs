@@ -18,9 +18,10 @@ use crate::route::Router;
 use crate::server::Health;
 use crate::source::connect::{self, ServerInfo};
 use crate::source::reader::{self, Commit, ReaderOptions, SourceEvent, XaEvent};
+use crate::source::schema_sync::{HistoryStore, StoredVersion};
 use crate::source::value::DecodeOptions;
 use crate::source::SourceError;
-use crate::store::Store;
+use crate::store::{SchemaVersionRow, Store};
 use crate::xa::{GroupEnd, Outcome, Release, XaError, XaHold};
 
 /// Errors that stop `pikachu run`.
@@ -165,6 +166,49 @@ impl StateOnDisk {
     }
 }
 
+/// The schema history kept in the state store, for the reader.
+struct StoreHistory(Arc<Mutex<Store>>);
+
+impl HistoryStore for StoreHistory {
+    fn load(&self) -> Result<Vec<StoredVersion>, String> {
+        let store = self
+            .0
+            .lock()
+            .map_err(|_| "the state store lock is poisoned")?;
+        let rows = store.schema_versions().map_err(|e| e.to_string())?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredVersion {
+                db: r.db,
+                table: r.table,
+                file: r.file,
+                pos: r.pos,
+                definition: r.definition,
+                server: r.server,
+            })
+            .collect())
+    }
+
+    fn save(&self, versions: &[StoredVersion]) -> Result<(), String> {
+        let rows: Vec<SchemaVersionRow> = versions
+            .iter()
+            .map(|v| SchemaVersionRow {
+                db: v.db.clone(),
+                table: v.table.clone(),
+                file: v.file.clone(),
+                pos: v.pos,
+                definition: v.definition.clone(),
+                server: v.server.clone(),
+            })
+            .collect();
+        let mut store = self
+            .0
+            .lock()
+            .map_err(|_| "the state store lock is poisoned")?;
+        store.save_schema_versions(&rows).map_err(|e| e.to_string())
+    }
+}
+
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -191,6 +235,11 @@ pub async fn run(
             .map_err(|e| AppError::Setup(e.to_string()))?
     {
         tracing::warn!(state = %store.path().display(), "checkpoint forgotten (--reset-position): starting from `start` in the config");
+    }
+    if reset_position {
+        store
+            .clear_schema_history()
+            .map_err(|e| AppError::Setup(e.to_string()))?;
     }
     let saved = store
         .checkpoint()
@@ -222,12 +271,18 @@ pub async fn run(
 
     let router = Arc::new(Router::new(&config.tasks, &config.database.database));
     let filter_router = router.clone();
+    let dead_letters_before = store
+        .count_dead_letters()
+        .map_err(|e| AppError::Setup(e.to_string()))?;
+    let store = Arc::new(Mutex::new(store));
     let opts = ReaderOptions {
         db: config.database.clone(),
         heartbeat: config.database.heartbeat,
         decode: DecodeOptions::default(),
         filter: Arc::new(move |db: &str, table: &str| filter_router.wants_table(db, table)),
         expect_file,
+        tables: router.tables(),
+        history_store: Some(Arc::new(StoreHistory(store.clone()))),
     };
     let (tx, mut rx) = reader::channel(config.dispatcher.queue_size.max(1));
     let reader_cancel = cancel.child_token();
@@ -246,16 +301,13 @@ pub async fn run(
     health.connected.store(true, Ordering::Relaxed);
     health.dispatcher_running.store(true, Ordering::Relaxed);
 
-    let dead_letters_before = store
-        .count_dead_letters()
-        .map_err(|e| AppError::Setup(e.to_string()))?;
     if dead_letters_before > 0 {
-        tracing::warn!(count = dead_letters_before, path = %store.path().display(), "there are dead letters from earlier runs (see `pikachu dlq list`)");
+        let path = config.state_dir.join(crate::store::DB_FILE);
+        tracing::warn!(count = dead_letters_before, path = %path.display(), "there are dead letters from earlier runs (see `pikachu dlq list`)");
     }
     health
         .dead_letters
         .store(dead_letters_before, Ordering::Relaxed);
-    let store = Arc::new(Mutex::new(store));
     let mut hold = XaHold::new(store.clone());
     let held = hold.recover().await?;
     if !held.is_empty() {

@@ -418,7 +418,11 @@ pub fn show(cfg: &Config) -> Result<String, String> {
 pub fn reset(cfg: &Config) -> Result<bool, String> {
     match Store::open_existing(&cfg.state_dir).map_err(|e| e.to_string())? {
         None => Ok(false),
-        Some(mut s) => s.clear_checkpoint().map_err(|e| e.to_string()),
+        Some(mut s) => {
+            // The schema history is tied to the positions read: start afresh.
+            s.clear_schema_history().map_err(|e| e.to_string())?;
+            s.clear_checkpoint().map_err(|e| e.to_string())
+        }
     }
 }
 
@@ -481,6 +485,10 @@ pub async fn set(cfg: &Config, spec: &str) -> Result<String, CheckpointError> {
     };
     store
         .save_checkpoint(&cp)
+        .map_err(|e| CheckpointError::Store(e.to_string()))?;
+    // The schema history is tied to the positions read: start afresh there.
+    store
+        .clear_schema_history()
         .map_err(|e| CheckpointError::Store(e.to_string()))?;
     show(cfg).map_err(CheckpointError::Store)
 }

@@ -405,6 +405,9 @@ pub async fn run(
         decode: DecodeOptions::default(),
         filter: Arc::new(move |d: &str, t: &str| filter_router.wants_table(d, t)),
         expect_file: None,
+        tables: router.tables(),
+        // Read-only: a replay never changes what the live run keeps.
+        history_store: None,
     };
     let (tx, mut rx) = reader::channel(4096);
     let cancel = CancellationToken::new();

@@ -50,6 +50,17 @@ impl Router {
         Router { by_table }
     }
 
+    /// Every (database, table) some task wants, sorted.
+    pub fn tables(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .by_table
+            .iter()
+            .flat_map(|(db, tables)| tables.keys().map(move |t| (db.clone(), t.clone())))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Whether any task wants changes of `db`.`table`.
     pub fn wants_table(&self, db: &str, table: &str) -> bool {
         self.by_table

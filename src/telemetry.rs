@@ -98,7 +98,8 @@ where
 {
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "{},mysql_async=warn,hyper=warn,reqwest=warn",
+            // sqlparser logs each statement it parses (binlog DDLs) at debug.
+            "{},mysql_async=warn,hyper=warn,reqwest=warn,sqlparser=off",
             level_directive(&cfg.level)
         ))
     });

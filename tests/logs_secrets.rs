@@ -3,7 +3,10 @@
 //! run with changes at `log.level: debug`, as JSON into a `log.file` and as
 //! text on stderr, a run with a wrong password, `pikachu check` runs) and
 //! greps everything it wrote: stdout, stderr and the log files. Also checks
-//! the shape of `log.file`: a dated file of one JSON object per line.
+//! the shape of `log.file`: a dated file of one JSON object per line. And
+//! other accounts' passwords, in DDL statements pikachu reads from the
+//! binlog (`CREATE USER … IDENTIFIED BY`, `GRANT … IDENTIFIED BY`, `SET
+//! PASSWORD`, …), never show up either, at info or at debug level.
 
 mod support;
 
@@ -52,6 +55,7 @@ struct Run<'a> {
     database: String,
     password: &'a str,
     format: &'a str,
+    level: &'a str,
     log_file: Option<PathBuf>,
     start: (String, u64),
     url: String,
@@ -61,11 +65,12 @@ impl Run<'_> {
     fn yaml(&self) -> String {
         let mut y = format!(
             "database:\n  host: \"127.0.0.1\"\n  port: {}\n  user: \"{USER}\"\n  password: \"{}\"\n  database: \"{}\"\n  server_id: {}\n  heartbeat: \"1s\"\n  tls: \"disabled\"\n\
-             log:\n  level: \"debug\"\n  format: \"{}\"\n",
+             log:\n  level: \"{}\"\n  format: \"{}\"\n",
             self.db.port,
             self.password,
             self.database,
             support::pikachu::unique_server_id(),
+            self.level,
             self.format,
         );
         if let Some(f) = &self.log_file {
@@ -197,6 +202,7 @@ fn run_with_changes(
         database: database.to_string(),
         password: PASSWORD,
         format,
+        level: "debug",
         log_file: to_file.then(|| dir.path().join("logs").join("pikachu.log")),
         start: db.master_status(),
         url: receiver.url("/hook"),
@@ -288,6 +294,7 @@ fn a_wrong_password_run_and_check_runs_show_no_secret() {
         database: name.clone(),
         password: WRONG_PASSWORD,
         format: "text",
+        level: "debug",
         log_file: None,
         start: db.master_status(),
         url: "http://127.0.0.1:9/hook".into(),
@@ -314,6 +321,98 @@ fn a_wrong_password_run_and_check_runs_show_no_secret() {
         let stdout = read(&dir.path().join("stdout"));
         assert_eq!(status.code(), Some(code), "{stdout}");
         assert!(stdout.contains("pf_secret_user"), "{stdout}");
+        assert_no_secrets(dir.path());
+    }
+}
+
+/// Passwords of other accounts that statements in the binlog carry.
+const DDL_SECRETS: [&str; 4] = [
+    "hunter2-create",
+    "hunter2-alter",
+    "hunter2-grant",
+    "hunter2-set",
+];
+
+/// A run (at `level`, text to stderr and JSON to `log.file`) during which
+/// accounts are created and changed with passwords and the watched table
+/// is altered; returns the folder with everything pikachu wrote.
+fn run_with_account_ddl(db: &MariaDb, level: &str, database: &str, tag: &str) -> tempfile::TempDir {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = Run {
+        db,
+        database: database.to_string(),
+        password: PASSWORD,
+        format: "json",
+        level,
+        log_file: Some(dir.path().join("logs").join("pikachu.log")),
+        start: db.master_status(),
+        url: receiver.url("/hook"),
+    };
+    let mut p = Proc::spawn(dir.path(), &[], &run.yaml());
+    let (u1, u2) = (format!("pf_ddl_a_{tag}"), format!("pf_ddl_b_{tag}"));
+    let [create, alter, grant, set] = DDL_SECRETS;
+    db.exec(&format!(
+        "CREATE USER '{u1}'@'%' IDENTIFIED BY '{create}';
+         ALTER USER '{u1}'@'%' IDENTIFIED BY '{alter}';
+         CREATE USER '{u2}'@'%';
+         GRANT SELECT ON *.* TO '{u2}'@'%' IDENTIFIED BY '{grant}';
+         SET PASSWORD FOR '{u1}'@'%' = PASSWORD('{set}');
+         DROP USER '{u1}'@'%', '{u2}'@'%';"
+    ));
+    db.exec_in(
+        database,
+        "ALTER TABLE users ADD COLUMN extra INT; INSERT INTO users VALUES (1, 'n', 5);",
+    );
+    receiver.wait_for(1, Duration::from_secs(30));
+    let status = p.terminate();
+    assert!(
+        status.success(),
+        "pikachu exited with {status}; stderr:\n{}",
+        read(&dir.path().join("stderr"))
+    );
+    dir
+}
+
+#[test]
+fn passwords_in_account_statements_of_the_binlog_are_never_logged() {
+    let db = MariaDb::shared();
+    setup_user(db);
+    for level in ["info", "debug"] {
+        let name = database(db);
+        let dir = run_with_account_ddl(db, level, &name, level);
+        let files = all_output(dir.path());
+        let all: String = files.iter().map(|(_, t)| t.as_str()).collect();
+        for secret in DDL_SECRETS {
+            assert!(
+                !all.contains(secret),
+                "level {level}: a password of a statement in the binlog was logged:\n{all}"
+            );
+        }
+        assert!(!all.contains("hunter2"), "level {level}:\n{all}");
+        // The DDL of the watched table: its kind and table, at info.
+        let ddl_line = all
+            .lines()
+            .find(|l| {
+                l.contains(&format!("\"DDL ALTER TABLE {name}.users\""))
+                    && l.contains("\"level\":\"INFO\"")
+            })
+            .unwrap_or_else(|| panic!("level {level}: no DDL line at INFO:\n{all}"));
+        assert!(
+            !ddl_line.contains("ADD COLUMN"),
+            "no statement text at info: {ddl_line}"
+        );
+        if level == "debug" {
+            assert!(
+                all.contains("IDENTIFIED BY '***'"),
+                "masked text at debug:\n{all}"
+            );
+        } else {
+            assert!(
+                !all.contains("IDENTIFIED"),
+                "no statement text at info:\n{all}"
+            );
+        }
         assert_no_secrets(dir.path());
     }
 }

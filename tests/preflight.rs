@@ -387,7 +387,7 @@ fn row_metadata_minimal_warns_with_the_reason() {
         &report,
         "binlog_row_metadata",
         Status::Warn,
-        "binlog_row_metadata is MINIMAL: column names are not in the binlog, so pikachu takes them from information_schema when it reads a change, and a change read after an ALTER TABLE (e.g. while catching up) may get the new column names; run `SET GLOBAL binlog_row_metadata = 'FULL';` and add `binlog_row_metadata=FULL` under [mysqld] in my.cnf (SET GLOBAL applies to new sessions)",
+        "binlog_row_metadata is MINIMAL: column names are not in the binlog, so pikachu follows each table's definition through the DDL statements it reads (its schema history), and stops when it cannot know the definition a change was written with (a DDL it cannot parse, or one not in the binlog); run `SET GLOBAL binlog_row_metadata = 'FULL';` and add `binlog_row_metadata=FULL` under [mysqld] in my.cnf (SET GLOBAL applies to new sessions)",
     );
     assert!(report.passed(), "{}", all(&report));
 }

@@ -121,7 +121,9 @@ fn cut_mid_transaction(xa: bool) {
             db: cfg.database.clone(),
             heartbeat: Duration::from_secs(1),
             decode: Default::default(),
+            tables: vec![(dbname.clone(), "t".to_string())],
             filter: std::sync::Arc::new(move |d: &str, t: &str| d == dbname && t == "t"),
+            history_store: None,
         };
         let (tx, mut rx) = reader::channel(16);
         let cancel = tokio_util::sync::CancellationToken::new();

@@ -567,7 +567,7 @@ fn check_binlog(vars: &[(String, String)], info: &ServerInfo, r: &mut Report) {
                 Status::Warn,
                 "binlog_row_metadata",
                 format!(
-                    "binlog_row_metadata is {meta}: column names are not in the binlog, so pikachu takes them from information_schema when it reads a change, and a change read after an ALTER TABLE (e.g. while catching up) may get the new column names; {}",
+                    "binlog_row_metadata is {meta}: column names are not in the binlog, so pikachu follows each table's definition through the DDL statements it reads (its schema history), and stops when it cannot know the definition a change was written with (a DDL it cannot parse, or one not in the binlog); {}",
                     set_and_cnf("binlog_row_metadata", "FULL")
                 ),
             );

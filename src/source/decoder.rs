@@ -15,8 +15,10 @@ use mysql_common::binlog::events::{Event, GtidEvent, QueryEvent, TableMapEvent};
 
 use super::binlogs::FileIdentity;
 use super::error::{At, SourceError};
+use super::history::{Definition, HistPos, SchemaHistory};
 use super::rows;
-use super::schema::{SchemaCache, TableSchema};
+use super::schema::TableSchema;
+use super::sql;
 use super::table_map::{self, TableDecoder};
 use super::value::DecodeOptions;
 pub use super::xa::{XaAt, XaEvent};
@@ -113,7 +115,8 @@ fn is_inert(t: u8) -> bool {
 pub struct DecoderOptions {
     pub decode: DecodeOptions,
     pub filter: TableFilter,
-    /// Whether table definitions can be looked up (live: yes; files: no).
+    /// Whether table definitions are kept (live: yes, in [`Decoder::history`];
+    /// files: no).
     pub schema_lookup: bool,
 }
 
@@ -132,9 +135,11 @@ pub struct Decoder {
     standalone: bool,
     row_in_trx: u64,
     tables: HashMap<u64, CachedMap>,
-    /// Definitions from information_schema, filled by the caller on request
-    /// ([`Decoder::schema_needed`]).
-    pub schemas: SchemaCache,
+    /// The definitions of the followed tables over time: moved by the DDL
+    /// statements of the stream, loaded and verified by the caller.
+    pub history: SchemaHistory,
+    /// Only follow DDL statements (a look-ahead over the stream): no rows.
+    ddl_only: bool,
     /// End position of the TRANSACTION_PAYLOAD whose inner events are being read.
     payload_end: Option<u64>,
     /// A TRANSACTION_PAYLOAD was just seen: its inner events must follow.
@@ -168,7 +173,8 @@ impl Decoder {
             standalone: false,
             row_in_trx: 0,
             tables: HashMap::new(),
-            schemas: SchemaCache::default(),
+            history: SchemaHistory::default(),
+            ddl_only: false,
             payload_end: None,
             expect_inner: false,
             gtid_state: std::collections::BTreeMap::new(),
@@ -222,6 +228,12 @@ impl Decoder {
         self.show_json_diffs = on;
     }
 
+    /// Follow only the DDL statements of the stream (the schema history),
+    /// decoding no rows: a look-ahead of what the stream will bring.
+    pub fn set_ddl_only(&mut self) {
+        self.ddl_only = true;
+    }
+
     /// The binlog file being read.
     pub fn file(&self) -> &str {
         &self.file
@@ -249,26 +261,6 @@ impl Decoder {
             at: self.at(ev),
             message: message.into(),
         }
-    }
-
-    /// For a TABLE_MAP of a wanted table whose definition is not cached yet:
-    /// the (database, table) the caller should look up in information_schema
-    /// and hand over with [`SchemaCache::insert`] before [`Decoder::handle`].
-    pub fn schema_needed(&self, ev: &Event) -> Option<(String, String)> {
-        if !self.opts.schema_lookup || ev.header().event_type_raw() != TABLE_MAP {
-            return None;
-        }
-        let tme: TableMapEvent<'_> = ev.read_event().ok()?;
-        if let Some(c) = self.tables.get(&tme.table_id()) {
-            if c.raw == ev.data() {
-                return None;
-            }
-        }
-        let (db, table) = (tme.database_name(), tme.table_name());
-        if !(self.opts.filter)(&db, &table) || self.schemas.get(&db, &table).is_some() {
-            return None;
-        }
-        Some((db.into_owned(), table.into_owned()))
     }
 
     fn verify_checksum(&self, ev: &Event) -> Result<(), SourceError> {
@@ -538,14 +530,114 @@ impl Decoder {
             _ => {}
         }
         if is_ddl(&head) {
-            tracing::info!(schema, query = %truncate(sql, 200), "DDL: table definitions will be re-read");
-            self.schemas.clear();
-            self.tables.clear();
+            self.on_ddl(ev, schema, sql);
+        } else if !head.is_empty() {
+            self.on_statement(ev, schema, sql);
         }
         if !self.in_trx || self.standalone {
             // A statement outside BEGIN…COMMIT (DDL) is a transaction of its own.
             self.commit(ev, out);
         }
+    }
+
+    /// A DDL statement: logged as its kind and tables (at INFO when it
+    /// touches a followed table, else at debug; the text, credentials
+    /// masked, only at debug), applied to the schema history.
+    fn on_ddl(&mut self, ev: &Event, schema: &str, sql: &str) {
+        let at = HistPos::new(&self.file, self.event_pos(ev));
+        let summary = sql::summarize(sql, schema);
+        let filter = self.opts.filter.clone();
+        let followed = summary
+            .tables
+            .iter()
+            .any(|(d, t)| filter(d, t) || self.history.has(d, t));
+        let tables = sql::show_tables(&summary.tables);
+        if followed && !self.ddl_only {
+            tracing::info!(position = %at, "DDL {} {tables}", summary.kind);
+        } else {
+            tracing::debug!(position = %at, "DDL {} {tables}", summary.kind);
+        }
+        tracing::debug!(position = %at, schema, statement = %sql::masked(sql, 500), "DDL text");
+        if self.opts.schema_lookup {
+            self.history
+                .apply_ddl(&at, schema, sql, &|d: &str, t: &str| filter(d, t));
+        }
+        // Table ids may be reused with another definition after a DDL.
+        self.tables.clear();
+    }
+
+    /// Any other statement: at debug level (credentials masked). A DML
+    /// statement on a followed table means the binlog has its changes as a
+    /// statement, not as rows: they cannot be delivered; say so loudly.
+    fn on_statement(&mut self, ev: &Event, schema: &str, sql: &str) {
+        let at = HistPos::new(&self.file, self.event_pos(ev));
+        if self.ddl_only {
+            return;
+        }
+        tracing::debug!(position = %at, schema, statement = %sql::masked(sql, 500), "statement");
+        let summary = sql::summarize(sql, schema);
+        if !sql::is_dml(&summary.kind) {
+            return;
+        }
+        let filter = &self.opts.filter;
+        let watched: Vec<_> = summary
+            .tables
+            .into_iter()
+            .filter(|(d, t)| filter(d, t))
+            .collect();
+        if !watched.is_empty() {
+            tracing::warn!(
+                position = %at,
+                tables = %sql::show_tables(&watched),
+                "{} on {} is in the binlog as a statement, not as rows (its session used binlog_format=STATEMENT or MIXED): its changes are not in the binlog as rows and cannot be delivered. To prevent it, set binlog_format=ROW globally and revoke SUPER and BINLOG ADMIN from applications that change binlog_format per session",
+                summary.kind,
+                sql::show_tables(&watched)
+            );
+        }
+    }
+
+    /// The definition to decode `tm`'s rows with, from the schema history
+    /// at `at`. Without column names in the binlog an unknown definition is
+    /// an error (columns would be matched by position to a guess).
+    fn schema_for(
+        &self,
+        tm: &table_map::TableMap,
+        at: &HistPos,
+    ) -> Result<Option<&TableSchema>, String> {
+        if !self.opts.schema_lookup {
+            return Ok(None);
+        }
+        let (db, t) = (tm.database.as_str(), tm.table.as_str());
+        let def = self.history.def_at(db, t, at);
+        if let Some(Definition::Known { schema }) = def {
+            return Ok(Some(schema));
+        }
+        if tm.has_names() {
+            // binlog_row_metadata=FULL: names come from the binlog; the
+            // last known definition only adds what the binlog lacks (JSON).
+            return Ok(self.history.last_known(db, t));
+        }
+        let why = match def {
+            Some(Definition::Unknown { reason }) => reason.clone(),
+            Some(Definition::Absent) => format!("pikachu's schema history says `{db}`.`{t}` does not exist at this point"),
+            _ => match self.history.versions(db, t).first() {
+                Some(v) => format!("pikachu has no definition of `{db}`.`{t}` before the DDL at {} (it has no schema history from before: a first start from a past position?)", v.from),
+                None => format!("pikachu has no definition of `{db}`.`{t}` for this point"),
+            },
+        };
+        let next = self
+            .history
+            .versions(db, t)
+            .iter()
+            .find(|v| v.from > *at && v.def.schema().is_some())
+            .map(|v| v.from.to_string());
+        let skip = match next {
+            Some(p) => format!("`pikachu position set {p}` (where its definition is known again; the changes of all tables in between are skipped)"),
+            None => "`pikachu position set latest` (the changes of all tables until now are skipped)".to_string(),
+        };
+        Err(format!(
+            "cannot tell which columns these values belong to: the binlog carries no column names (binlog_row_metadata is not FULL) and {why}. Nothing of this table from here on was delivered. To go on: set binlog_row_metadata=FULL on the server (for the future), and move past this with {skip}"
+        ))
     }
 
     fn on_mysql_gtid(&mut self, ev: &Event) -> Result<(), SourceError> {
@@ -591,7 +683,10 @@ impl Decoder {
             .map_err(|e| {
                 self.decode_err(
                     ev,
-                    format!("cannot read the xid of `{}`: {e}", truncate(sql, 200)),
+                    format!(
+                        "cannot read the xid of `{}`: {e}",
+                        super::sql::masked(sql, 200)
+                    ),
                 )
             })?
             .canonical()
@@ -677,14 +772,14 @@ impl Decoder {
             }
         }
         let tm = table_map::parse(&tme).map_err(|e| self.decode_err(ev, e))?;
-        let decoder = if (self.opts.filter)(&tm.database, &tm.table) {
-            let schema: Option<&TableSchema> = self
-                .schemas
-                .get(&tm.database, &tm.table)
-                .and_then(Option::as_ref);
-            let dec = table_map::build_decoder(&tm, schema).map_err(|e| {
-                self.decode_err(ev, format!("table `{}`.`{}`: {e}", tm.database, tm.table))
-            })?;
+        let decoder = if !self.ddl_only && (self.opts.filter)(&tm.database, &tm.table) {
+            let at = HistPos::new(&self.file, self.event_pos(ev));
+            let dec = self
+                .schema_for(&tm, &at)
+                .and_then(|schema| table_map::build_decoder(&tm, schema))
+                .map_err(|e| {
+                    self.decode_err(ev, format!("table `{}`.`{}`: {e}", tm.database, tm.table))
+                })?;
             Some(Arc::new(dec))
         } else {
             None
@@ -948,13 +1043,6 @@ pub fn statement_head(sql: &str) -> String {
 
 fn is_ddl(head: &str) -> bool {
     matches!(head, "ALTER" | "CREATE" | "DROP" | "RENAME" | "TRUNCATE")
-}
-
-fn truncate(s: &str, n: usize) -> &str {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
 }
 
 #[cfg(test)]

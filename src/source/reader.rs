@@ -16,8 +16,9 @@ use super::connect::{self, Flavour, ServerInfo};
 pub use super::decoder::{Commit, TableFilter, XaAt, XaEvent};
 use super::decoder::{Decoder, DecoderOptions, Output};
 use super::error::SourceError;
+use super::history::{HistPos, SchemaHistory, TableKey};
 use super::position::StartAt;
-use super::schema;
+use super::schema_sync::{self, HistoryStore};
 use super::value::DecodeOptions;
 use crate::config::DatabaseConfig;
 use crate::event::Change;
@@ -113,6 +114,10 @@ pub struct ReaderOptions {
     /// file of that name was created at another time (see
     /// [`super::binlogs`]). Reconnects check the file of the last commit.
     pub expect_file: Option<FileIdentity>,
+    /// The tables `filter` wants, for the schema history.
+    pub tables: Vec<TableKey>,
+    /// Where the schema history is kept between runs (`None`: in memory).
+    pub history_store: Option<std::sync::Arc<dyn HistoryStore>>,
 }
 
 /// Opens the binlog stream at `start`.
@@ -200,6 +205,7 @@ pub async fn run(
     let mut progress = Progress::default();
     let mut failures = 0;
     let expect = opts.expect_file.clone();
+    let mut history = schema_sync::init(&info, &opts, &start).await?;
     stream_from(
         &info,
         &opts,
@@ -211,28 +217,9 @@ pub async fn run(
         &status,
         &mut progress,
         &mut failures,
+        &mut history,
     )
     .await
-}
-
-async fn load_schema(
-    db: &DatabaseConfig,
-    conn: &mut Option<Conn>,
-    mariadb: bool,
-    database: &str,
-    table: &str,
-) -> Result<Option<schema::TableSchema>, SourceError> {
-    if let Some(c) = conn.as_mut() {
-        match schema::load(c, mariadb, database, table).await {
-            Ok(s) => return Ok(s),
-            // The connection may have timed out while idle: retry once on a new one.
-            Err(e) => tracing::debug!(error = %e, "schema query failed, reconnecting"),
-        }
-    }
-    let mut c = connect::connect(db).await?;
-    let s = schema::load(&mut c, mariadb, database, table).await?;
-    *conn = Some(c);
-    Ok(s)
 }
 
 fn stream_error(e: mysql_async::Error, file: &str, pos: u64) -> SourceError {
@@ -494,6 +481,7 @@ pub async fn run_with_reconnect(
     status: std::sync::Arc<ReaderStatus>,
 ) -> Result<(), SourceError> {
     let mut progress = Progress::default();
+    let mut history = schema_sync::init(&info, &opts, &start).await?;
     let mut from = start;
     let mut expect = opts.expect_file.clone();
     let mut skip = 0u64;
@@ -510,6 +498,7 @@ pub async fn run_with_reconnect(
             &status,
             &mut progress,
             &mut failures,
+            &mut history,
         )
         .await;
         status.set_connected(false);
@@ -550,21 +539,23 @@ pub async fn run_with_reconnect(
     }
 }
 
-/// One connection's worth of streaming for [`run_with_reconnect`].
+/// One connection's worth of streaming for [`run_with_reconnect`]; the
+/// schema history carries over to the next connection.
 #[allow(clippy::too_many_arguments)]
 async fn stream_from(
     info: &ServerInfo,
     opts: &ReaderOptions,
     from: &StartAt,
     expect: Option<FileIdentity>,
-    mut skip: u64,
+    skip: u64,
     tx: &EventSender,
     cancel: &CancellationToken,
     status: &ReaderStatus,
     progress: &mut Progress,
     failures: &mut u32,
+    history: &mut SchemaHistory,
 ) -> Result<(), SourceError> {
-    let (mut stream, file, gtid_seed) = open_stream(info, opts, from).await?;
+    let (stream, file, gtid_seed) = open_stream(info, opts, from).await?;
     status.set_connected(true);
     tracing::info!(start = %from, server_id = opts.db.server_id, skip, "binlog stream opened");
     let mut decoder = Decoder::new(
@@ -581,13 +572,47 @@ async fn stream_from(
     if let Some(e) = expect {
         decoder.expect_file(e);
     }
+    decoder.history = std::mem::take(history);
+    let result = stream_events(
+        info,
+        opts,
+        from,
+        stream,
+        &mut decoder,
+        skip,
+        tx,
+        cancel,
+        status,
+        progress,
+        failures,
+    )
+    .await;
+    *history = std::mem::take(&mut decoder.history);
+    result
+}
+
+/// The event loop of [`stream_from`].
+#[allow(clippy::too_many_arguments)]
+async fn stream_events(
+    info: &ServerInfo,
+    opts: &ReaderOptions,
+    from: &StartAt,
+    mut stream: mysql_async::BinlogStream,
+    decoder: &mut Decoder,
+    mut skip: u64,
+    tx: &EventSender,
+    cancel: &CancellationToken,
+    status: &ReaderStatus,
+    progress: &mut Progress,
+    failures: &mut u32,
+) -> Result<(), SourceError> {
     // End position of the last event read, for messages.
     let mut last_pos = match from {
         StartAt::FilePos(p) => p.pos,
         StartAt::Gtid(_) => 0,
     };
-    let mariadb = info.flavour == Flavour::MariaDb;
-    let mut schema_conn: Option<Conn> = None;
+    // A connection for the checks of an idle stream, opened when needed.
+    let mut check_conn: Option<Conn> = None;
     let mut watch = HistoryWatch::default();
     let silence = (opts.heartbeat * 3).max(Duration::from_secs(5));
     let mut out = Vec::new();
@@ -644,15 +669,11 @@ async fn stream_from(
             // Idle: the server has nothing more to send. A reset while the
             // stream sits on the current file leaves it idle for ever.
             watch
-                .on_idle(info, &opts.db, &mut schema_conn, &decoder, last_pos)
+                .on_idle(info, &opts.db, &mut check_conn, decoder, last_pos)
                 .await?;
         }
         // A healthy event stream resets the backoff.
         *failures = 0;
-        if let Some((db, table)) = decoder.schema_needed(&event) {
-            let s = load_schema(&opts.db, &mut schema_conn, mariadb, &db, &table).await?;
-            decoder.schemas.insert(&db, &table, s);
-        }
         decoder.handle(&event, &mut out).map_err(|e| match e {
             SourceError::HistoryChanged { why, .. } => SourceError::HistoryChanged {
                 needed: from.to_string(),
@@ -660,6 +681,13 @@ async fn stream_from(
             },
             e => e,
         })?;
+        let changed = decoder.history.take_changed();
+        if !changed.is_empty() {
+            // A DDL moved the schema history: check it and save it before
+            // its transaction end goes downstream (and can be checkpointed).
+            let at = HistPos::new(decoder.file(), decoder.event_pos(&event));
+            schema_sync::after_ddl(info, opts, &mut decoder.history, &at, changed).await?;
+        }
         for o in out.drain(..) {
             let msg = match o {
                 Output::Commit(c) => {

@@ -1,34 +1,51 @@
 //! Table definitions from `information_schema`, for what the binlog does not
 //! say: column names when `binlog_row_metadata` is MINIMAL, ENUM/SET labels,
 //! binary-vs-text, and MariaDB JSON columns (which the binlog shows as
-//! LONGTEXT). Looked up once per table and cached until a DDL for it passes.
+//! LONGTEXT). Read at start and when verifying the schema history
+//! ([`super::history`]), which keeps the definition valid at each position.
 
 use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
 use super::error::SourceError;
 
-/// One column as `information_schema` describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One column as `information_schema` describes it (or as derived from a
+/// DDL statement, in the same terms).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchemaColumn {
+    /// The column's name.
     pub name: String,
     /// `DATA_TYPE`, lower case (`int`, `varchar`, …).
     pub data_type: String,
+    /// `UNSIGNED` (numeric columns).
     pub unsigned: bool,
+    /// Collation id of a character column (`None`: not a character column).
     pub collation: Option<u16>,
+    /// The labels of an ENUM column.
     pub enum_labels: Option<Vec<String>>,
+    /// The labels of a SET column.
     pub set_labels: Option<Vec<String>>,
+    /// JSON (MySQL's type, or MariaDB's LONGTEXT with `json_valid`).
     pub is_json: bool,
+    /// BINARY/VARBINARY/BLOB: bytes, not text.
     pub is_binary: bool,
 }
 
-/// A table as `information_schema` describes it now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A table's definition: as `information_schema` describes it, or as the
+/// schema history derived it from DDL statements.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableSchema {
+    /// The columns, in the table's order (the binlog's order).
     pub columns: Vec<SchemaColumn>,
+    /// The primary key's column names, in key order (empty: none).
     pub primary_key: Vec<String>,
+    /// The table's default collation id (new character columns get it).
+    #[serde(default)]
+    pub default_collation: Option<u16>,
 }
 
 /// Whether a column that `information_schema` calls `data_type` can appear
@@ -112,6 +129,10 @@ const PK_SQL: &str = "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAG
      WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
      ORDER BY ORDINAL_POSITION";
 
+const TABLE_COLLATION_SQL: &str = "SELECT co.ID FROM information_schema.TABLES t \
+     JOIN information_schema.COLLATIONS co ON co.COLLATION_NAME = t.TABLE_COLLATION \
+     WHERE t.TABLE_SCHEMA = ? AND t.TABLE_NAME = ?";
+
 const JSON_CHECKS_SQL: &str = "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
      WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?";
 
@@ -142,6 +163,10 @@ pub async fn load(
     } else {
         Vec::new()
     };
+    let default_collation: Option<Option<u64>> = conn
+        .exec_first(TABLE_COLLATION_SQL, (db, table))
+        .await
+        .map_err(|e| SourceError::query(TABLE_COLLATION_SQL, e))?;
     let columns = rows
         .into_iter()
         .map(|(name, data_type, column_type, collation)| {
@@ -170,33 +195,83 @@ pub async fn load(
     Ok(Some(TableSchema {
         columns,
         primary_key: pk,
+        default_collation: default_collation
+            .flatten()
+            .and_then(|c| u16::try_from(c).ok()),
     }))
 }
 
-/// Cache of table definitions, keyed by (database, table).
-#[derive(Debug, Default)]
-pub struct SchemaCache {
-    tables: HashMap<(String, String), Option<TableSchema>>,
+/// The server's collations and character sets by name, for deriving a
+/// column's collation from `CHARACTER SET x` / `COLLATE y` in a DDL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Collations {
+    /// Collation name (lower case) → id.
+    pub by_name: HashMap<String, u16>,
+    /// Character set name (lower case) → the id of its default collation.
+    pub charset_default: HashMap<String, u16>,
+    /// Database name → the id of its default collation.
+    pub database_default: HashMap<String, u16>,
 }
 
-impl SchemaCache {
-    pub fn get(&self, db: &str, table: &str) -> Option<&Option<TableSchema>> {
-        self.tables.get(&(db.to_string(), table.to_string()))
+impl Collations {
+    /// The id of collation `name` (`utf8_…` is read as `utf8mb3_…`).
+    pub fn collation(&self, name: &str) -> Option<u16> {
+        let n = name.to_ascii_lowercase();
+        self.by_name.get(&n).copied().or_else(|| {
+            n.strip_prefix("utf8_")
+                .and_then(|rest| self.by_name.get(&format!("utf8mb3_{rest}")).copied())
+        })
     }
 
-    pub fn insert(&mut self, db: &str, table: &str, schema: Option<TableSchema>) {
-        self.tables
-            .insert((db.to_string(), table.to_string()), schema);
+    /// The default collation of character set `name` (`utf8` is `utf8mb3`).
+    pub fn charset(&self, name: &str) -> Option<u16> {
+        let n = name.to_ascii_lowercase();
+        let n = if n == "utf8" {
+            "utf8mb3".to_string()
+        } else {
+            n
+        };
+        self.charset_default.get(&n).copied()
     }
+}
 
-    /// Forgets every table of `db` (after a DDL whose target we could not pin down).
-    pub fn invalidate_db(&mut self, db: &str) {
-        self.tables.retain(|(d, _), _| d != db);
-    }
+const COLLATIONS_SQL: &str = "SELECT COLLATION_NAME, CHARACTER_SET_NAME, ID, IS_DEFAULT \
+     FROM information_schema.COLLATIONS";
 
-    pub fn clear(&mut self) {
-        self.tables.clear();
+const DATABASES_SQL: &str = "SELECT s.SCHEMA_NAME, co.ID FROM information_schema.SCHEMATA s \
+     JOIN information_schema.COLLATIONS co ON co.COLLATION_NAME = s.DEFAULT_COLLATION_NAME";
+
+/// Reads the server's collations and the databases' default collations.
+pub async fn load_collations(conn: &mut Conn) -> Result<Collations, SourceError> {
+    // Every column may be NULL (MariaDB lists collation aliases without an id).
+    type Row = (Option<String>, Option<String>, Option<u64>, Option<String>);
+    let rows: Vec<Row> = conn
+        .query(COLLATIONS_SQL)
+        .await
+        .map_err(|e| SourceError::query(COLLATIONS_SQL, e))?;
+    let mut c = Collations::default();
+    for (name, charset, id, default) in rows {
+        let (Some(name), Some(Ok(id))) = (name, id.map(u16::try_from)) else {
+            continue;
+        };
+        if let Some(cs) = charset {
+            let is_default = default.is_some_and(|d| d.eq_ignore_ascii_case("yes"));
+            if is_default || !c.charset_default.contains_key(&cs.to_ascii_lowercase()) {
+                c.charset_default.insert(cs.to_ascii_lowercase(), id);
+            }
+        }
+        c.by_name.insert(name.to_ascii_lowercase(), id);
     }
+    let dbs: Vec<(Option<String>, Option<u64>)> = conn
+        .query(DATABASES_SQL)
+        .await
+        .map_err(|e| SourceError::query(DATABASES_SQL, e))?;
+    for (db, id) in dbs {
+        if let (Some(db), Some(Ok(id))) = (db, id.map(u16::try_from)) {
+            c.database_default.insert(db, id);
+        }
+    }
+    Ok(c)
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@
 //! and on a read-only filesystem. The [`lock`] on the state directory keeps
 //! a second `pikachu run` out. Errors name the file, what is wrong with it
 //! (read-only, not a database or corrupt, disk full) and what to do.
+//! - `schema_history`: the definitions of the followed tables, each with the
+//!   binlog position it is valid from (see [`SchemaVersionRow`] and
+//!   `source::history`); forgotten when the position is set or reset.
 //!
 //! The schema is versioned with SQLite's `PRAGMA user_version`: each entry
 //! of [`MIGRATIONS`] is applied once, in order; the missing ones together
@@ -39,9 +42,11 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 mod checkpoint;
 mod diagnose;
 pub mod lock;
+mod schema_history;
 pub mod xa;
 pub use checkpoint::Checkpoint;
 pub use lock::{LockError, StateLock};
+pub use schema_history::SchemaVersionRow;
 
 /// File name of the database inside `state_dir`.
 pub const DB_FILE: &str = "pikachu.db";
@@ -101,6 +106,17 @@ pub const MIGRATIONS: &[&str] = &[
         change BLOB    NOT NULL,
         PRIMARY KEY (xa_id, n)
     ) WITHOUT ROWID;",
+    // 5: the schema history: a table's definition from a binlog position on.
+    "CREATE TABLE schema_history (
+        db          TEXT    NOT NULL,
+        tbl         TEXT    NOT NULL,
+        file        TEXT    NOT NULL,
+        pos         INTEGER NOT NULL,
+        definition  TEXT    NOT NULL,
+        server      TEXT    NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (db, tbl, file, pos)
+    );",
 ];
 
 /// A store error, with what was being done.

@@ -309,10 +309,12 @@ pub fn try_collect_payloads(
             db: cfg.database.clone(),
             heartbeat: Duration::from_secs(1),
             decode: Default::default(),
+            tables: wanted.clone(),
             filter: std::sync::Arc::new(move |d: &str, t: &str| {
                 wanted.iter().any(|(wd, wt)| wd == d && wt == t)
             }),
             expect_file: None,
+            history_store: None,
         };
         let start = StartAt::FilePos(pikachu::source::position::FilePos {
             file: start.0.clone(),
