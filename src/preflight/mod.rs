@@ -205,7 +205,7 @@ async fn checks(cfg: &Config, r: &mut Report) {
     r.tls = Some(tls);
 
     let tables = configured_tables(cfg);
-    check_privileges(&mut conn, &info, &tables, r).await;
+    let unreadable = check_privileges(&mut conn, &info, &tables, r).await;
     let vars = match global_variables(&mut conn).await {
         Ok(v) => v,
         Err(e) => {
@@ -221,7 +221,14 @@ async fn checks(cfg: &Config, r: &mut Report) {
         check_binlog(&vars, &info, r);
     }
     check_server_id(&mut conn, cfg, &info, r).await;
-    check_tables(&mut conn, cfg, &tables, r).await;
+    // Without SELECT a table is invisible in information_schema: the
+    // privileges FAIL says so, "does not exist" would be wrong.
+    let visible: Vec<_> = tables
+        .iter()
+        .filter(|(d, t, _)| !unreadable.iter().any(|(ud, ut)| ud == d && ut == t))
+        .cloned()
+        .collect();
+    check_tables(&mut conn, cfg, &visible, r).await;
     if !vars.is_empty() && binlog_on(&vars) {
         check_retention(&vars, r);
     }
@@ -304,19 +311,25 @@ fn repl_client_spellings(info: &ServerInfo) -> Vec<&'static str> {
     v
 }
 
+/// Checks the account's privileges; returns the configured tables it may
+/// not SELECT from (empty when the grants could not be read).
 async fn check_privileges(
     conn: &mut Conn,
     info: &ServerInfo,
     tables: &[(String, String, Vec<String>)],
     r: &mut Report,
-) {
+) -> Vec<(String, String)> {
     match read_grants(conn, info).await {
         Ok((user, eff)) => {
             let mut missing = Vec::new();
-            let no_select: Vec<String> = tables
+            let unreadable: Vec<(String, String)> = tables
                 .iter()
                 .filter(|(d, t, _)| !eff.can_select(d, t))
-                .map(|(d, t, _)| format!("{}.{}", ident(d), ident(t)))
+                .map(|(d, t, _)| (d.clone(), t.clone()))
+                .collect();
+            let no_select: Vec<String> = unreadable
+                .iter()
+                .map(|(d, t)| format!("{}.{}", ident(d), ident(t)))
                 .collect();
             if !no_select.is_empty() {
                 missing.push("SELECT");
@@ -334,7 +347,7 @@ async fn check_privileges(
                     "privileges",
                     format!("user {account} has SELECT, REPLICATION SLAVE, REPLICATION CLIENT"),
                 );
-                return;
+                return unreadable;
             }
             let mut msg = format!(
                 "user {account} lacks {} {}",
@@ -366,14 +379,18 @@ async fn check_privileges(
                 ));
             }
             r.push(Status::Fail, "privileges", msg);
+            unreadable
         }
-        Err(e) => r.push(
-            Status::Warn,
-            "privileges",
-            format!(
-                "cannot read the grants of database.user: {e}; make sure it has SELECT, REPLICATION SLAVE, REPLICATION CLIENT"
-            ),
-        ),
+        Err(e) => {
+            r.push(
+                Status::Warn,
+                "privileges",
+                format!(
+                    "cannot read the grants of database.user: {e}; make sure it has SELECT, REPLICATION SLAVE, REPLICATION CLIENT"
+                ),
+            );
+            Vec::new()
+        }
     }
 }
 
