@@ -62,6 +62,26 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// The message as lines to print: the located line, then the source
+    /// excerpt's lines (whose control characters are already blanked).
+    pub fn lines(&self) -> Vec<String> {
+        match self.diagnostic() {
+            Some(d) => {
+                let mut head = d.clone();
+                head.snippet.clear();
+                std::iter::once(head.to_string())
+                    .chain(
+                        d.snippet
+                            .lines()
+                            .filter(|l| !l.is_empty())
+                            .map(str::to_owned),
+                    )
+                    .collect()
+            }
+            None => vec![self.to_string()],
+        }
+    }
+
     /// The located diagnostic, for every kind except [`ConfigError::Read`].
     pub fn diagnostic(&self) -> Option<&Diagnostic> {
         match self {
@@ -87,7 +107,13 @@ pub(crate) fn snippet(text: &str, line: u64, column: u64) -> String {
     let source_line = source_line.trim_end_matches('\r');
     let printable: String = source_line
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
     let number = line.to_string();
     let gutter = " ".repeat(number.len());

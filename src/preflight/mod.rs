@@ -123,18 +123,21 @@ impl Report {
     /// The error that stops pikachu when a check failed: the message of the
     /// failure, or of each failure on its own line.
     pub fn error(&self) -> Option<String> {
+        self.error_lines().map(|lines| lines.join("\n"))
+    }
+
+    /// [`Report::error`] as its lines: the one failure's message, or a
+    /// heading and `  FAIL …` for each failure.
+    pub fn error_lines(&self) -> Option<Vec<String>> {
         let fails: Vec<&Finding> = self.failures().collect();
         match fails.as_slice() {
             [] => None,
-            [one] => Some(one.message.clone()),
-            many => Some(format!(
-                "{} preflight checks failed:\n{}",
-                many.len(),
-                many.iter()
-                    .map(|f| format!("  FAIL {}", f.message))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )),
+            [one] => Some(vec![one.message.clone()]),
+            many => Some(
+                std::iter::once(format!("{} preflight checks failed:", many.len()))
+                    .chain(many.iter().map(|f| format!("  FAIL {}", f.message)))
+                    .collect(),
+            ),
         }
     }
 }
@@ -150,11 +153,11 @@ pub async fn run(cfg: &Config, mode: Mode) -> Report {
     report
 }
 
-/// For `pikachu run`: the checks, logged; `Err` with the message(s) to stop
-/// with when one failed.
-pub async fn at_start(cfg: &Config) -> Result<Report, String> {
+/// For `pikachu run`: the checks, logged; `Err` with the lines of the
+/// message to stop with when one failed ([`Report::error_lines`]).
+pub async fn at_start(cfg: &Config) -> Result<Report, Vec<String>> {
     let report = run(cfg, Mode::Start).await;
-    match report.error() {
+    match report.error_lines() {
         Some(e) => Err(e),
         None => Ok(report),
     }
@@ -340,7 +343,11 @@ async fn check_privileges(
             if !eff.has_global(&repl_client_spellings(info)) {
                 missing.push("REPLICATION CLIENT");
             }
-            let account = format!("{}@{}", sql_quote(&user.name), sql_quote(user.host.as_deref().unwrap_or("%")));
+            let account = format!(
+                "{}@{}",
+                sql_quote(&user.name),
+                sql_quote(user.host.as_deref().unwrap_or("%"))
+            );
             if missing.is_empty() {
                 r.push(
                     Status::Ok,
@@ -351,7 +358,11 @@ async fn check_privileges(
             }
             let mut msg = format!(
                 "user {account} lacks {} {}",
-                if missing.len() == 1 { "the privilege" } else { "the privileges" },
+                if missing.len() == 1 {
+                    "the privilege"
+                } else {
+                    "the privileges"
+                },
                 missing.join(", ")
             );
             if !no_select.is_empty() && no_select.len() < tables.len() {
@@ -371,7 +382,9 @@ async fn check_privileges(
                 let names: Vec<String> = inactive.iter().map(|n| n.sql()).collect();
                 let fix = match info.flavour {
                     Flavour::MariaDb => format!("SET DEFAULT ROLE {} FOR {account};", names[0]),
-                    Flavour::MySql => format!("SET DEFAULT ROLE {} TO {account};", names.join(", ")),
+                    Flavour::MySql => {
+                        format!("SET DEFAULT ROLE {} TO {account};", names.join(", "))
+                    }
                 };
                 msg.push_str(&format!(
                     " (or, if the role {} has them: it is granted but not active at login; run `{fix}`)",
