@@ -57,6 +57,9 @@ pub enum SourceError {
         message: String,
     },
 
+    #[error("another replica is connected to the server with the same database.server_id {server_id}, and the server keeps one binlog connection per id, so the two keep disconnecting each other: pick a database.server_id that no other replica of this server uses (`SHOW SLAVE HOSTS` lists them), or stop the other replica (server: {message})")]
+    ServerIdClash { server_id: u32, message: String },
+
     #[error("{0}")]
     Config(String),
 }
@@ -72,6 +75,8 @@ impl SourceError {
                 | SourceError::Stream(_)
                 | SourceError::Silent { .. }
                 | SourceError::Query { .. }
+                // The other replica may go away (e.g. an old pikachu just stopped).
+                | SourceError::ServerIdClash { .. }
         )
     }
 }

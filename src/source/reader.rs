@@ -174,7 +174,7 @@ async fn open_stream(
     let stream = conn
         .get_binlog_stream(request)
         .await
-        .map_err(|e| stream_error(e, &file, pos))?;
+        .map_err(|e| stream_error(e, opts.db.server_id, &file, pos))?;
     Ok((stream, file, gtid_seed))
 }
 
@@ -224,8 +224,16 @@ async fn load_schema(
     Ok(s)
 }
 
-fn stream_error(e: mysql_async::Error, file: &str, pos: u64) -> SourceError {
+fn stream_error(e: mysql_async::Error, server_id: u32, file: &str, pos: u64) -> SourceError {
     if let mysql_async::Error::Server(se) = &e {
+        // Another replica registered with our server_id: MariaDB says 4052
+        // (ER_SLAVE_SAME_ID), MySQL 1236 with this text.
+        if se.code == 4052 || se.message.contains("same server_uuid/server_id") {
+            return SourceError::ServerIdClash {
+                server_id,
+                message: se.message.clone(),
+            };
+        }
         // 1236: ER_MASTER_FATAL_ERROR_READING_BINLOG (purged or unknown position).
         if se.code == 1236 {
             return SourceError::Purged {
@@ -281,7 +289,24 @@ pub struct ReaderStatus {
     /// The reader is waiting for the server (not decoding, not waiting
     /// for room downstream).
     pub waiting: std::sync::atomic::AtomicBool,
+    /// Set while other replicas keep taking this `server_id`
+    /// ([`CLASHES_FOR_DOWN`] disconnects within [`CLASH_WINDOW`]): why
+    /// health is DOWN. Cleared once a stream has lasted [`CLASH_CLEAR`].
+    pub server_id_clash: std::sync::Mutex<Option<String>>,
+    /// Fast check of `server_id_clash` for the per-event loop.
+    clashing: std::sync::atomic::AtomicBool,
 }
+
+/// Disconnects by a replica with the same server_id, within [`CLASH_WINDOW`],
+/// that make health DOWN and the reader log an ERROR.
+pub const CLASHES_FOR_DOWN: usize = 3;
+/// See [`CLASHES_FOR_DOWN`].
+pub const CLASH_WINDOW: Duration = Duration::from_secs(60);
+/// A stream that lasts this long means the clash is over.
+pub const CLASH_CLEAR: Duration = Duration::from_secs(20);
+/// Least wait before reconnecting after such a disconnect: each reconnect
+/// disconnects the other replica, so not in a tight loop.
+const CLASH_MIN_DELAY: Duration = Duration::from_secs(2);
 
 impl Default for ReaderStatus {
     fn default() -> Self {
@@ -294,6 +319,8 @@ impl Default for ReaderStatus {
             event_time: Default::default(),
             read_lag: Default::default(),
             waiting: Default::default(),
+            server_id_clash: Default::default(),
+            clashing: Default::default(),
         }
     }
 }
@@ -309,6 +336,55 @@ impl ReaderStatus {
                     since.get_or_insert_with(std::time::Instant::now);
                 }
             }
+        }
+    }
+
+    /// Records a disconnect by a replica with the same server_id at `now`
+    /// in `recent` (those within [`CLASH_WINDOW`]); from the
+    /// [`CLASHES_FOR_DOWN`]th on, sets [`ReaderStatus::server_id_clash`].
+    /// True when the clash has just begun (time for an ERROR).
+    fn note_clash(
+        &self,
+        recent: &mut std::collections::VecDeque<std::time::Instant>,
+        server_id: u32,
+    ) -> bool {
+        let now = std::time::Instant::now();
+        recent.push_back(now);
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CLASH_WINDOW)
+        {
+            recent.pop_front();
+        }
+        if recent.len() < CLASHES_FOR_DOWN {
+            return false;
+        }
+        let reason = format!(
+            "another replica keeps taking database.server_id {server_id} ({} disconnects in the last {} s): pick a database.server_id no other replica uses",
+            recent.len(),
+            CLASH_WINDOW.as_secs()
+        );
+        let began = !self
+            .clashing
+            .swap(true, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut r) = self.server_id_clash.lock() {
+            *r = Some(reason);
+        }
+        began
+    }
+
+    /// Ends the clash state once a stream opened at `opened` has lasted [`CLASH_CLEAR`].
+    fn clear_clash_after(&self, opened: std::time::Instant) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.clashing.load(Relaxed) && opened.elapsed() > CLASH_CLEAR {
+            self.clashing.store(false, Relaxed);
+            if let Ok(mut r) = self.server_id_clash.lock() {
+                *r = None;
+            }
+            tracing::info!(
+                "no other replica has taken database.server_id for {} s: the clash is over",
+                CLASH_CLEAR.as_secs()
+            );
         }
     }
 
@@ -395,6 +471,7 @@ pub async fn run_with_reconnect(
     let mut from = start;
     let mut skip = 0u64;
     let mut failures = 0u32;
+    let mut clashes = std::collections::VecDeque::new();
     loop {
         let result = stream_from(
             &info,
@@ -415,12 +492,18 @@ pub async fn run_with_reconnect(
             Err(e) => e,
         };
         failures += 1;
-        let delay = crate::deliver::backoff::full_jitter(
+        let mut delay = crate::deliver::backoff::full_jitter(
             Duration::from_millis(200),
             Duration::from_secs(10),
             failures.min(16),
             0.5 + crate::deliver::backoff::rand01() / 2.0,
         );
+        if let SourceError::ServerIdClash { .. } = &e {
+            delay = delay.max(CLASH_MIN_DELAY);
+            if status.note_clash(&mut clashes, opts.db.server_id) {
+                tracing::error!(server_id = opts.db.server_id, "{e}");
+            }
+        }
         tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, attempt = failures, "binlog connection lost, reconnecting");
         if let Ok(mut l) = status.last_error.lock() {
             *l = Some(e.to_string());
@@ -456,6 +539,7 @@ async fn stream_from(
     failures: &mut u32,
 ) -> Result<(), SourceError> {
     let (mut stream, file, gtid_seed) = open_stream(info, opts, from).await?;
+    let opened = std::time::Instant::now();
     status.set_connected(true);
     tracing::info!(start = %from, server_id = opts.db.server_id, skip, "binlog stream opened");
     let mut decoder = Decoder::new(
@@ -515,10 +599,11 @@ async fn stream_from(
                     "the server closed the binlog stream".into(),
                 ))
             }
-            Ok(Some(Err(e))) => return Err(stream_error(e, decoder.file(), 0)),
+            Ok(Some(Err(e))) => return Err(stream_error(e, opts.db.server_id, decoder.file(), 0)),
             Ok(Some(Ok(ev))) => ev,
         };
         status.note_event(&event);
+        status.clear_clash_after(opened);
         // A healthy event stream resets the backoff.
         *failures = 0;
         if let Some((db, table)) = decoder.schema_needed(&event) {
@@ -560,6 +645,79 @@ async fn stream_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_with_our_server_id_is_told_apart_from_a_purged_position() {
+        let server = |code, message: &str| {
+            mysql_async::Error::Server(mysql_async::ServerError {
+                code,
+                message: message.into(),
+                state: "HY000".into(),
+            })
+        };
+        // MariaDB.
+        let e = stream_error(
+            server(
+                4052,
+                "A slave with the same server_uuid/server_id is already connected",
+            ),
+            7,
+            "f",
+            4,
+        );
+        assert!(
+            matches!(e, SourceError::ServerIdClash { server_id: 7, .. }),
+            "{e:?}"
+        );
+        assert!(e.is_retryable());
+        assert!(e.to_string().contains("database.server_id 7"), "{e}");
+        // MySQL.
+        let e = stream_error(
+            server(1236, "A replica with the same server_uuid/server_id as this replica has connected to the source"),
+            7,
+            "f",
+            4,
+        );
+        assert!(matches!(e, SourceError::ServerIdClash { .. }), "{e:?}");
+        let e = stream_error(
+            server(1236, "Could not find first log file name"),
+            7,
+            "f",
+            4,
+        );
+        assert!(matches!(e, SourceError::Purged { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn clash_state_needs_three_disconnects_and_ends_after_a_long_stream() {
+        let status = ReaderStatus::default();
+        let mut recent = std::collections::VecDeque::new();
+        assert!(!status.note_clash(&mut recent, 9));
+        assert!(!status.note_clash(&mut recent, 9));
+        assert!(status
+            .server_id_clash
+            .lock()
+            .map(|r| r.is_none())
+            .unwrap_or(false));
+        assert!(status.note_clash(&mut recent, 9), "the third begins it");
+        assert!(!status.note_clash(&mut recent, 9), "and only once");
+        let reason = status.server_id_clash.lock().ok().and_then(|r| r.clone());
+        assert!(reason.is_some_and(|r| r.contains("database.server_id 9")));
+        status.clear_clash_after(std::time::Instant::now());
+        assert!(status
+            .server_id_clash
+            .lock()
+            .map(|r| r.is_some())
+            .unwrap_or(false));
+        if let Some(long_ago) = std::time::Instant::now().checked_sub(CLASH_CLEAR * 2) {
+            status.clear_clash_after(long_ago);
+            assert!(status
+                .server_id_clash
+                .lock()
+                .map(|r| r.is_none())
+                .unwrap_or(false));
+        }
+    }
 
     #[test]
     fn channel_holds_at_most_about_queue_size_events() {
