@@ -2,19 +2,27 @@
 //! start position, notices a silent server (heartbeats), looks up table
 //! definitions the [`Decoder`] asks for, and sends what it decodes
 //! downstream. A full channel makes the reader wait: nothing is dropped.
+//!
+//! Events from the network are checked before they are parsed, as the
+//! offline reader checks files: the stream ([`checked`], a patch of
+//! mysql_async, see `vendor/README.md`) runs [`check_raw_event`] on every
+//! event's bytes and leaves TRANSACTION_PAYLOAD events to
+//! [`payload_events`], which opens them as the offline reader does. A
+//! corrupt event is a decode error naming its position, never a panic.
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStreamRequest, Conn};
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
+use mysql_common::binlog::events::{Event, FormatDescriptionEvent};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::connect::{self, Flavour, ServerInfo};
 pub use super::decoder::{Commit, TableFilter};
 use super::decoder::{Decoder, DecoderOptions, Output};
-use super::error::SourceError;
+use super::error::{At, SourceError};
 use super::position::StartAt;
 use super::schema;
 use super::value::DecodeOptions;
@@ -175,7 +183,49 @@ async fn open_stream(
         .get_binlog_stream(request)
         .await
         .map_err(|e| stream_error(e, opts.db.server_id, &file, pos))?;
-    Ok((stream, file, gtid_seed))
+    Ok((checked(stream), file, gtid_seed))
+}
+
+/// A corrupt event from the server, found by [`check_raw_event`] (carried
+/// through mysql_async as the source of an `io::Error`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CorruptEvent(pub String);
+
+/// The live stream's check of each event's bytes before mysql_common parses
+/// them: the offline reader's framing checks ([`super::file::check_event_frame`]).
+pub fn check_raw_event(bytes: &[u8], fde: &FormatDescriptionEvent<'static>) -> std::io::Result<()> {
+    super::file::check_event_frame(bytes, fde)
+        .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidData, CorruptEvent(m)))
+}
+
+/// `stream` as the reader reads it: every event checked by
+/// [`check_raw_event`], TRANSACTION_PAYLOAD events not opened by the stream
+/// (see [`payload_events`]).
+pub fn checked(stream: BinlogStream) -> BinlogStream {
+    stream
+        .with_event_check(check_raw_event)
+        .without_payload_decompression()
+}
+
+/// The inner events of `event` when it is a TRANSACTION_PAYLOAD (MySQL 8
+/// binlog transaction compression), opened as the offline reader opens
+/// them (header checked, size bounded, inner events framed); none for any
+/// other event. A corrupt payload is a decode error at `file`:its end.
+pub fn payload_events(event: &Event, file: &str) -> Result<Vec<Event>, SourceError> {
+    if event.header().event_type_raw() != super::decoder::TRANSACTION_PAYLOAD {
+        return Ok(Vec::new());
+    }
+    match super::file::open_payload(event, event.fde()) {
+        Ok(p) => Ok(p.events.into_iter().map(|e| e.event).collect()),
+        Err(message) => Err(SourceError::Decode {
+            at: At {
+                file: file.to_string(),
+                pos: u64::from(event.header().log_pos()),
+            },
+            message,
+        }),
+    }
 }
 
 /// Reads the binlog from `start` until cancelled, the receiver is gone, or an error.
@@ -224,7 +274,20 @@ async fn load_schema(
     Ok(s)
 }
 
-fn stream_error(e: mysql_async::Error, server_id: u32, file: &str, pos: u64) -> SourceError {
+/// What an error of the binlog stream means for pikachu; `file`:`pos` is
+/// where the stream was (the start of the event it was reading).
+pub fn stream_error(e: mysql_async::Error, server_id: u32, file: &str, pos: u64) -> SourceError {
+    if let mysql_async::Error::Io(mysql_async::IoError::Io(io)) = &e {
+        if let Some(c) = io.get_ref().and_then(|i| i.downcast_ref::<CorruptEvent>()) {
+            return SourceError::Decode {
+                at: At {
+                    file: file.to_string(),
+                    pos,
+                },
+                message: format!("the event the server sent from this position is corrupt: {c}"),
+            };
+        }
+    }
     if let mysql_async::Error::Server(se) = &e {
         // Another replica registered with our server_id: MariaDB says 4052
         // (ER_SLAVE_SAME_ID), MySQL 1236 with this text.
@@ -562,6 +625,11 @@ async fn stream_from(
     // also counts the batch being built, and becomes `progress` once the
     // batch is sent. A batch lost to an error is read again.
     let mut pending = progress.clone();
+    // Where the next event starts, for a corrupt one's message.
+    let mut next_pos = match from {
+        StartAt::FilePos(p) => p.pos,
+        StartAt::Gtid(_) => 0,
+    };
     loop {
         // Take what the server has already sent without waiting; when it
         // has nothing ready, send the batch on before waiting for more.
@@ -599,47 +667,85 @@ async fn stream_from(
                     "the server closed the binlog stream".into(),
                 ))
             }
-            Ok(Some(Err(e))) => return Err(stream_error(e, opts.db.server_id, decoder.file(), 0)),
+            Ok(Some(Err(e))) => {
+                return Err(stream_error(e, opts.db.server_id, decoder.file(), next_pos))
+            }
             Ok(Some(Ok(ev))) => ev,
         };
         status.note_event(&event);
         status.clear_clash_after(opened);
         // A healthy event stream resets the backoff.
         *failures = 0;
-        if let Some((db, table)) = decoder.schema_needed(&event) {
-            let s = load_schema(&opts.db, &mut schema_conn, mariadb, &db, &table).await?;
-            decoder.schemas.insert(&db, &table, s);
-        }
-        decoder.handle(&event, &mut out)?;
-        for o in out.drain(..) {
-            let msg = match o {
-                Output::Change(c) => {
-                    if skip > 0 {
-                        // Already sent before the connection was lost.
-                        skip -= 1;
-                        continue;
-                    }
-                    pending.open_changes += 1;
-                    SourceEvent::Change(c)
-                }
-                Output::Commit(c) => {
-                    skip = 0;
-                    pending.open_changes = 0;
-                    pending.last_commit = Some(c.clone());
-                    SourceEvent::Commit(c)
-                }
-            };
-            batch.push(msg);
-            // Full: send it now, even in the middle of a rows event, so the
-            // channel never holds more than its size.
-            if batch.len() >= tx.batch {
-                if !tx.send_batch(&mut batch, cancel).await {
-                    return Ok(());
-                }
-                *progress = pending.clone();
+        next_pos = match (event.header().event_type_raw(), event.header().log_pos()) {
+            (super::decoder::ROTATE, _) => 4,
+            (_, 0) => next_pos,
+            (_, end) => u64::from(end),
+        };
+        let inner = payload_events(&event, decoder.file())?;
+        for ev in std::iter::once(&event).chain(&inner) {
+            if let Some((db, table)) = decoder.schema_needed(ev) {
+                let s = load_schema(&opts.db, &mut schema_conn, mariadb, &db, &table).await?;
+                decoder.schemas.insert(&db, &table, s);
+            }
+            decoder.handle(ev, &mut out)?;
+            if !drain_into_batch(
+                tx,
+                cancel,
+                &mut out,
+                &mut batch,
+                &mut skip,
+                &mut pending,
+                progress,
+            )
+            .await
+            {
+                return Ok(());
             }
         }
     }
+}
+
+/// Moves the decoder's `out` into `batch` (skipping the `skip` changes
+/// already sent before a reconnect, keeping `pending` up to date), sending
+/// the batch as soon as it is full, even in the middle of a rows event, so
+/// the channel never holds more than its size. False when the reader
+/// should stop.
+async fn drain_into_batch(
+    tx: &EventSender,
+    cancel: &CancellationToken,
+    out: &mut Vec<Output>,
+    batch: &mut Vec<SourceEvent>,
+    skip: &mut u64,
+    pending: &mut Progress,
+    progress: &mut Progress,
+) -> bool {
+    for o in out.drain(..) {
+        let msg = match o {
+            Output::Change(c) => {
+                if *skip > 0 {
+                    // Already sent before the connection was lost.
+                    *skip -= 1;
+                    continue;
+                }
+                pending.open_changes += 1;
+                SourceEvent::Change(c)
+            }
+            Output::Commit(c) => {
+                *skip = 0;
+                pending.open_changes = 0;
+                pending.last_commit = Some(c.clone());
+                SourceEvent::Commit(c)
+            }
+        };
+        batch.push(msg);
+        if batch.len() >= tx.batch {
+            if !tx.send_batch(batch, cancel).await {
+                return false;
+            }
+            *progress = pending.clone();
+        }
+    }
+    true
 }
 
 #[cfg(test)]

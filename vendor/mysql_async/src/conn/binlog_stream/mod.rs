@@ -65,6 +65,12 @@ impl super::Conn {
     }
 }
 
+/// pikachu patch (see vendor/README.md): checks one event's raw bytes (its
+/// header and data, as received) before they are parsed, with the format
+/// description in force.
+pub type EventCheck =
+    fn(&[u8], &mysql_common::binlog::events::FormatDescriptionEvent<'static>) -> std::io::Result<()>;
+
 /// Binlog event stream.
 ///
 /// Stream initialization is lazy, i.e. binlog won't be requested until this stream is polled.
@@ -74,6 +80,10 @@ pub struct BinlogStream {
     // TODO: Use 'static reader here (requires impl on the mysql_common side).
     /// Uncompressed Transaction_payload_event we are iterating over (if any).
     tpe: Option<Cursor<Vec<u8>>>,
+    /// pikachu patch: see [`BinlogStream::with_event_check`].
+    check: Option<EventCheck>,
+    /// pikachu patch: see [`BinlogStream::without_payload_decompression`].
+    decompress_payloads: bool,
 }
 
 impl BinlogStream {
@@ -83,7 +93,26 @@ impl BinlogStream {
             read_packet: ReadPacket::new(conn),
             esr: EventStreamReader::new(Version4),
             tpe: None,
+            check: None,
+            decompress_payloads: true,
         }
+    }
+
+    /// pikachu patch: every event's bytes go through `check` before they are
+    /// parsed (parsing panics on some corrupt sizes); an error from it is
+    /// the stream's next item.
+    pub fn with_event_check(mut self, check: EventCheck) -> Self {
+        self.check = Some(check);
+        self
+    }
+
+    /// pikachu patch: yields TRANSACTION_PAYLOAD events as they are, without
+    /// parsing or decompressing them (which trusts their header: it panics
+    /// on some corrupt fields and allocates the size the header claims); the
+    /// caller opens them, and their inner events do not come from the stream.
+    pub fn without_payload_decompression(mut self) -> Self {
+        self.decompress_payloads = false;
+        self
     }
 
     /// Returns a table map event for the given table id.
@@ -162,9 +191,16 @@ impl futures_core::stream::Stream for BinlogStream {
 
         if first_byte == Some(0) {
             let event_data = &packet[1..];
+            if let Some(check) = self.check {
+                if let Err(err) = check(event_data, self.esr.get_fde()) {
+                    return Poll::Ready(Some(Err(err.into())));
+                }
+            }
             match self.esr.read(event_data) {
                 Ok(Some(event)) => {
-                    if event.header().event_type_raw() == EventType::TRANSACTION_PAYLOAD_EVENT as u8
+                    if self.decompress_payloads
+                        && event.header().event_type_raw()
+                            == EventType::TRANSACTION_PAYLOAD_EVENT as u8
                     {
                         #[allow(clippy::single_match)]
                         match event.read_event::<TransactionPayloadEvent<'_>>() {
