@@ -50,7 +50,8 @@ fn fake_server(events: Vec<Vec<u8>>) -> u16 {
             return;
         };
         // Protocol 41, secure connection, plugin auth, long password, transactions.
-        let caps: u32 = 0x0000_0001 | 0x0000_0004 | 0x0000_0200 | 0x0000_2000 | 0x0000_8000 | 0x0008_0000;
+        let caps: u32 =
+            0x0000_0001 | 0x0000_0004 | 0x0000_0200 | 0x0000_2000 | 0x0000_8000 | 0x0008_0000;
         let mut hello = vec![10];
         hello.extend_from_slice(b"8.0.40-fake\0");
         hello.extend_from_slice(&1u32.to_le_bytes());
@@ -167,7 +168,12 @@ fn assert_decode_error(e: &SourceError, pos: u64, needle: &str) {
         other => panic!("not a decode error: {other:?}"),
     }
     assert!(!e.is_retryable());
-    assert!(e.to_string().starts_with(&format!("binlog event at {FILE}:{pos} could not be decoded")), "{e}");
+    assert!(
+        e.to_string().starts_with(&format!(
+            "binlog event at {FILE}:{pos} could not be decoded"
+        )),
+        "{e}"
+    );
 }
 
 /// Payload header fields: (type, value) as lenenc type, length, value.
@@ -225,5 +231,9 @@ fn event_size_larger_than_the_packet() {
     ev[9..13].copy_from_slice(&1000u32.to_le_bytes());
     let e = error_of(ev);
     // The event starts where the FORMAT_DESCRIPTION ended.
-    assert_decode_error(&e, 4 + fde().len() as u64, "header says 1000 bytes, 30 received");
+    assert_decode_error(
+        &e,
+        4 + fde().len() as u64,
+        "header says 1000 bytes, 30 received",
+    );
 }
