@@ -6,6 +6,7 @@ RUN apk add --no-cache musl-dev
 WORKDIR /src
 # Dependencies first, so that source edits don't rebuild them.
 COPY Cargo.toml Cargo.lock ./
+COPY vendor ./vendor
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo build --release --locked && rm -rf src
 COPY src ./src

@@ -33,6 +33,19 @@ pub enum AppError {
     Xa(#[from] XaError),
     #[error("{0}")]
     Setup(String),
+    /// Preflight checks failed: the lines of the message.
+    #[error("{}", .0.join("\n"))]
+    Preflight(Vec<String>),
+}
+
+impl AppError {
+    /// The message as lines to print (one, except for several preflight failures).
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            AppError::Preflight(lines) => lines.clone(),
+            other => vec![other.to_string()],
+        }
+    }
 }
 
 /// Binlog positions of transactions whose changes are not all settled yet.
@@ -226,7 +239,7 @@ pub async fn run(
     let config = Arc::new(config);
     crate::preflight::at_start(&config)
         .await
-        .map_err(AppError::Setup)?;
+        .map_err(AppError::Preflight)?;
     let state_before = StateOnDisk::look(&config.state_dir);
     let mut store = Store::open(&config.state_dir).map_err(|e| AppError::Setup(e.to_string()))?;
     if reset_position

@@ -55,20 +55,21 @@ fn main() -> ExitCode {
                 Ok(l) => l,
                 Err(code) => return code,
             };
+            // Server and user text in these lines is escaped (see telemetry).
             println!(
                 "ok   config {} is valid ({} tasks)",
-                cli.config.display(),
+                telemetry::escape(&cli.config.display().to_string()),
                 loaded.config.tasks.len()
             );
             for w in &loaded.warnings {
-                println!("WARN {w}");
+                println!("WARN {}", telemetry::escape(w));
             }
             if offline {
                 return ExitCode::SUCCESS;
             }
             let report = runtime.block_on(preflight::run(&loaded.config, preflight::Mode::Check));
             for line in report.lines() {
-                println!("{line}");
+                println!("{}", telemetry::escape(&line));
             }
             // Only once the server answers: whether the saved position can be resumed from.
             let checkpoint = if report.passed() {
@@ -120,7 +121,7 @@ fn main() -> ExitCode {
             };
             match result {
                 Ok(line) => {
-                    println!("{line}");
+                    println!("{}", telemetry::escape(&line));
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(EXIT_RUNTIME, &e),
@@ -210,8 +211,22 @@ fn replay_command(
     }
 }
 
+/// Prints `error: <msg>` on stderr as one line: a line break or an escape
+/// sequence in `msg` (server or user text) is escaped, not printed.
 fn fail(code: u8, msg: &str) -> ExitCode {
-    eprintln!("error: {msg}");
+    fail_lines(code, &[msg.to_owned()])
+}
+
+/// Prints `error: <first line>` and the further lines, each escaped on its own.
+fn fail_lines(code: u8, lines: &[String]) -> ExitCode {
+    let mut text = String::from("error: ");
+    for (i, line) in lines.iter().enumerate() {
+        if i > 0 {
+            text.push('\n');
+        }
+        text.push_str(&telemetry::escape(line));
+    }
+    eprintln!("{text}");
     ExitCode::from(code)
 }
 
@@ -229,7 +244,7 @@ fn lock(cfg: &config::Config, command: &str) -> Result<StateLock, ExitCode> {
 }
 
 fn load(cli: &Cli) -> Result<Loaded, ExitCode> {
-    config::load(&cli.config, cli.tasks.as_deref()).map_err(|e| fail(EXIT_CONFIG, &e.to_string()))
+    config::load(&cli.config, cli.tasks.as_deref()).map_err(|e| fail_lines(EXIT_CONFIG, &e.lines()))
 }
 
 async fn dlq(cfg: &config::Config, command: &DlqCommand) -> ExitCode {
@@ -313,7 +328,7 @@ async fn run(config: config::Config, reset_position: bool) -> ExitCode {
                 // stderr gets it below; the log file should have it too.
                 tracing::error!("{e}");
             }
-            fail(EXIT_RUNTIME, &e.to_string())
+            fail_lines(EXIT_RUNTIME, &e.lines())
         }
     }
 }
@@ -372,6 +387,7 @@ fn install_panic_hook() {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
+        let msg = telemetry::escape(&msg);
         eprintln!("error: internal error{at}: {msg} (this is a bug in pikachu; please report it)");
     }));
 }

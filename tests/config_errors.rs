@@ -497,3 +497,289 @@ fn duplicate_yaml_key_is_located() {
     );
     assert!(shown.contains("duplicate"), "{shown}");
 }
+
+// --- Errors `pikachu check --offline` must report as config errors (exit 2, located) ---
+
+/// Runs `pikachu check --offline -config <file>` on `text`: exit code and stderr.
+fn check_offline(text: &[u8]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, text).expect("write config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pikachu"))
+        .args(["check", "--offline", "-config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run pikachu");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `text` is rejected, by the library and by `pikachu check --offline`
+/// (exit 2, one `error: …config.yaml:LINE:COL: KEY: …` line), at the line
+/// holding `at`, naming `key`, with every one of `needles` in the message.
+fn assert_config_error(text: &str, at: &str, key: &str, needles: &[&str]) {
+    let line = line_of(text, at, 0);
+    let e = err(text);
+    let first = assert_located(&e, "config.yaml", line, key);
+    for n in needles {
+        assert!(first.contains(n), "expected {n:?} in {first:?}");
+    }
+    let (code, stderr) = check_offline(text.as_bytes());
+    assert_eq!(code, Some(2), "exit code for {key}; stderr: {stderr}");
+    let shown = stderr.lines().next().unwrap_or_default();
+    assert!(
+        shown.starts_with("error: ") && shown.contains(&format!("config.yaml:{line}:")),
+        "expected error: …config.yaml:{line}: in {shown:?}"
+    );
+    assert!(shown.contains(key), "expected `{key}` in {shown:?}");
+    for n in needles {
+        assert!(shown.contains(n), "expected {n:?} in {shown:?}");
+    }
+}
+
+#[test]
+fn whsec_secret_with_invalid_base64() {
+    let text = format!("{DB}tasks:\n{TASK_A}  secret: \"whsec_not*base64!\"\n");
+    assert_config_error(&text, "secret:", "tasks[0].secret", &["whsec_", "base64"]);
+    // The secret itself is never shown (not even in the source excerpt).
+    let (_, stderr) = check_offline(text.as_bytes());
+    assert!(!stderr.contains("not*base64!"), "{stderr}");
+    let shown = err(&text).to_string();
+    assert!(!shown.contains("not*base64!"), "{shown}");
+}
+
+#[test]
+fn server_path_taken_by_a_fixed_endpoint() {
+    for path in ["/metrics", "/live", "/ready"] {
+        let text = format!("{DB}server:\n  enabled: true\n  path: \"{path}\"\ntasks:\n{TASK_A}");
+        assert_config_error(
+            &text,
+            "path:",
+            "server.path",
+            &[path, "/live, /ready, /metrics"],
+        );
+    }
+}
+
+#[test]
+fn server_path_that_is_not_a_plain_path() {
+    for path in ["health", "/{id}", "/a/*rest", "/:x"] {
+        let text = format!("{DB}server:\n  enabled: true\n  path: \"{path}\"\ntasks:\n{TASK_A}");
+        assert_config_error(&text, "path:", "server.path", &["must start with `/`"]);
+    }
+}
+
+#[test]
+fn start_gtid_that_is_no_gtid() {
+    for gtid in [
+        "nope",
+        "0-1",
+        "0-1-x",
+        "1-2-3,",
+        "3E11FA47-71CA-11E1-9E33-C80AA9429562",
+        "uuid:1-5",
+    ] {
+        let text = format!("{DB}start:\n  gtid: \"{gtid}\"\ntasks:\n{TASK_A}");
+        assert_config_error(
+            &text,
+            "gtid:",
+            "start.gtid",
+            &[gtid, "0-1-100", "uuid:1-100"],
+        );
+    }
+}
+
+/// Every numeric and duration key has a range; a value outside it names the range.
+#[test]
+fn absurd_values_name_the_allowed_range() {
+    let task_batch = |batch: &str| format!("{TASK_A}  batch: {{{batch}}}\n");
+    let cases: Vec<(String, &str, &str, &str)> = vec![
+        (
+            format!("{DB}dispatcher:\n  worker_count: 1000000000000\ntasks:\n{TASK_A}"),
+            "worker_count",
+            "dispatcher.worker_count",
+            "between 1 and 10000",
+        ),
+        (
+            format!("{DB}dispatcher:\n  queue_size: 1000000000000\ntasks:\n{TASK_A}"),
+            "queue_size",
+            "dispatcher.queue_size",
+            "between 1 and 1000000",
+        ),
+        (
+            format!("{DB}dispatcher:\n  max_retries: 1000000000\ntasks:\n{TASK_A}"),
+            "max_retries",
+            "dispatcher.max_retries",
+            "between 0 and 1000",
+        ),
+        (
+            format!("{DB}dispatcher:\n  timeout: 100000h\ntasks:\n{TASK_A}"),
+            "timeout",
+            "dispatcher.timeout",
+            "between 1ms and 1h",
+        ),
+        (
+            format!("{DB}dispatcher:\n  retry_base_delay: 1000h\ntasks:\n{TASK_A}"),
+            "retry_base_delay",
+            "dispatcher.retry_base_delay",
+            "between 1ms and 1h",
+        ),
+        (
+            format!("{DB}dispatcher:\n  retry_max_delay: 1000h\ntasks:\n{TASK_A}"),
+            "retry_max_delay",
+            "dispatcher.retry_max_delay",
+            "between 1ms and 24h",
+        ),
+        (
+            format!("{DB}dispatcher:\n  shutdown_timeout: 1000h\ntasks:\n{TASK_A}"),
+            "shutdown_timeout",
+            "dispatcher.shutdown_timeout",
+            "between 0s and 1h",
+        ),
+        (
+            format!("{DB}shutdown_timeout: 1000h\ntasks:\n{TASK_A}"),
+            "shutdown_timeout",
+            "shutdown_timeout",
+            "between 0s and 1h",
+        ),
+        (
+            format!("{DB}checkpoint:\n  interval: 0s\ntasks:\n{TASK_A}"),
+            "interval",
+            "checkpoint.interval",
+            "between 1ms and 1h",
+        ),
+        (
+            format!("{DB}checkpoint:\n  interval: 1000h\ntasks:\n{TASK_A}"),
+            "interval",
+            "checkpoint.interval",
+            "between 1ms and 1h",
+        ),
+        (
+            format!(
+                "{}tasks:\n{TASK_A}",
+                DB.replace("port: 3306", "port: 70000")
+            ),
+            "port: 70000",
+            "database.port",
+            "between 1 and 65535",
+        ),
+        (
+            format!("{DB}server:\n  port: 70000\ntasks:\n{TASK_A}"),
+            "port: 70000",
+            "server.port",
+            "between 1 and 65535",
+        ),
+        (
+            format!(
+                "{}tasks:\n{TASK_A}",
+                DB.replace("server_id: 100", "server_id: 0")
+            ),
+            "server_id",
+            "database.server_id",
+            "between 1 and 4294967295",
+        ),
+        (
+            format!(
+                "{}tasks:\n{TASK_A}",
+                DB.replace("server_id: 100", "server_id: 4294967296")
+            ),
+            "server_id",
+            "database.server_id",
+            "between 1 and 4294967295",
+        ),
+        (
+            format!("{DB}  connect_timeout: 1000h\ntasks:\n{TASK_A}"),
+            "connect_timeout",
+            "database.connect_timeout",
+            "between 1ms and 1h",
+        ),
+        (
+            format!("{DB}  heartbeat: 0s\ntasks:\n{TASK_A}"),
+            "heartbeat",
+            "database.heartbeat",
+            "between 1ms and 1h",
+        ),
+        (
+            format!("{DB}  heartbeat: 1000h\ntasks:\n{TASK_A}"),
+            "heartbeat",
+            "database.heartbeat",
+            "between 1ms and 1h",
+        ),
+        (
+            format!("{DB}server:\n  down_after: 1000h\ntasks:\n{TASK_A}"),
+            "down_after",
+            "server.down_after",
+            "between 1ms and 24h",
+        ),
+        (
+            format!("{DB}server:\n  stall_after: 1000h\ntasks:\n{TASK_A}"),
+            "stall_after",
+            "server.stall_after",
+            "between 1ms and 168h",
+        ),
+        (
+            format!("{DB}start:\n  file: mysql-bin.000001\n  pos: 99999999999\ntasks:\n{TASK_A}"),
+            "pos:",
+            "start.pos",
+            "between 4 and 4294967295",
+        ),
+        (
+            format!("{DB}tasks:\n{}", task_batch("max_events: 1000000000")),
+            "batch:",
+            "tasks[0].batch.max_events",
+            "between 1 and 10000",
+        ),
+        (
+            format!(
+                "{DB}tasks:\n{}",
+                task_batch("max_events: 10, max_wait: 100000h")
+            ),
+            "batch:",
+            "tasks[0].batch.max_wait",
+            "between 0s and 1h",
+        ),
+    ];
+    for (text, at, key, range) in &cases {
+        assert_config_error(text, at, key, &[range]);
+    }
+}
+
+#[test]
+fn values_at_the_ends_of_the_ranges_are_accepted() {
+    let text = format!(
+        "{}  connect_timeout: 1h\n  heartbeat: 1ms\n\
+         server:\n  port: 65535\n  down_after: 24h\n  stall_after: 168h\n\
+         dispatcher:\n  worker_count: 10000\n  queue_size: 1000000\n  timeout: 1h\n  max_retries: 1000\n  retry_base_delay: 1h\n  retry_max_delay: 24h\n\
+         checkpoint:\n  interval: 1ms\n\
+         shutdown_timeout: 0s\n\
+         start:\n  file: mysql-bin.000001\n  pos: 4294967295\n\
+         tasks:\n{TASK_A}  batch: {{max_events: 10000, max_wait: 0s}}\n",
+        DB.replace("server_id: 100", "server_id: 4294967295")
+    );
+    if let Err(e) = from_str(&text, "config.yaml", None) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn non_utf8_byte_names_its_line_and_column() {
+    let text = format!("{DB}tasks:\n{TASK_A}").replace("name: A", "name: caf\u{1}");
+    let line = line_of(&text, "caf\u{1}", 0);
+    // A latin1 "é" (0xe9) after "  name: caf": column 12.
+    let bytes: Vec<u8> = text
+        .into_bytes()
+        .into_iter()
+        .map(|b| if b == 1 { 0xe9 } else { b })
+        .collect();
+    let (code, stderr) = check_offline(&bytes);
+    assert_eq!(code, Some(2), "{stderr}");
+    let shown = stderr.lines().next().unwrap_or_default();
+    assert!(
+        shown.contains(&format!("config.yaml:{line}:12:")),
+        "expected config.yaml:{line}:12: in {shown:?}"
+    );
+    assert!(shown.contains("UTF-8") && shown.contains("0xe9"), "{shown}");
+}

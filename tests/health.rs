@@ -177,6 +177,8 @@ fn the_health_path_cannot_shadow_the_other_endpoints() {
         )],
     );
     yaml.push_str(&server_yaml(port, "  path: \"/metrics\"\n"));
+    // A config error: exit 2, located at the key.
     let pikachu = Pikachu::start(&yaml);
-    pikachu.wait_log("server.path `/metrics` is taken", WAIT);
+    pikachu.wait_log("server.path: `/metrics` is taken", WAIT);
+    assert_eq!(pikachu.wait_exit(WAIT).code(), Some(2));
 }

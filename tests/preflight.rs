@@ -853,3 +853,37 @@ fn pikachu_check_prints_the_list_and_exits_0_1_or_2() {
     assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
     assert!(err.starts_with("error: "), "{err}");
 }
+
+/// Without SELECT the configured tables are invisible in information_schema:
+/// `check` says what is missing once (the privilege, with the GRANT), not
+/// also that the table or its database does not exist.
+#[test]
+fn a_user_without_select_gets_one_fail_with_the_grant() {
+    let db = MariaDb::shared();
+    let name = database_with_users(db, "pf_nosel");
+    make_user(
+        db,
+        "pf_nosel",
+        "pw",
+        &["GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO {u}"],
+    );
+    let cfg = Cfg::new(db, &name, &["users"]).user("pf_nosel", "pw");
+    let report = cfg.check();
+    assert_msg(
+        &report,
+        "privileges",
+        Status::Fail,
+        "user 'pf_nosel'@'%' lacks the privilege SELECT: run `GRANT SELECT ON *.* TO 'pf_nosel'@'%';`",
+    );
+    assert_eq!(report.failures().count(), 1, "report:\n{}", all(&report));
+
+    let (code, out, err) = run_check(&cfg.yaml());
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    let fails: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(
+        fails,
+        vec!["FAIL user 'pf_nosel'@'%' lacks the privilege SELECT: run `GRANT SELECT ON *.* TO 'pf_nosel'@'%';`"],
+        "{out}"
+    );
+    assert!(!out.contains("does not exist"), "{out}");
+}

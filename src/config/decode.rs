@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_saphyr::{Location, Spanned};
 
-use super::duration::parse_duration;
+use super::duration::{format_duration, parse_duration};
 use super::env;
 use super::node::{Doc, Node};
 use super::suggest;
@@ -20,6 +20,19 @@ use super::{
 };
 
 type R<T> = Result<T, ConfigError>;
+
+// Allowed ranges of the numeric and duration settings (README, "Configuration
+// reference"). Wide enough for any real deployment; a value outside is a
+// typo or a unit mix-up, and would otherwise overflow timers or allocate
+// without bound.
+const MS: Duration = Duration::from_millis(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+const MAX_WORKERS: i128 = 10_000;
+const MAX_QUEUE: i128 = 1_000_000;
+const MAX_RETRIES: i128 = 1_000;
+const MAX_BATCH_EVENTS: i128 = 10_000;
 
 /// Keys of the Go pikachu (tiyee/pikachu `internal/types/types.go`) that do
 /// nothing here: accepted with a warning. `(key, hint)`.
@@ -178,7 +191,7 @@ pub(crate) fn decode(
                     go.spot.origin, go.spot.line
                 ));
             }
-            v.duration()?
+            v.duration_in(Duration::ZERO, HOUR)?
         }
         (None, Some(go)) => go.value,
         (None, None) => Duration::from_secs(30),
@@ -195,7 +208,7 @@ pub(crate) fn decode(
         Some(v) => {
             let f = v.fields(&["interval"], &[], warnings)?;
             CheckpointConfig {
-                interval: f.duration_positive_or("interval", Duration::from_secs(1))?,
+                interval: f.duration_in_or("interval", MS, HOUR, Duration::from_secs(1))?,
             }
         }
         None => CheckpointConfig {
@@ -270,17 +283,14 @@ fn database(v: Val<'_>, warnings: &mut Vec<String>) -> R<DatabaseConfig> {
     let user = f.require("user")?.non_empty_string()?;
     let password = match f.require_key("password")? {
         v if matches!(v.node.value, Node::Null) => String::new(),
-        v => v.string()?,
+        v => v.string().map_err(without_snippet)?,
     };
     let database = f.require("database")?.non_empty_string()?;
-    let server_id_val = f.require("server_id")?;
-    let server_id = server_id_val.int_in(0, u32::MAX.into())?;
-    if server_id == 0 {
-        return Err(server_id_val.err(
-            ConfigError::Invalid,
-            "must not be 0; pick an id unique among the server's replicas (e.g. 100)".to_owned(),
-        ));
-    }
+    let server_id = f.require("server_id")?.int_in_hint(
+        1,
+        u32::MAX.into(),
+        "; pick an id unique among the server's replicas (e.g. 100)",
+    )?;
     let charset = f.get("charset").map(|v| v.non_empty_string()).transpose()?;
     let tls = match f.get("tls") {
         Some(v) => v.choice(&TlsMode::ALL, "TLS mode")?,
@@ -300,8 +310,8 @@ fn database(v: Val<'_>, warnings: &mut Vec<String>) -> R<DatabaseConfig> {
         charset,
         tls,
         tls_ca,
-        connect_timeout: f.duration_positive_or("connect_timeout", Duration::from_secs(10))?,
-        heartbeat: f.duration_positive_or("heartbeat", Duration::from_secs(10))?,
+        connect_timeout: f.duration_in_or("connect_timeout", MS, HOUR, Duration::from_secs(10))?,
+        heartbeat: f.duration_in_or("heartbeat", MS, HOUR, Duration::from_secs(10))?,
     })
 }
 
@@ -365,20 +375,37 @@ fn server(v: Val<'_>, warnings: &mut Vec<String>) -> R<ServerConfig> {
         server.port = v.port()?;
     }
     if let Some(v) = f.get("path") {
-        let path = v.string()?;
-        if !path.starts_with('/')
-            || path.contains(|c: char| c.is_whitespace() || c == '?' || c == '#')
-        {
-            return Err(v.err(
-                ConfigError::Invalid,
-                format!("invalid path `{path}`; it must start with `/` and contain no spaces, `?` or `#`"),
-            ));
-        }
-        server.path = path;
+        server.path = health_path(&v)?;
     }
-    server.down_after = f.duration_positive_or("down_after", server.down_after)?;
-    server.stall_after = f.duration_positive_or("stall_after", server.stall_after)?;
+    server.down_after = f.duration_in_or("down_after", MS, DAY, server.down_after)?;
+    server.stall_after = f.duration_in_or("stall_after", MS, WEEK, server.stall_after)?;
     Ok(server)
+}
+
+/// `server.path`: a plain path (the health server routes it as written, so
+/// no `{capture}`, `*` or `:` patterns) that is not one of the fixed paths.
+fn health_path(v: &Val<'_>) -> R<String> {
+    let path = v.string()?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-._~/".contains(c);
+    if !path.starts_with('/') || !path.chars().all(plain) {
+        return Err(v.err(
+            ConfigError::Invalid,
+            format!(
+                "invalid path `{}`; it must start with `/` and contain only letters, digits and `-._~/`, e.g. /health",
+                path.escape_debug()
+            ),
+        ));
+    }
+    if crate::server::FIXED_PATHS.contains(&path.as_str()) {
+        return Err(v.err(
+            ConfigError::Invalid,
+            format!(
+                "`{path}` is taken: the server always serves {} itself; choose another health path, e.g. /health",
+                crate::server::FIXED_PATHS.join(", ")
+            ),
+        ));
+    }
+    Ok(path)
 }
 
 fn default_dispatcher() -> DispatcherConfig {
@@ -412,19 +439,19 @@ fn dispatcher(
     )?;
     let mut d = default_dispatcher();
     if let Some(v) = f.get("worker_count") {
-        d.worker_count = v.count()?;
+        d.worker_count = v.count_in(MAX_WORKERS)?;
     }
     if let Some(v) = f.get("queue_size") {
-        d.queue_size = v.count()?;
+        d.queue_size = v.count_in(MAX_QUEUE)?;
     }
-    d.timeout = f.duration_positive_or("timeout", d.timeout)?;
+    d.timeout = f.duration_in_or("timeout", MS, HOUR, d.timeout)?;
     if let Some(v) = f.get("max_retries") {
-        d.max_retries = u32::try_from(v.int_in(0, u32::MAX.into())?).unwrap_or(u32::MAX);
+        d.max_retries = u32::try_from(v.int_in(0, MAX_RETRIES)?).unwrap_or(u32::MAX);
     }
-    d.retry_base_delay = f.duration_positive_or("retry_base_delay", d.retry_base_delay)?;
+    d.retry_base_delay = f.duration_in_or("retry_base_delay", MS, HOUR, d.retry_base_delay)?;
     let max_delay = f.get("retry_max_delay");
     if let Some(v) = &max_delay {
-        d.retry_max_delay = v.positive_duration()?;
+        d.retry_max_delay = v.duration_in(MS, DAY)?;
     }
     if d.retry_max_delay < d.retry_base_delay {
         let message = format!(
@@ -439,7 +466,7 @@ fn dispatcher(
     }
     let go_shutdown = match f.get("shutdown_timeout") {
         Some(v) => Some(Located {
-            value: v.duration()?,
+            value: v.duration_in(Duration::ZERO, HOUR)?,
             spot: v.spot(),
             path: v.path.clone(),
         }),
@@ -461,11 +488,12 @@ fn start(v: Val<'_>) -> R<StartPosition> {
                         "give either `gtid` or `file`/`pos`, not both".to_owned(),
                     ));
                 }
-                return Ok(StartPosition::Gtid(gtid.non_empty_string()?));
+                return Ok(StartPosition::Gtid(gtid_set(&gtid)?));
             }
             let file = f.require("file")?.non_empty_string()?;
             let pos = match f.get("pos") {
-                Some(v) => u64::try_from(v.int_in(4, u64::MAX.into())?).unwrap_or(u64::MAX),
+                // Binlog event headers hold positions in 32 bits.
+                Some(v) => u64::try_from(v.int_in(4, u32::MAX.into())?).unwrap_or(4),
                 None => 4,
             };
             Ok(StartPosition::FilePos { file, pos })
@@ -477,6 +505,37 @@ fn start(v: Val<'_>) -> R<StartPosition> {
         },
         _ => Err(v.wrong_type("`latest`, `earliest`, `{file: ..., pos: ...}` or `{gtid: ...}`")),
     }
+}
+
+/// `start.gtid`: a MariaDB GTID position (`domain-server-seq`, comma
+/// separated) or a MySQL GTID set (`uuid:interval[:interval…]`, comma
+/// separated). The config does not know the server's flavour: either form
+/// is accepted here, the reader checks it against the server.
+fn gtid_set(v: &Val<'_>) -> R<String> {
+    let text = v.non_empty_string()?;
+    let mariadb = text.split(',').all(|part| {
+        let mut it = part.trim().split('-');
+        let ok = (
+            it.next().map(str::parse::<u32>),
+            it.next().map(str::parse::<u32>),
+            it.next().map(str::parse::<u64>),
+        );
+        matches!(ok, (Some(Ok(_)), Some(Ok(_)), Some(Ok(_)))) && it.next().is_none()
+    });
+    let mysql = || {
+        text.split(',').all(|part| !part.trim().is_empty())
+            && crate::source::position::parse_mysql_gtid_set(&text).is_ok_and(|s| !s.is_empty())
+    };
+    if mariadb || mysql() {
+        return Ok(text);
+    }
+    Err(v.err(
+        ConfigError::Invalid,
+        format!(
+            "`{}` is not a GTID position; write MariaDB's domain-server-sequence (e.g. \"0-1-100\", several separated by commas) or a MySQL GTID set (e.g. \"3E11FA47-71CA-11E1-9E33-C80AA9429562:1-100\", i.e. uuid:1-100)",
+            text.escape_debug()
+        ),
+    ))
 }
 
 fn task_list(v: Val<'_>, warnings: &mut Vec<String>) -> R<Vec<DraftTask>> {
@@ -557,10 +616,7 @@ fn task(v: Val<'_>, warnings: &mut Vec<String>) -> R<DraftTask> {
     let url_val = f.require("callback_url")?;
     let callback_url = url_val.non_empty_string()?.trim().to_owned();
 
-    let secret = f
-        .get("secret")
-        .map(|v| v.non_empty_string().map(Secret::new))
-        .transpose()?;
+    let secret = f.get("secret").map(|v| secret(&v)).transpose()?;
     let headers = match f.get("headers") {
         Some(v) => headers(v)?,
         None => Vec::new(),
@@ -569,11 +625,13 @@ fn task(v: Val<'_>, warnings: &mut Vec<String>) -> R<DraftTask> {
         Some(v) => {
             let b = v.fields(&["max_events", "max_wait"], &[], warnings)?;
             Some(BatchConfig {
-                max_events: b.require("max_events")?.count()?,
-                max_wait: match b.get("max_wait") {
-                    Some(v) => v.duration()?,
-                    None => Duration::from_secs(1),
-                },
+                max_events: b.require("max_events")?.count_in(MAX_BATCH_EVENTS)?,
+                max_wait: b.duration_in_or(
+                    "max_wait",
+                    Duration::ZERO,
+                    HOUR,
+                    Duration::from_secs(1),
+                )?,
             })
         }
         None => None,
@@ -599,6 +657,38 @@ fn task(v: Val<'_>, warnings: &mut Vec<String>) -> R<DraftTask> {
         task_id: id_val.spot(),
         callback_url: url_val.spot(),
     })
+}
+
+/// A task's `secret`: a `whsec_` secret must carry base64 (the key is
+/// derived as delivery derives it); the value is never shown.
+fn secret(v: &Val<'_>) -> R<Secret> {
+    let text = v.non_empty_string().map_err(without_snippet)?;
+    if let Err(problem) = crate::deliver::signing_key(&text) {
+        let message = if text.starts_with("whsec_") {
+            "a `whsec_` secret must be followed by its key in base64 (A-Z, a-z, 0-9, +, /), \
+             as Standard Webhooks writes it; without the `whsec_` prefix the text itself is the key"
+                .to_owned()
+        } else {
+            problem
+        };
+        return Err(without_snippet(v.err(ConfigError::Invalid, message)));
+    }
+    Ok(Secret::new(text))
+}
+
+/// `e` without its source excerpt: for errors on a secret's line, which
+/// would show the secret.
+fn without_snippet(mut e: ConfigError) -> ConfigError {
+    match &mut e {
+        ConfigError::Read { .. } => {}
+        ConfigError::Syntax(d)
+        | ConfigError::Missing(d)
+        | ConfigError::WrongType(d)
+        | ConfigError::UnknownKey(d)
+        | ConfigError::Env(d)
+        | ConfigError::Invalid(d) => d.snippet.clear(),
+    }
+    e
 }
 
 fn headers(v: Val<'_>) -> R<Vec<(String, String)>> {
@@ -716,6 +806,11 @@ impl<'a> Val<'a> {
 
     /// An integer in `min..=max`; a string (e.g. from `${PORT}`) is parsed.
     fn int_in(&self, min: i128, max: i128) -> R<i128> {
+        self.int_in_hint(min, max, "")
+    }
+
+    /// [`Self::int_in`], with `hint` appended to an out-of-range message.
+    fn int_in_hint(&self, min: i128, max: i128, hint: &str) -> R<i128> {
         let value = match &self.node.value {
             Node::Int(i) => *i,
             Node::Str(s) => {
@@ -737,12 +832,10 @@ impl<'a> Val<'a> {
             _ => return Err(self.wrong_type("an integer")),
         };
         if value < min || value > max {
-            let message = if max >= i128::from(u32::MAX) {
-                format!("must be at least {min}, got {value}")
-            } else {
-                format!("must be between {min} and {max}, got {value}")
-            };
-            return Err(self.err(ConfigError::Invalid, message));
+            return Err(self.err(
+                ConfigError::Invalid,
+                format!("must be between {min} and {max}, got {value}{hint}"),
+            ));
         }
         Ok(value)
     }
@@ -752,11 +845,10 @@ impl<'a> Val<'a> {
         Ok(u16::try_from(v).unwrap_or(u16::MAX))
     }
 
-    /// A count of at least 1.
-    fn count(&self) -> R<usize> {
-        let max = i128::try_from(usize::MAX).unwrap_or(i128::MAX);
+    /// A count from 1 to `max`.
+    fn count_in(&self, max: i128) -> R<usize> {
         let v = self.int_in(1, max)?;
-        Ok(usize::try_from(v).unwrap_or(usize::MAX))
+        Ok(usize::try_from(v).unwrap_or(1))
     }
 
     fn boolean(&self) -> R<bool> {
@@ -791,10 +883,23 @@ impl<'a> Val<'a> {
         }
     }
 
-    fn positive_duration(&self) -> R<Duration> {
+    /// A duration in `min..=max`.
+    fn duration_in(&self, min: Duration, max: Duration) -> R<Duration> {
         let d = self.duration()?;
-        if d.is_zero() {
-            return Err(self.err(ConfigError::Invalid, "must be greater than 0".to_owned()));
+        if d < min || d > max {
+            let written = match &self.node.value {
+                Node::Str(s) => self.interpolate(s)?,
+                _ => format_duration(d),
+            };
+            return Err(self.err(
+                ConfigError::Invalid,
+                format!(
+                    "must be between {} and {}, got {}",
+                    format_duration(min),
+                    format_duration(max),
+                    written.trim()
+                ),
+            ));
         }
         Ok(d)
     }
@@ -940,9 +1045,16 @@ impl<'a> Fields<'a> {
         ))
     }
 
-    fn duration_positive_or(&self, key: &str, default: Duration) -> R<Duration> {
+    /// The duration at `key` in `min..=max`, `default` when absent.
+    fn duration_in_or(
+        &self,
+        key: &str,
+        min: Duration,
+        max: Duration,
+        default: Duration,
+    ) -> R<Duration> {
         match self.get(key) {
-            Some(v) => v.positive_duration(),
+            Some(v) => v.duration_in(min, max),
             None => Ok(default),
         }
     }

@@ -109,6 +109,29 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_nanos(total))
 }
 
+/// `d` in Go syntax, largest whole unit first: `0s`, `1ms`, `1m30s`, `24h`.
+pub fn format_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".to_owned();
+    }
+    let mut nanos = d.as_nanos();
+    let mut out = String::new();
+    for (unit, size) in [
+        ("h", 3_600_000_000_000u128),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+        ("ns", 1),
+    ] {
+        if nanos >= size {
+            out.push_str(&format!("{}{unit}", nanos / size));
+            nanos %= size;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +181,20 @@ mod tests {
             parse_duration("1m30"),
             Err(DurationError::MissingUnit(_))
         ));
+    }
+
+    #[test]
+    fn formats_in_go_syntax_and_round_trips() {
+        for (d, text) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(1), "1ms"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_secs(24 * 3600), "24h"),
+            (Duration::from_nanos(3_600_000_001_500), "1h1us500ns"),
+        ] {
+            assert_eq!(format_duration(d), text);
+            assert_eq!(ok(text), d);
+        }
     }
 
     #[test]

@@ -62,6 +62,26 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// The message as lines to print: the located line, then the source
+    /// excerpt's lines (whose control characters are already blanked).
+    pub fn lines(&self) -> Vec<String> {
+        match self.diagnostic() {
+            Some(d) => {
+                let mut head = d.clone();
+                head.snippet.clear();
+                std::iter::once(head.to_string())
+                    .chain(
+                        d.snippet
+                            .lines()
+                            .filter(|l| !l.is_empty())
+                            .map(str::to_owned),
+                    )
+                    .collect()
+            }
+            None => vec![self.to_string()],
+        }
+    }
+
     /// The located diagnostic, for every kind except [`ConfigError::Read`].
     pub fn diagnostic(&self) -> Option<&Diagnostic> {
         match self {
@@ -87,7 +107,13 @@ pub(crate) fn snippet(text: &str, line: u64, column: u64) -> String {
     let source_line = source_line.trim_end_matches('\r');
     let printable: String = source_line
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
     let number = line.to_string();
     let gutter = " ".repeat(number.len());
@@ -97,6 +123,29 @@ pub(crate) fn snippet(text: &str, line: u64, column: u64) -> String {
         .map(|_| ' ')
         .collect();
     format!("\n {gutter} |\n {number} | {printable}\n {gutter} | {caret_pad}^")
+}
+
+/// The diagnostic for a file that is not UTF-8: the line and column
+/// (characters) of the first bad byte.
+pub(crate) fn not_utf8(origin: &str, bytes: &[u8], err: std::str::Utf8Error) -> Diagnostic {
+    let valid = &bytes[..err.valid_up_to()];
+    let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let line = valid.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+    let column = String::from_utf8_lossy(&valid[line_start..])
+        .chars()
+        .count() as u64
+        + 1;
+    let byte = bytes.get(err.valid_up_to()).copied().unwrap_or(0);
+    Diagnostic {
+        origin: origin.to_owned(),
+        line,
+        column,
+        key: None,
+        message: format!(
+            "byte 0x{byte:02x} is not valid UTF-8; the config file must be UTF-8: save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ),
+        snippet: snippet(&String::from_utf8_lossy(bytes), line, column),
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +168,24 @@ mod tests {
         assert_eq!(first, "config.yaml:2:7: database.port: expected an integer");
         assert!(shown.contains("2 | port: abc"), "{shown}");
         assert!(shown.ends_with("|       ^"), "{shown:?}");
+    }
+
+    #[test]
+    fn not_utf8_names_line_and_column() {
+        let utf8_error = |b: &[u8]| match std::str::from_utf8(b) {
+            Ok(_) => panic!("valid UTF-8"),
+            Err(e) => e,
+        };
+        let bytes = b"a: 1\nname: caf\xe9\n";
+        let d = not_utf8("c.yaml", bytes, utf8_error(bytes));
+        assert_eq!((d.line, d.column), (2, 10));
+        assert!(d
+            .to_string()
+            .starts_with("c.yaml:2:10: byte 0xe9 is not valid UTF-8"));
+        // "é" then 0xff: column 2 (columns count characters).
+        let bytes = b"\xc3\xa9\xff";
+        let d = not_utf8("c.yaml", bytes, utf8_error(bytes));
+        assert_eq!((d.line, d.column), (1, 2));
     }
 
     #[test]

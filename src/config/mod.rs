@@ -295,9 +295,16 @@ pub struct Loaded {
 /// Errors name the file they come from (the path as given).
 pub fn load(path: &Path, tasks_path: Option<&Path>) -> Result<Loaded, ConfigError> {
     let read = |p: &Path| {
-        std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(p).map_err(|source| ConfigError::Read {
             path: p.to_path_buf(),
             source,
+        })?;
+        String::from_utf8(bytes).map_err(|e| {
+            ConfigError::Syntax(error::not_utf8(
+                &p.display().to_string(),
+                e.as_bytes(),
+                e.utf8_error(),
+            ))
         })
     };
     let text = read(path)?;

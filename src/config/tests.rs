@@ -227,6 +227,17 @@ fn start_positions() {
         start("{gtid: 0-1-100}"),
         StartPosition::Gtid("0-1-100".into())
     );
+    // Either flavour's form, as the config does not know the server's.
+    for gtid in [
+        "0-1-100, 1-2-3",
+        "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5:7-9",
+        "3e11fa47-71ca-11e1-9e33-c80aa9429562:1,3E11FA47-71CA-11E1-9E33-C80AA9429563:1-100",
+    ] {
+        assert_eq!(
+            start(&format!("{{gtid: \"{gtid}\"}}")),
+            StartPosition::Gtid(gtid.into())
+        );
+    }
     assert_eq!(
         start("{file: mysql-bin.000001}"),
         StartPosition::FilePos {

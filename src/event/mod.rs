@@ -196,6 +196,15 @@ impl Change {
         self.after.as_ref().or(self.before.as_ref())
     }
 
+    /// JSON text of column `i` for identifying the row: from the new image
+    /// (the old one for a delete), else from the other image. With
+    /// `binlog_row_image=MINIMAL` an update's new image lacks the unchanged
+    /// key columns; the old image has them (and the key did not change).
+    pub fn key_value(&self, i: usize) -> Option<&[u8]> {
+        let after = self.after.as_ref().and_then(|r| r.get(i));
+        after.or_else(|| self.before.as_ref()?.get(i))
+    }
+
     /// JSON text of the primary key value(s) in `image` (see [`payload`]).
     pub fn primary_key_json(&self, image: &RowImage, out: &mut Vec<u8>) {
         payload::write_primary_id(out, &self.table, image);

@@ -115,9 +115,22 @@ pub fn write_row(out: &mut Vec<u8>, table: &Table, image: &RowImage) {
 /// Writes the `primary_id` value: the key's value for a one-column key, an
 /// object column→value for a composite key, `null` without a key.
 pub fn write_primary_id(out: &mut Vec<u8>, table: &Table, image: &RowImage) {
+    write_key_with(out, table, |i| image.get(i));
+}
+
+/// Writes the `primary_id` of `change`: each key column's value from
+/// [`Change::key_value`], so that under `binlog_row_image=MINIMAL` (an
+/// update's new image lacks the key columns it did not change, which the
+/// old image has) the key is still there.
+pub fn write_change_primary_id(out: &mut Vec<u8>, change: &Change) {
+    write_key_with(out, &change.table, |i| change.key_value(i));
+}
+
+/// The `primary_id` forms, with column `i`'s JSON from `value(i)`.
+fn write_key_with<'a>(out: &mut Vec<u8>, table: &Table, value: impl Fn(usize) -> Option<&'a [u8]>) {
     match table.primary_key.as_slice() {
         [] => out.extend_from_slice(b"null"),
-        [one] => match image.get(*one) {
+        [one] => match value(*one) {
             Some(v) => out.extend_from_slice(v),
             None => out.extend_from_slice(b"null"),
         },
@@ -131,7 +144,7 @@ pub fn write_primary_id(out: &mut Vec<u8>, table: &Table, image: &RowImage) {
                     Some(col) => out.extend_from_slice(col.json_key()),
                     None => out.extend_from_slice(b"\"?\":"),
                 }
-                out.extend_from_slice(image.get(i).unwrap_or(b"null"));
+                out.extend_from_slice(value(i).unwrap_or(b"null"));
             }
             out.push(b'}');
         }
@@ -175,10 +188,7 @@ pub fn change_id(change: &Change, task_id: &str, history: u32) -> String {
 pub fn render(out: &mut Vec<u8>, change: &Change, task_id: &str, id: &str) {
     let table = &change.table;
     out.extend_from_slice(b"{\"primary_id\":");
-    match change.key_image() {
-        Some(img) => write_primary_id(out, table, img),
-        None => out.extend_from_slice(b"null"),
-    }
+    write_change_primary_id(out, change);
     out.extend_from_slice(b",\"event\":\"");
     out.extend_from_slice(change.kind.as_str().as_bytes());
     out.extend_from_slice(b"\",\"table\":");
@@ -341,6 +351,40 @@ mod tests {
         assert!(v["primary_id"].is_null());
         let v = render_value(&change(ChangeKind::Insert, vec![2, 0], None));
         assert_eq!(v["primary_id"], serde_json::json!({"org": 7, "id": 1}));
+    }
+
+    /// binlog_row_image=MINIMAL: the new image of an update has only the
+    /// changed columns, the old one only the key.
+    #[test]
+    fn primary_id_falls_back_to_the_old_image() {
+        let partial = |vals: &[Option<&str>]| {
+            let mut r = RowImage::default();
+            for v in vals {
+                match v {
+                    Some(v) => r.push_json(v.as_bytes()),
+                    None => r.push_absent(),
+                }
+            }
+            r
+        };
+        let mut c = change(ChangeKind::Update, vec![0], None);
+        c.before = Some(partial(&[Some("1"), None, None]));
+        c.after = Some(partial(&[None, Some("\"b\""), None]));
+        assert_eq!(render_value(&c)["primary_id"], 1);
+        // Composite key, one column changed: the new value and the old one.
+        let mut c = change(ChangeKind::Update, vec![0, 2], None);
+        c.before = Some(partial(&[Some("1"), None, Some("7")]));
+        c.after = Some(partial(&[Some("3"), None, None]));
+        assert_eq!(
+            render_value(&c)["primary_id"],
+            serde_json::json!({"id": 3, "org": 7})
+        );
+        // A key column in neither image stays null.
+        c.before = Some(partial(&[Some("1"), None, None]));
+        assert_eq!(
+            render_value(&c)["primary_id"],
+            serde_json::json!({"id": 3, "org": null})
+        );
     }
 
     #[test]

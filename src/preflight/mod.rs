@@ -123,18 +123,21 @@ impl Report {
     /// The error that stops pikachu when a check failed: the message of the
     /// failure, or of each failure on its own line.
     pub fn error(&self) -> Option<String> {
+        self.error_lines().map(|lines| lines.join("\n"))
+    }
+
+    /// [`Report::error`] as its lines: the one failure's message, or a
+    /// heading and `  FAIL …` for each failure.
+    pub fn error_lines(&self) -> Option<Vec<String>> {
         let fails: Vec<&Finding> = self.failures().collect();
         match fails.as_slice() {
             [] => None,
-            [one] => Some(one.message.clone()),
-            many => Some(format!(
-                "{} preflight checks failed:\n{}",
-                many.len(),
-                many.iter()
-                    .map(|f| format!("  FAIL {}", f.message))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )),
+            [one] => Some(vec![one.message.clone()]),
+            many => Some(
+                std::iter::once(format!("{} preflight checks failed:", many.len()))
+                    .chain(many.iter().map(|f| format!("  FAIL {}", f.message)))
+                    .collect(),
+            ),
         }
     }
 }
@@ -150,11 +153,11 @@ pub async fn run(cfg: &Config, mode: Mode) -> Report {
     report
 }
 
-/// For `pikachu run`: the checks, logged; `Err` with the message(s) to stop
-/// with when one failed.
-pub async fn at_start(cfg: &Config) -> Result<Report, String> {
+/// For `pikachu run`: the checks, logged; `Err` with the lines of the
+/// message to stop with when one failed ([`Report::error_lines`]).
+pub async fn at_start(cfg: &Config) -> Result<Report, Vec<String>> {
     let report = run(cfg, Mode::Start).await;
-    match report.error() {
+    match report.error_lines() {
         Some(e) => Err(e),
         None => Ok(report),
     }
@@ -205,7 +208,7 @@ async fn checks(cfg: &Config, r: &mut Report) {
     r.tls = Some(tls);
 
     let tables = configured_tables(cfg);
-    check_privileges(&mut conn, &info, &tables, r).await;
+    let unreadable = check_privileges(&mut conn, &info, &tables, r).await;
     let vars = match global_variables(&mut conn).await {
         Ok(v) => v,
         Err(e) => {
@@ -221,7 +224,14 @@ async fn checks(cfg: &Config, r: &mut Report) {
         check_binlog(&vars, &info, r);
     }
     check_server_id(&mut conn, cfg, &info, r).await;
-    check_tables(&mut conn, cfg, &tables, r).await;
+    // Without SELECT a table is invisible in information_schema: the
+    // privileges FAIL says so, "does not exist" would be wrong.
+    let visible: Vec<_> = tables
+        .iter()
+        .filter(|(d, t, _)| !unreadable.iter().any(|(ud, ut)| ud == d && ut == t))
+        .cloned()
+        .collect();
+    check_tables(&mut conn, cfg, &visible, r).await;
     if !vars.is_empty() && binlog_on(&vars) {
         check_retention(&vars, r);
     }
@@ -304,19 +314,25 @@ fn repl_client_spellings(info: &ServerInfo) -> Vec<&'static str> {
     v
 }
 
+/// Checks the account's privileges; returns the configured tables it may
+/// not SELECT from (empty when the grants could not be read).
 async fn check_privileges(
     conn: &mut Conn,
     info: &ServerInfo,
     tables: &[(String, String, Vec<String>)],
     r: &mut Report,
-) {
+) -> Vec<(String, String)> {
     match read_grants(conn, info).await {
         Ok((user, eff)) => {
             let mut missing = Vec::new();
-            let no_select: Vec<String> = tables
+            let unreadable: Vec<(String, String)> = tables
                 .iter()
                 .filter(|(d, t, _)| !eff.can_select(d, t))
-                .map(|(d, t, _)| format!("{}.{}", ident(d), ident(t)))
+                .map(|(d, t, _)| (d.clone(), t.clone()))
+                .collect();
+            let no_select: Vec<String> = unreadable
+                .iter()
+                .map(|(d, t)| format!("{}.{}", ident(d), ident(t)))
                 .collect();
             if !no_select.is_empty() {
                 missing.push("SELECT");
@@ -327,18 +343,26 @@ async fn check_privileges(
             if !eff.has_global(&repl_client_spellings(info)) {
                 missing.push("REPLICATION CLIENT");
             }
-            let account = format!("{}@{}", sql_quote(&user.name), sql_quote(user.host.as_deref().unwrap_or("%")));
+            let account = format!(
+                "{}@{}",
+                sql_quote(&user.name),
+                sql_quote(user.host.as_deref().unwrap_or("%"))
+            );
             if missing.is_empty() {
                 r.push(
                     Status::Ok,
                     "privileges",
                     format!("user {account} has SELECT, REPLICATION SLAVE, REPLICATION CLIENT"),
                 );
-                return;
+                return unreadable;
             }
             let mut msg = format!(
                 "user {account} lacks {} {}",
-                if missing.len() == 1 { "the privilege" } else { "the privileges" },
+                if missing.len() == 1 {
+                    "the privilege"
+                } else {
+                    "the privileges"
+                },
                 missing.join(", ")
             );
             if !no_select.is_empty() && no_select.len() < tables.len() {
@@ -358,7 +382,9 @@ async fn check_privileges(
                 let names: Vec<String> = inactive.iter().map(|n| n.sql()).collect();
                 let fix = match info.flavour {
                     Flavour::MariaDb => format!("SET DEFAULT ROLE {} FOR {account};", names[0]),
-                    Flavour::MySql => format!("SET DEFAULT ROLE {} TO {account};", names.join(", ")),
+                    Flavour::MySql => {
+                        format!("SET DEFAULT ROLE {} TO {account};", names.join(", "))
+                    }
                 };
                 msg.push_str(&format!(
                     " (or, if the role {} has them: it is granted but not active at login; run `{fix}`)",
@@ -366,14 +392,18 @@ async fn check_privileges(
                 ));
             }
             r.push(Status::Fail, "privileges", msg);
+            unreadable
         }
-        Err(e) => r.push(
-            Status::Warn,
-            "privileges",
-            format!(
-                "cannot read the grants of database.user: {e}; make sure it has SELECT, REPLICATION SLAVE, REPLICATION CLIENT"
-            ),
-        ),
+        Err(e) => {
+            r.push(
+                Status::Warn,
+                "privileges",
+                format!(
+                    "cannot read the grants of database.user: {e}; make sure it has SELECT, REPLICATION SLAVE, REPLICATION CLIENT"
+                ),
+            );
+            Vec::new()
+        }
     }
 }
 

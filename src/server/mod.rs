@@ -8,7 +8,9 @@
 //! - the binlog connection has been down for longer than
 //!   `server.down_after` (default 30 s; shorter reconnects stay UP);
 //! - delivery is stalled: changes are queued and none was delivered or
-//!   dead-lettered for longer than `server.stall_after` (default 5 min).
+//!   dead-lettered for longer than `server.stall_after` (default 5 min);
+//! - another replica keeps taking `database.server_id` (3 disconnects
+//!   within a minute; see [`ReaderStatus::server_id_clash`]).
 
 pub mod monitor;
 
@@ -165,6 +167,9 @@ impl Health {
             return Some("the pipeline is not running".into());
         }
         if let Some(s) = self.source.get() {
+            if let Some(reason) = s.server_id_clash.lock().ok().and_then(|r| r.clone()) {
+                return Some(reason);
+            }
             if let Some(d) = s.disconnected_for() {
                 if d > self.down_after {
                     let last = s.last_error.lock().ok().and_then(|e| e.clone());

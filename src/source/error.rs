@@ -60,6 +60,9 @@ pub enum SourceError {
     #[error("the position {needed} does not belong to the server's binlog any more: {why}. Its binary logs were reset (RESET MASTER) or the server was recreated since the position was saved. To read the server's new binlog from its start, run `pikachu position set earliest -config …`, then start pikachu again")]
     HistoryChanged { needed: String, why: String },
 
+    #[error("another replica is connected to the server with the same database.server_id {server_id}, and the server keeps one binlog connection per id, so the two keep disconnecting each other: pick a database.server_id that no other replica of this server uses (`SHOW SLAVE HOSTS` lists them), or stop the other replica (server: {message})")]
+    ServerIdClash { server_id: u32, message: String },
+
     #[error("{0}")]
     Config(String),
 }
@@ -75,6 +78,8 @@ impl SourceError {
                 | SourceError::Stream(_)
                 | SourceError::Silent { .. }
                 | SourceError::Query { .. }
+                // The other replica may go away (e.g. an old pikachu just stopped).
+                | SourceError::ServerIdClash { .. }
         )
     }
 }

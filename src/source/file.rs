@@ -3,7 +3,9 @@
 //! before mysql_common sees the bytes (its `Event::read` panics on short
 //! input), so a truncated or corrupt file is an error naming the offset,
 //! never a panic. Also opens TRANSACTION_PAYLOAD events (zstd) into their
-//! inner events, with the same checks.
+//! inner events, with the same checks. The live reader applies the same
+//! framing checks to events from the network ([`check_event_frame`]) and
+//! opens payloads with [`open_payload`] too.
 
 use std::fmt;
 use std::io::Read;
@@ -200,24 +202,13 @@ impl BinlogFile {
                 ),
             ));
         }
-        let data_len = size - HEADER_LEN;
-        if ty == FORMAT_DESCRIPTION {
-            if data_len < FDE_MIN_DATA {
-                return Err(self.err(
-                    off,
-                    format!(
-                        "corrupt FORMAT_DESCRIPTION event at offset {off}: {data_len} bytes of data, at least {FDE_MIN_DATA} needed"
-                    ),
-                ));
-            }
-        } else if has_checksum(&self.fde) && data_len < CHECKSUM_LEN {
-            return Err(self.err(
-                off,
-                format!(
-                    "corrupt event at offset {off}: {data_len} bytes of data, too short for its CRC32 checksum"
-                ),
-            ));
-        }
+        check_data_len(
+            ty,
+            size - HEADER_LEN,
+            &self.fde,
+            &format!(" at offset {off}"),
+        )
+        .map_err(|m| self.err(off, m))?;
         let event = Event::read(&self.fde, &bytes[..size]).map_err(|e| {
             self.err(
                 off,
@@ -259,6 +250,57 @@ impl BinlogFile {
             event,
         }))
     }
+}
+
+/// Checks that an event's data is long enough for what `Event::read`
+/// takes from it (it panics otherwise): a FORMAT_DESCRIPTION's fixed part,
+/// or the checksum under `fde`. `at` says where, for the message.
+fn check_data_len(
+    ty: u8,
+    data_len: usize,
+    fde: &FormatDescriptionEvent<'_>,
+    at: &str,
+) -> Result<(), String> {
+    if ty == FORMAT_DESCRIPTION {
+        if data_len < FDE_MIN_DATA {
+            return Err(format!(
+                "corrupt FORMAT_DESCRIPTION event{at}: {data_len} bytes of data, at least {FDE_MIN_DATA} needed"
+            ));
+        }
+    } else if has_checksum(fde) && data_len < CHECKSUM_LEN {
+        return Err(format!(
+            "corrupt event{at}: {data_len} bytes of data, too short for its CRC32 checksum"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks one event as received from a server (`bytes`: its header and
+/// data) before mysql_common parses it, which panics on a size larger than
+/// the bytes or too small for the checksum or a format description; `fde`
+/// is the format description in force. The framing checks of
+/// [`BinlogFile::next_event`], for the live reader.
+pub fn check_event_frame(bytes: &[u8], fde: &FormatDescriptionEvent<'_>) -> Result<(), String> {
+    if bytes.len() < HEADER_LEN {
+        return Err(format!(
+            "truncated event: {} bytes, an event header has {HEADER_LEN}",
+            bytes.len()
+        ));
+    }
+    let ty = bytes[4];
+    let size = u32::from_le_bytes([bytes[9], bytes[10], bytes[11], bytes[12]]) as usize;
+    if size < HEADER_LEN {
+        return Err(format!(
+            "corrupt event (type {ty}): header says {size} bytes, less than its own {HEADER_LEN}-byte header"
+        ));
+    }
+    if size > bytes.len() {
+        return Err(format!(
+            "truncated event (type {ty}): header says {size} bytes, {} received",
+            bytes.len()
+        ));
+    }
+    check_data_len(ty, size - HEADER_LEN, fde, &format!(" (type {ty})"))
 }
 
 /// Whether events under `fde` end with a checksum (as `Event::read` decides).
@@ -477,6 +519,51 @@ mod tests {
             0, 0, 0, 0, 2, 1, 0, 0, 0, 21, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2,
         ]);
         assert!(read_all(g).unwrap_err().message.contains("too short"));
+    }
+
+    /// The live reader's checks: every corrupt frame is an error, never a
+    /// panic in `Event::read` after it.
+    #[test]
+    fn event_frames_from_the_network() {
+        let mut f = MAGIC.to_vec();
+        f.extend_from_slice(&fde_event(true));
+        let mut file = BinlogFile::from_bytes("t", f).expect("file");
+        assert!(file.next_event().expect("fde").is_some());
+        let fde = file.fde().clone();
+        let header = |ty: u8, size: u32| {
+            let mut h = vec![0, 0, 0, 0, ty, 1, 0, 0, 0];
+            h.extend_from_slice(&size.to_le_bytes());
+            h.extend_from_slice(&[0; 6]);
+            h
+        };
+        let with_data = |mut h: Vec<u8>, n: usize| {
+            h.extend(std::iter::repeat_n(0u8, n));
+            h
+        };
+        for (bytes, expected) in [
+            (vec![0u8; 5], "truncated event: 5 bytes"),
+            (header(2, 5), "less than its own 19-byte header"),
+            (
+                with_data(header(2, 200), 10),
+                "header says 200 bytes, 29 received",
+            ),
+            (
+                with_data(header(2, 21), 2),
+                "too short for its CRC32 checksum",
+            ),
+            (with_data(header(15, 40), 21), "at least 57 needed"),
+        ] {
+            match check_event_frame(&bytes, &fde) {
+                Ok(()) => panic!("{bytes:?} passed"),
+                Err(m) => assert!(m.contains(expected), "{m}"),
+            }
+        }
+        let ok = with_data(header(2, 23), 4);
+        assert_eq!(check_event_frame(&ok, &fde), Ok(()));
+        assert!(Event::read(&fde, &ok[..]).is_ok());
+        // Without checksums, a bare header is a whole event.
+        let no_sum = FormatDescriptionEvent::new(BinlogVersion::Version4);
+        assert_eq!(check_event_frame(&header(3, 19), &no_sum), Ok(()));
     }
 
     #[test]

@@ -2,12 +2,20 @@
 //! start position, notices a silent server (heartbeats), looks up table
 //! definitions the [`Decoder`] asks for, and sends what it decodes
 //! downstream. A full channel makes the reader wait: nothing is dropped.
+//!
+//! Events from the network are checked before they are parsed, as the
+//! offline reader checks files: the stream ([`checked`], a patch of
+//! mysql_async, see `vendor/README.md`) runs [`check_raw_event`] on every
+//! event's bytes and leaves TRANSACTION_PAYLOAD events to
+//! [`payload_events`], which opens them as the offline reader does. A
+//! corrupt event is a decode error naming its position, never a panic.
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStreamRequest, Conn};
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
+use mysql_common::binlog::events::{Event, FormatDescriptionEvent};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +23,7 @@ use super::binlogs::{self, FileIdentity, Standing};
 use super::connect::{self, Flavour, ServerInfo};
 pub use super::decoder::{Commit, TableFilter, XaAt, XaEvent};
 use super::decoder::{Decoder, DecoderOptions, Output};
-use super::error::SourceError;
+use super::error::{At, SourceError};
 use super::history::{HistPos, SchemaHistory, TableKey};
 use super::position::StartAt;
 use super::schema_sync::{self, HistoryStore};
@@ -188,8 +196,50 @@ async fn open_stream(
     let stream = conn
         .get_binlog_stream(request)
         .await
-        .map_err(|e| stream_error(e, &file, pos))?;
-    Ok((stream, file, gtid_seed))
+        .map_err(|e| stream_error(e, opts.db.server_id, &file, pos))?;
+    Ok((checked(stream), file, gtid_seed))
+}
+
+/// A corrupt event from the server, found by [`check_raw_event`] (carried
+/// through mysql_async as the source of an `io::Error`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CorruptEvent(pub String);
+
+/// The live stream's check of each event's bytes before mysql_common parses
+/// them: the offline reader's framing checks ([`super::file::check_event_frame`]).
+pub fn check_raw_event(bytes: &[u8], fde: &FormatDescriptionEvent<'static>) -> std::io::Result<()> {
+    super::file::check_event_frame(bytes, fde)
+        .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidData, CorruptEvent(m)))
+}
+
+/// `stream` as the reader reads it: every event checked by
+/// [`check_raw_event`], TRANSACTION_PAYLOAD events not opened by the stream
+/// (see [`payload_events`]).
+pub fn checked(stream: BinlogStream) -> BinlogStream {
+    stream
+        .with_event_check(check_raw_event)
+        .without_payload_decompression()
+}
+
+/// The inner events of `event` when it is a TRANSACTION_PAYLOAD (MySQL 8
+/// binlog transaction compression), opened as the offline reader opens
+/// them (header checked, size bounded, inner events framed); none for any
+/// other event. A corrupt payload is a decode error at `file`:its end.
+pub fn payload_events(event: &Event, file: &str) -> Result<Vec<Event>, SourceError> {
+    if event.header().event_type_raw() != super::decoder::TRANSACTION_PAYLOAD {
+        return Ok(Vec::new());
+    }
+    match super::file::open_payload(event, event.fde()) {
+        Ok(p) => Ok(p.events.into_iter().map(|e| e.event).collect()),
+        Err(message) => Err(SourceError::Decode {
+            at: At {
+                file: file.to_string(),
+                pos: u64::from(event.header().log_pos()),
+            },
+            message,
+        }),
+    }
 }
 
 /// Reads the binlog from `start` until cancelled, the receiver is gone, or an error.
@@ -222,8 +272,29 @@ pub async fn run(
     .await
 }
 
-fn stream_error(e: mysql_async::Error, file: &str, pos: u64) -> SourceError {
+/// What an error of the binlog stream means for pikachu; `file`:`pos` is
+/// where the stream was (the start of the event it was reading).
+pub fn stream_error(e: mysql_async::Error, server_id: u32, file: &str, pos: u64) -> SourceError {
+    if let mysql_async::Error::Io(mysql_async::IoError::Io(io)) = &e {
+        if let Some(c) = io.get_ref().and_then(|i| i.downcast_ref::<CorruptEvent>()) {
+            return SourceError::Decode {
+                at: At {
+                    file: file.to_string(),
+                    pos,
+                },
+                message: format!("the event the server sent from this position is corrupt: {c}"),
+            };
+        }
+    }
     if let mysql_async::Error::Server(se) = &e {
+        // Another replica registered with our server_id: MariaDB says 4052
+        // (ER_SLAVE_SAME_ID), MySQL 1236 with this text.
+        if se.code == 4052 || se.message.contains("same server_uuid/server_id") {
+            return SourceError::ServerIdClash {
+                server_id,
+                message: se.message.clone(),
+            };
+        }
         // 1236: ER_MASTER_FATAL_ERROR_READING_BINLOG (purged or unknown position).
         if se.code == 1236 {
             return SourceError::Purged {
@@ -298,7 +369,24 @@ pub struct ReaderStatus {
     /// The reader is waiting for the server (not decoding, not waiting
     /// for room downstream).
     pub waiting: std::sync::atomic::AtomicBool,
+    /// Set while other replicas keep taking this `server_id`
+    /// ([`CLASHES_FOR_DOWN`] disconnects within [`CLASH_WINDOW`]): why
+    /// health is DOWN. Cleared once a stream has lasted [`CLASH_CLEAR`].
+    pub server_id_clash: std::sync::Mutex<Option<String>>,
+    /// Fast check of `server_id_clash` for the per-event loop.
+    clashing: std::sync::atomic::AtomicBool,
 }
+
+/// Disconnects by a replica with the same server_id, within [`CLASH_WINDOW`],
+/// that make health DOWN and the reader log an ERROR.
+pub const CLASHES_FOR_DOWN: usize = 3;
+/// See [`CLASHES_FOR_DOWN`].
+pub const CLASH_WINDOW: Duration = Duration::from_secs(60);
+/// A stream that lasts this long means the clash is over.
+pub const CLASH_CLEAR: Duration = Duration::from_secs(20);
+/// Least wait before reconnecting after such a disconnect: each reconnect
+/// disconnects the other replica, so not in a tight loop.
+const CLASH_MIN_DELAY: Duration = Duration::from_secs(2);
 
 impl Default for ReaderStatus {
     fn default() -> Self {
@@ -311,6 +399,8 @@ impl Default for ReaderStatus {
             event_time: Default::default(),
             read_lag: Default::default(),
             waiting: Default::default(),
+            server_id_clash: Default::default(),
+            clashing: Default::default(),
         }
     }
 }
@@ -326,6 +416,55 @@ impl ReaderStatus {
                     since.get_or_insert_with(std::time::Instant::now);
                 }
             }
+        }
+    }
+
+    /// Records a disconnect by a replica with the same server_id at `now`
+    /// in `recent` (those within [`CLASH_WINDOW`]); from the
+    /// [`CLASHES_FOR_DOWN`]th on, sets [`ReaderStatus::server_id_clash`].
+    /// True when the clash has just begun (time for an ERROR).
+    fn note_clash(
+        &self,
+        recent: &mut std::collections::VecDeque<std::time::Instant>,
+        server_id: u32,
+    ) -> bool {
+        let now = std::time::Instant::now();
+        recent.push_back(now);
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CLASH_WINDOW)
+        {
+            recent.pop_front();
+        }
+        if recent.len() < CLASHES_FOR_DOWN {
+            return false;
+        }
+        let reason = format!(
+            "another replica keeps taking database.server_id {server_id} ({} disconnects in the last {} s): pick a database.server_id no other replica uses",
+            recent.len(),
+            CLASH_WINDOW.as_secs()
+        );
+        let began = !self
+            .clashing
+            .swap(true, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut r) = self.server_id_clash.lock() {
+            *r = Some(reason);
+        }
+        began
+    }
+
+    /// Ends the clash state once a stream opened at `opened` has lasted [`CLASH_CLEAR`].
+    fn clear_clash_after(&self, opened: std::time::Instant) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.clashing.load(Relaxed) && opened.elapsed() > CLASH_CLEAR {
+            self.clashing.store(false, Relaxed);
+            if let Ok(mut r) = self.server_id_clash.lock() {
+                *r = None;
+            }
+            tracing::info!(
+                "no other replica has taken database.server_id for {} s: the clash is over",
+                CLASH_CLEAR.as_secs()
+            );
         }
     }
 
@@ -486,6 +625,7 @@ pub async fn run_with_reconnect(
     let mut expect = opts.expect_file.clone();
     let mut skip = 0u64;
     let mut failures = 0u32;
+    let mut clashes = std::collections::VecDeque::new();
     loop {
         let result = stream_from(
             &info,
@@ -508,12 +648,18 @@ pub async fn run_with_reconnect(
             Err(e) => e,
         };
         failures += 1;
-        let delay = crate::deliver::backoff::full_jitter(
+        let mut delay = crate::deliver::backoff::full_jitter(
             Duration::from_millis(200),
             Duration::from_secs(10),
             failures.min(16),
             0.5 + crate::deliver::backoff::rand01() / 2.0,
         );
+        if let SourceError::ServerIdClash { .. } = &e {
+            delay = delay.max(CLASH_MIN_DELAY);
+            if status.note_clash(&mut clashes, opts.db.server_id) {
+                tracing::error!(server_id = opts.db.server_id, "{e}");
+            }
+        }
         tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, attempt = failures, "binlog connection lost, reconnecting");
         if let Ok(mut l) = status.last_error.lock() {
             *l = Some(e.to_string());
@@ -556,6 +702,7 @@ async fn stream_from(
     history: &mut SchemaHistory,
 ) -> Result<(), SourceError> {
     let (stream, file, gtid_seed) = open_stream(info, opts, from).await?;
+    let opened = std::time::Instant::now();
     status.set_connected(true);
     tracing::info!(start = %from, server_id = opts.db.server_id, skip, "binlog stream opened");
     let mut decoder = Decoder::new(
@@ -577,6 +724,7 @@ async fn stream_from(
         info,
         opts,
         from,
+        opened,
         stream,
         &mut decoder,
         skip,
@@ -597,6 +745,7 @@ async fn stream_events(
     info: &ServerInfo,
     opts: &ReaderOptions,
     from: &StartAt,
+    opened: std::time::Instant,
     mut stream: mysql_async::BinlogStream,
     decoder: &mut Decoder,
     mut skip: u64,
@@ -606,11 +755,6 @@ async fn stream_events(
     progress: &mut Progress,
     failures: &mut u32,
 ) -> Result<(), SourceError> {
-    // End position of the last event read, for messages.
-    let mut last_pos = match from {
-        StartAt::FilePos(p) => p.pos,
-        StartAt::Gtid(_) => 0,
-    };
     // A connection for the checks of an idle stream, opened when needed.
     let mut check_conn: Option<Conn> = None;
     let mut watch = HistoryWatch::default();
@@ -621,6 +765,12 @@ async fn stream_events(
     // also counts the batch being built, and becomes `progress` once the
     // batch is sent. A batch lost to an error is read again.
     let mut pending = progress.clone();
+    // Where the next event starts (the end of the last one read), for
+    // messages and the checks of an idle stream.
+    let mut next_pos = match from {
+        StartAt::FilePos(p) => p.pos,
+        StartAt::Gtid(_) => 0,
+    };
     loop {
         // Take what the server has already sent without waiting; when it
         // has nothing ready, send the batch on before waiting for more.
@@ -658,74 +808,183 @@ async fn stream_events(
                     "the server closed the binlog stream".into(),
                 ))
             }
-            Ok(Some(Err(e))) => return Err(stream_error(e, decoder.file(), last_pos)),
+            Ok(Some(Err(e))) => {
+                return Err(stream_error(e, opts.db.server_id, decoder.file(), next_pos))
+            }
             Ok(Some(Ok(ev))) => ev,
         };
-        if event.header().log_pos() != 0 {
-            last_pos = u64::from(event.header().log_pos());
-        }
         status.note_event(&event);
+        status.clear_clash_after(opened);
+        next_pos = match (event.header().event_type_raw(), event.header().log_pos()) {
+            (super::decoder::ROTATE, _) => 4,
+            (_, 0) => next_pos,
+            (_, end) => u64::from(end),
+        };
         if matches!(event.header().event_type_raw(), 27 | 41) {
             // Idle: the server has nothing more to send. A reset while the
             // stream sits on the current file leaves it idle for ever.
             watch
-                .on_idle(info, &opts.db, &mut check_conn, decoder, last_pos)
+                .on_idle(info, &opts.db, &mut check_conn, decoder, next_pos)
                 .await?;
         }
         // A healthy event stream resets the backoff.
         *failures = 0;
-        decoder.handle(&event, &mut out).map_err(|e| match e {
-            SourceError::HistoryChanged { why, .. } => SourceError::HistoryChanged {
-                needed: from.to_string(),
-                why,
-            },
-            e => e,
-        })?;
-        let changed = decoder.history.take_changed();
-        if !changed.is_empty() {
-            // A DDL moved the schema history: check it and save it before
-            // its transaction end goes downstream (and can be checkpointed).
-            let at = HistPos::new(decoder.file(), decoder.event_pos(&event));
-            schema_sync::after_ddl(info, opts, &mut decoder.history, &at, changed).await?;
-        }
-        for o in out.drain(..) {
-            let msg = match o {
-                Output::Commit(c) => {
-                    skip = 0;
-                    pending.open_changes = 0;
-                    pending.last_commit = Some(c.clone());
-                    SourceEvent::Commit(c)
-                }
-                // Already sent before the connection was lost.
-                _ if skip > 0 => {
-                    skip -= 1;
-                    continue;
-                }
-                Output::Change(c) => {
-                    pending.open_changes += 1;
-                    SourceEvent::Change(c)
-                }
-                Output::Xa(x) => {
-                    pending.open_changes += 1;
-                    SourceEvent::Xa(x)
-                }
-            };
-            batch.push(msg);
-            // Full: send it now, even in the middle of a rows event, so the
-            // channel never holds more than its size.
-            if batch.len() >= tx.batch {
-                if !tx.send_batch(&mut batch, cancel).await {
-                    return Ok(());
-                }
-                *progress = pending.clone();
+        let inner = payload_events(&event, decoder.file())?;
+        for ev in std::iter::once(&event).chain(&inner) {
+            decoder.handle(ev, &mut out).map_err(|e| match e {
+                SourceError::HistoryChanged { why, .. } => SourceError::HistoryChanged {
+                    needed: from.to_string(),
+                    why,
+                },
+                e => e,
+            })?;
+            let changed = decoder.history.take_changed();
+            if !changed.is_empty() {
+                // A DDL moved the schema history: check it and save it before
+                // its transaction end goes downstream (and can be checkpointed).
+                let at = HistPos::new(decoder.file(), decoder.event_pos(ev));
+                schema_sync::after_ddl(info, opts, &mut decoder.history, &at, changed).await?;
+            }
+            if !drain_into_batch(
+                tx,
+                cancel,
+                &mut out,
+                &mut batch,
+                &mut skip,
+                &mut pending,
+                progress,
+            )
+            .await
+            {
+                return Ok(());
             }
         }
     }
 }
 
+/// Moves the decoder's `out` into `batch` (skipping the `skip` changes
+/// already sent before a reconnect, keeping `pending` up to date), sending
+/// the batch as soon as it is full, even in the middle of a rows event, so
+/// the channel never holds more than its size. False when the reader
+/// should stop.
+async fn drain_into_batch(
+    tx: &EventSender,
+    cancel: &CancellationToken,
+    out: &mut Vec<Output>,
+    batch: &mut Vec<SourceEvent>,
+    skip: &mut u64,
+    pending: &mut Progress,
+    progress: &mut Progress,
+) -> bool {
+    for o in out.drain(..) {
+        let msg = match o {
+            Output::Commit(c) => {
+                *skip = 0;
+                pending.open_changes = 0;
+                pending.last_commit = Some(c.clone());
+                SourceEvent::Commit(c)
+            }
+            // Already sent before the connection was lost.
+            _ if *skip > 0 => {
+                *skip -= 1;
+                continue;
+            }
+            Output::Change(c) => {
+                pending.open_changes += 1;
+                SourceEvent::Change(c)
+            }
+            Output::Xa(x) => {
+                pending.open_changes += 1;
+                SourceEvent::Xa(x)
+            }
+        };
+        batch.push(msg);
+        if batch.len() >= tx.batch {
+            if !tx.send_batch(batch, cancel).await {
+                return false;
+            }
+            *progress = pending.clone();
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_with_our_server_id_is_told_apart_from_a_purged_position() {
+        let server = |code, message: &str| {
+            mysql_async::Error::Server(mysql_async::ServerError {
+                code,
+                message: message.into(),
+                state: "HY000".into(),
+            })
+        };
+        // MariaDB.
+        let e = stream_error(
+            server(
+                4052,
+                "A slave with the same server_uuid/server_id is already connected",
+            ),
+            7,
+            "f",
+            4,
+        );
+        assert!(
+            matches!(e, SourceError::ServerIdClash { server_id: 7, .. }),
+            "{e:?}"
+        );
+        assert!(e.is_retryable());
+        assert!(e.to_string().contains("database.server_id 7"), "{e}");
+        // MySQL.
+        let e = stream_error(
+            server(1236, "A replica with the same server_uuid/server_id as this replica has connected to the source"),
+            7,
+            "f",
+            4,
+        );
+        assert!(matches!(e, SourceError::ServerIdClash { .. }), "{e:?}");
+        let e = stream_error(
+            server(1236, "Could not find first log file name"),
+            7,
+            "f",
+            4,
+        );
+        assert!(matches!(e, SourceError::Purged { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn clash_state_needs_three_disconnects_and_ends_after_a_long_stream() {
+        let status = ReaderStatus::default();
+        let mut recent = std::collections::VecDeque::new();
+        assert!(!status.note_clash(&mut recent, 9));
+        assert!(!status.note_clash(&mut recent, 9));
+        assert!(status
+            .server_id_clash
+            .lock()
+            .map(|r| r.is_none())
+            .unwrap_or(false));
+        assert!(status.note_clash(&mut recent, 9), "the third begins it");
+        assert!(!status.note_clash(&mut recent, 9), "and only once");
+        let reason = status.server_id_clash.lock().ok().and_then(|r| r.clone());
+        assert!(reason.is_some_and(|r| r.contains("database.server_id 9")));
+        status.clear_clash_after(std::time::Instant::now());
+        assert!(status
+            .server_id_clash
+            .lock()
+            .map(|r| r.is_some())
+            .unwrap_or(false));
+        if let Some(long_ago) = std::time::Instant::now().checked_sub(CLASH_CLEAR * 2) {
+            status.clear_clash_after(long_ago);
+            assert!(status
+                .server_id_clash
+                .lock()
+                .map(|r| r.is_none())
+                .unwrap_or(false));
+        }
+    }
 
     #[test]
     fn channel_holds_at_most_about_queue_size_events() {
