@@ -429,6 +429,21 @@ fn a_purged_checkpoint_position_is_a_clear_error() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // `pikachu check` says so before a start does.
+    let check = std::process::Command::new(Pikachu::bin())
+        .args(["check", "-config"])
+        .arg(dir.path().join("config.yaml"))
+        .current_dir(dir.path())
+        .output()
+        .expect("check");
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("FAIL checkpoint") && l.contains("no longer on the server")),
+        "{stdout}"
+    );
     let p = Pikachu::start_in(dir.path(), &cfg, &[]);
     let status = p_wait(p);
     assert_eq!(status.0.code(), Some(1), "{}", status.1);
