@@ -20,9 +20,22 @@ commit-to-receiver latency at a steady rate (examples/bench_e2e_latency.rs),
 and a 1,000,000-row transaction. Prints a table and rewrites the generated
 part of docs/benchmarks.md (between the `bench:begin`/`bench:end` markers).
 
-Settings (environment): BENCH_ROWS (200000), BENCH_RUNS (3), BENCH_BIG_ROWS
+Every catch-up and delivery row runs on two cores (nothing pinned) and on
+one core: the reader (or pikachu and its load generator) and the MariaDB
+server pinned with `taskset` to the same single core (the receiver, when
+there is one, on the other core, so that its CPU is not pikachu's). Every
+row reports CPU seconds per 100,000 changes; delivery rows report CPU µs
+per POST and per change for pikachu and, separately, the receiver's CPU.
+`PIKACHU_BASELINE=/path/to/an/older/pikachu` adds a `pikachu-baseline` row
+(and delivery rows) for that binary, interleaved in the same rounds: the
+comparison with the previous main that a change on the hot path needs.
+Single-POST delivery is compared with `wrk` POSTing the same body to the
+same receiver with the same concurrency, in the same round.
+
+Settings (environment): BENCH_ROWS (200000), BENCH_RUNS (5), BENCH_BIG_ROWS
 (1000000; 0 skips), BENCH_PROFILES (bulk,oltp), BENCH_READERS (all),
-BENCH_SKIP (comma list of: delivery, latency, big), BENCH_NO_DOCS=1.
+BENCH_CORES (2,1), BENCH_SKIP (comma list of: delivery, latency, big, wrk),
+PIKACHU_BASELINE, BENCH_NO_DOCS=1.
 """
 
 import json
@@ -44,7 +57,9 @@ READERS_TARGET = os.environ.get(
     "BENCH_READERS_TARGET", os.path.join(REPO, "bench", "readers", "target")
 )
 ROWS = int(os.environ.get("BENCH_ROWS", "200000"))
-RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+CORES = [int(c) for c in os.environ.get("BENCH_CORES", "2,1").split(",") if c]
+BASELINE = os.environ.get("PIKACHU_BASELINE") or None
 BIG_ROWS = int(os.environ.get("BENCH_BIG_ROWS", "1000000"))
 PROFILES = os.environ.get("BENCH_PROFILES", "bulk,oltp").split(",")
 SKIP = set(filter(None, os.environ.get("BENCH_SKIP", "").split(",")))
@@ -78,6 +93,31 @@ def root_sql(sql, database=None):
 def master_status():
     line = root_sql("SHOW MASTER STATUS").split("\n")[0].split("\t")
     return line[0], int(line[1])
+
+
+def mariadb_pid():
+    path = os.path.join(REPO, ".mariadb", "mysqld.pid")
+    with open(path) as f:
+        return int(f.read().strip())
+
+
+def pin_server(cores):
+    """Pins every thread of the dev MariaDB to core 0 (cores == 1) or lets
+    it use all cores again."""
+    cpus = "0" if cores == 1 else f"0-{os.cpu_count() - 1}"
+    sh(["taskset", "-a", "-p", "-c", cpus, str(mariadb_pid())], stdout=subprocess.DEVNULL)
+
+
+def pinned(cmd, cores, core=0):
+    """`cmd` on core `core` when measuring on one core."""
+    return ["taskset", "-c", str(core)] + cmd if cores == 1 else cmd
+
+
+def proc_cpu(pid):
+    """CPU seconds (user + system) a running process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- workload -------------------------------------------------------------
@@ -246,28 +286,29 @@ def pikachu_config(dirpath, url="http://127.0.0.1:9/unused", batch=None, tables=
     return cfg
 
 
-def run_reader(name, rng, tmp):
+def run_reader(name, rng, tmp, cores=2):
     """One run of one reader over a range: a result dict."""
     file, start, end = rng["file"], rng["start"], rng["end"]
     common = ["--host", "127.0.0.1", "--port", str(PORT), "--user", USER, "--password", PASSWORD,
               "--server-id", str(5000 + random.randint(0, 999)), "--file", file,
               "--pos", str(start), "--end-pos", str(end)]
     rows = None
-    if name == "pikachu":
+    if name in ("pikachu", "pikachu-baseline"):
         cfg = pikachu_config(tmp)
-        out, wall, cpu, rss = measure([PIKACHU, "replay", "-config", cfg, "--from", f"{file}:{start}",
-                                       "--to", f"{file}:{end}", "--output", "null"])
+        binary = PIKACHU if name == "pikachu" else BASELINE
+        out, wall, cpu, rss = measure(pinned([binary, "replay", "-config", cfg, "--from", f"{file}:{start}",
+                                              "--to", f"{file}:{end}", "--output", "null"], cores))
         s = last_json(out)["summary"]
         rows = s["changes"]
     elif name == "raw-stream":
-        out, wall, cpu, rss = measure([RAW] + common)
+        out, wall, cpu, rss = measure(pinned([RAW] + common, cores))
         rows = rng["rows"]  # it decodes no rows; it reads all of the range's events
     elif name == "mariadb-binlog":
         dump = os.path.join(tmp, "mariadb-binlog.out")
-        out, wall, cpu, rss = measure(
+        out, wall, cpu, rss = measure(pinned(
             ["mariadb-binlog", "--no-defaults", "--read-from-remote-server", "--host=127.0.0.1",
              f"--port={PORT}", f"--user={USER}", f"--password={PASSWORD}", "-v",
-             f"--start-position={start}", f"--stop-position={end}", file],
+             f"--start-position={start}", f"--stop-position={end}", file], cores),
             stdout_file=dump)
         # -v writes one "### INSERT/UPDATE/DELETE" line per row change.
         rows = 0
@@ -278,10 +319,10 @@ def run_reader(name, rng, tmp):
         os.unlink(dump)
     elif name in ("mysql_cdc", "mysql_async-rows"):
         binary = {"mysql_cdc": "mysql_cdc_reader", "mysql_async-rows": "mysql_async_rows"}[name]
-        out, wall, cpu, rss = measure([os.path.join(READERS_TARGET, "release", binary)] + common)
+        out, wall, cpu, rss = measure(pinned([os.path.join(READERS_TARGET, "release", binary)] + common, cores))
         rows = last_json(out)["rows"]
     elif name == "python-mysql-replication":
-        out, wall, cpu, rss = measure([sys.executable, os.path.join(REPO, "scripts", "bench_pyreplication.py")] + common)
+        out, wall, cpu, rss = measure(pinned([sys.executable, os.path.join(REPO, "scripts", "bench_pyreplication.py")] + common, cores))
         rows = last_json(out)["rows"]
     else:
         raise SystemExit(f"bench: unknown reader {name}")
@@ -290,24 +331,32 @@ def run_reader(name, rng, tmp):
     return {"wall": wall, "cpu": cpu, "rss_kib": rss}
 
 
-ALL_READERS = ["pikachu", "raw-stream", "mariadb-binlog", "mysql_cdc", "mysql_async-rows",
-               "python-mysql-replication"]
+ALL_READERS = ["pikachu", "pikachu-baseline", "raw-stream", "mariadb-binlog", "mysql_cdc",
+               "mysql_async-rows", "python-mysql-replication"]
 
 
 def catch_up(ranges, readers, tmp):
-    results = {}  # (profile, reader) -> [runs]
+    """Interleaved rounds: every core setting, range and reader once per round."""
+    results = {}  # (cores, profile, reader) -> [runs]
     for r in range(RUNS):
-        for rng in ranges:
-            for name in readers:
-                try:
-                    res = run_reader(name, rng, tmp)
-                except (RuntimeError, FileNotFoundError) as e:
-                    log(f"  {rng['profile']:5} {name:26} run {r + 1}: FAILED: {e}")
-                    results.setdefault((rng["profile"], name), [])
-                    continue
-                results.setdefault((rng["profile"], name), []).append(res)
-                log(f"  {rng['profile']:5} {name:26} run {r + 1}: {rng['rows'] / res['wall']:>12,.0f} rows/s  "
-                    f"{res['wall']:6.2f} s  {res['rss_kib'] / 1024:6.1f} MiB")
+        for cores in CORES:
+            pin_server(cores)
+            try:
+                for rng in ranges:
+                    for name in readers:
+                        key = (cores, rng["profile"], name)
+                        try:
+                            res = run_reader(name, rng, tmp, cores)
+                        except (RuntimeError, FileNotFoundError) as e:
+                            log(f"  {cores}c {rng['profile']:5} {name:26} run {r + 1}: FAILED: {e}")
+                            results.setdefault(key, [])
+                            continue
+                        results.setdefault(key, []).append(res)
+                        log(f"  {cores}c {rng['profile']:5} {name:26} run {r + 1}: "
+                            f"{rng['rows'] / res['wall']:>12,.0f} rows/s  {res['wall']:6.2f} s  "
+                            f"CPU {res['cpu']:6.2f} s  {res['rss_kib'] / 1024:6.1f} MiB")
+            finally:
+                pin_server(2)
     return results
 
 
@@ -318,30 +367,93 @@ def med(runs, key):
 # --- delivery --------------------------------------------------------------
 
 
+def wrk_body(rng, tmp):
+    """One payload of the range, as pikachu renders it (the body wrk POSTs)."""
+    cfg = pikachu_config(tmp)
+    out = subprocess.run([PIKACHU, "replay", "-config", cfg, "--from", f"{rng['file']}:{rng['start']}",
+                          "--to", f"{rng['file']}:{rng['end']}", "--output", "stdout"],
+                         capture_output=True, check=True).stdout
+    first = out.split(b"\n", 1)[0]
+    path = os.path.join(tmp, "wrk.lua")
+    with open(path, "w") as f:
+        f.write('wrk.method = "POST"\n')
+        f.write('wrk.headers["Content-Type"] = "application/json"\n')
+        f.write(f"wrk.body = {json.dumps(first.decode())}\n")
+    return path
+
+
+def run_wrk(url, script, cores, seconds=10):
+    """wrk with pikachu's concurrency (worker_count 16) on pikachu's core."""
+    cmd = pinned(["wrk", "-t", "1" if cores == 1 else "2", "-c", "16", "-d", f"{seconds}s",
+                  "-s", script, url], cores)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    m = re.search(r"Requests/sec:\s*([0-9.]+)", out)
+    if not m:
+        raise RuntimeError(f"wrk printed no rate: {out[-400:]}")
+    return float(m.group(1))
+
+
+def delivery_once(binary, rng, tmp, cores, batch):
+    """One replay of `rng` to a fresh receiver on the other core."""
+    recv = subprocess.Popen(pinned([RECEIVER], cores, core=1), stdout=subprocess.PIPE, text=True)
+    try:
+        url = recv.stdout.readline().strip()
+        cfg = pikachu_config(tmp, url=url, batch=batch)
+        shutil.rmtree(os.path.join(tmp, "state"), ignore_errors=True)
+        o, wall, cpu, rss = measure(pinned([binary, "replay", "-config", cfg, "--from",
+                                            f"{rng['file']}:{rng['start']}", "--to",
+                                            f"{rng['file']}:{rng['end']}", "--output", "webhook"], cores))
+        s = last_json(o)["summary"]
+        stats = json.load(urllib.request.urlopen(url.replace("/hook", "/stats")))
+        recv_cpu = proc_cpu(recv.pid)
+    finally:
+        recv.terminate()
+        recv.wait()
+    if stats["changes"] != rng["rows"] or s["failed"] != 0:
+        raise SystemExit(f"bench: delivery lost changes: receiver {stats}, replay {s}")
+    return {"wall": wall, "cpu": cpu, "rss_kib": rss, "requests": stats["requests"], "recv_cpu": recv_cpu}
+
+
+def wrk_once(rng, tmp, cores, script):
+    recv = subprocess.Popen(pinned([RECEIVER], cores, core=1), stdout=subprocess.PIPE, text=True)
+    try:
+        url = recv.stdout.readline().strip()
+        rate = run_wrk(url, script, cores)
+        recv_cpu = proc_cpu(recv.pid)
+        stats = json.load(urllib.request.urlopen(url.replace("/hook", "/stats")))
+    finally:
+        recv.terminate()
+        recv.wait()
+    return {"rate": rate, "recv_cpu_per_req": recv_cpu / max(stats["requests"], 1)}
+
+
+DELIVERY_MODES = (("one change per POST", None), ("batches of 100", 100))
+
+
 def delivery(rng, tmp):
-    out = {}
-    for mode, batch in (("one change per POST", None), ("batches of 100", 100)):
-        walls = []
-        for r in range(RUNS):
-            recv = subprocess.Popen([RECEIVER], stdout=subprocess.PIPE, text=True)
+    """Interleaved rounds of: every core setting × (pikachu, baseline) ×
+    mode, and wrk, each once per round."""
+    out = {}  # (cores, binary name, mode) -> [runs]; (cores, "wrk") -> [runs]
+    script = wrk_body(rng, tmp) if "wrk" not in SKIP and shutil.which("wrk") else None
+    binaries = [("pikachu", PIKACHU)] + ([("pikachu-baseline", BASELINE)] if BASELINE else [])
+    for r in range(RUNS):
+        for cores in CORES:
+            pin_server(cores)
             try:
-                url = recv.stdout.readline().strip()
-                cfg = pikachu_config(tmp, url=url, batch=batch)
-                shutil.rmtree(os.path.join(tmp, "state"), ignore_errors=True)
-                o, wall, cpu, rss = measure([PIKACHU, "replay", "-config", cfg, "--from",
-                                             f"{rng['file']}:{rng['start']}", "--to",
-                                             f"{rng['file']}:{rng['end']}", "--output", "webhook"])
-                s = last_json(o)["summary"]
-                stats = json.load(urllib.request.urlopen(url.replace("/hook", "/stats")))
+                for name, binary in binaries:
+                    for mode, batch in DELIVERY_MODES:
+                        res = delivery_once(binary, rng, tmp, cores, batch)
+                        out.setdefault((cores, name, mode), []).append(res)
+                        log(f"  {cores}c delivery {name:16} {mode:20} run {r + 1}: "
+                            f"{rng['rows'] / res['wall']:>10,.0f} changes/s  "
+                            f"{res['cpu'] / res['requests'] * 1e6:7.1f} µs CPU/POST  "
+                            f"receiver {res['recv_cpu']:.2f} s")
+                if script:
+                    res = wrk_once(rng, tmp, cores, script)
+                    out.setdefault((cores, "wrk"), []).append(res)
+                    log(f"  {cores}c wrk run {r + 1}: {res['rate']:>10,.0f} requests/s")
             finally:
-                recv.terminate()
-                recv.wait()
-            if stats["changes"] != rng["rows"] or s["failed"] != 0:
-                raise SystemExit(f"bench: delivery lost changes: receiver {stats}, replay {s}")
-            walls.append({"wall": wall, "cpu": cpu, "rss_kib": rss, "requests": stats["requests"]})
-            log(f"  delivery {mode:20} run {r + 1}: {rng['rows'] / wall:>10,.0f} changes/s  "
-                f"{stats['requests']} requests  {rss / 1024:.1f} MiB")
-        out[mode] = walls
+                pin_server(2)
     return out
 
 
@@ -374,42 +486,69 @@ def machine():
     return f"{os.cpu_count()} CPUs ({cpu}), MariaDB {mdb}, {ver}"
 
 
+def core_label(cores):
+    return "one core (reader and MariaDB pinned to the same core)" if cores == 1 else "two cores"
+
+
 def report(ranges, results, deliv, lat, big):
     lines = []
     w = lines.append
     w(f"Generated by `scripts/bench.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
-      f"{machine()}. Medians of {RUNS} interleaved runs.")
+      f"{machine()}. Medians of {RUNS} interleaved runs."
+      + (f" `pikachu-baseline` is {baseline_version()}." if BASELINE else ""))
     w("")
-    for rng in ranges:
-        p = rng["profile"]
-        w(f"### Catch-up read, {p} profile: {rng['rows']:,} row changes, {rng['bytes'] / 1e6:.1f} MB of binlog")
-        w("")
-        w("| reader | rows/s | wall s | CPU s | peak RSS MiB | pikachu ÷ reader |")
-        w("|---|---:|---:|---:|---:|---:|")
-        pk = med(results.get((p, "pikachu"), []), "wall")
-        for name in ALL_READERS:
-            runs = results.get((p, name))
-            if runs is None:
-                continue
-            if not runs:
-                w(f"| {name} | failed | | | | |")
-                continue
-            wall = med(runs, "wall")
-            ratio = f"{wall / pk:.2f}×" if pk and name != "pikachu" else ""
-            w(f"| {name} | {rng['rows'] / wall:,.0f} | {wall:.2f} | {med(runs, 'cpu'):.2f} | "
-              f"{med(runs, 'rss_kib') / 1024:.1f} | {ratio} |")
-        w("")
+    for cores in CORES:
+        for rng in ranges:
+            p = rng["profile"]
+            w(f"### Catch-up read, {p} profile, {core_label(cores)}: {rng['rows']:,} row changes, "
+              f"{rng['bytes'] / 1e6:.1f} MB of binlog")
+            w("")
+            w("| reader | rows/s | wall s | CPU s | CPU s per 100k | peak RSS MiB | pikachu rows/s ÷ reader's |")
+            w("|---|---:|---:|---:|---:|---:|---:|")
+            pk = med(results.get((cores, p, "pikachu"), []), "wall")
+            for name in ALL_READERS:
+                runs = results.get((cores, p, name))
+                if runs is None:
+                    continue
+                if not runs:
+                    w(f"| {name} | failed | | | | | |")
+                    continue
+                wall, cpu = med(runs, "wall"), med(runs, "cpu")
+                ratio = f"{wall / pk:.2f}×" if pk and name != "pikachu" else ""
+                w(f"| {name} | {rng['rows'] / wall:,.0f} | {wall:.2f} | {cpu:.2f} | "
+                  f"{cpu / rng['rows'] * 1e5:.3f} | {med(runs, 'rss_kib') / 1024:.1f} | {ratio} |")
+            w("")
     if deliv:
         rng = deliv["range"]
-        w(f"### Delivery end to end: the bulk range ({rng['rows']:,} changes) replayed to a local receiver")
-        w("")
-        w("| mode | changes/s | wall s | requests | pikachu CPU s | peak RSS MiB |")
-        w("|---|---:|---:|---:|---:|---:|")
-        for mode, runs in deliv["modes"].items():
-            wall = med(runs, "wall")
-            w(f"| {mode} | {rng['rows'] / wall:,.0f} | {wall:.2f} | {runs[0]['requests']:,} | "
-              f"{med(runs, 'cpu'):.2f} | {med(runs, 'rss_kib') / 1024:.1f} |")
-        w("")
+        modes = deliv["modes"]
+        for cores in CORES:
+            w(f"### Delivery end to end, {core_label(cores).replace('reader', 'pikachu')}: the bulk range "
+              f"({rng['rows']:,} changes) replayed to a local receiver"
+              + (" (receiver on the other core)" if cores == 1 else ""))
+            w("")
+            w("| binary | mode | changes/s | wall s | requests | pikachu CPU s | CPU µs per POST | "
+              "CPU µs per change | receiver CPU s | peak RSS MiB |")
+            w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for name in ("pikachu", "pikachu-baseline"):
+                for mode, _ in DELIVERY_MODES:
+                    runs = modes.get((cores, name, mode))
+                    if not runs:
+                        continue
+                    wall, cpu = med(runs, "wall"), med(runs, "cpu")
+                    req = runs[0]["requests"]
+                    w(f"| {name} | {mode} | {rng['rows'] / wall:,.0f} | {wall:.2f} | {req:,} | {cpu:.2f} | "
+                      f"{cpu / req * 1e6:.1f} | {cpu / rng['rows'] * 1e6:.2f} | {med(runs, 'recv_cpu'):.2f} | "
+                      f"{med(runs, 'rss_kib') / 1024:.1f} |")
+            wrk = modes.get((cores, "wrk"))
+            single = modes.get((cores, "pikachu", DELIVERY_MODES[0][0]))
+            if wrk and single:
+                rate = statistics.median(x["rate"] for x in wrk)
+                ours = rng["rows"] / med(single, "wall")
+                w(f"| wrk (same body, 16 connections) | one request per POST | {rate:,.0f} | | | | | | "
+                  f"{statistics.median(x['recv_cpu_per_req'] for x in wrk) * 1e6:.1f} µs per request | |")
+                w("")
+                w(f"Single-POST delivery: **{ours / rate * 100:.0f}%** of wrk's request rate.")
+            w("")
     if lat:
         w("### Commit-to-receiver latency, one change per POST")
         w("")
@@ -427,18 +566,11 @@ def report(ranges, results, deliv, lat, big):
         w(f"wall {big['wall']:.2f} s ({big['rows'] / big['wall']:,.0f} rows/s), CPU {big['cpu']:.2f} s, "
           f"peak RSS **{big['rss_kib'] / 1024:.1f} MiB**")
         w("")
-    cpu_lines = []
-    for rng in ranges:
-        runs = results.get((rng["profile"], "pikachu"))
-        if runs:
-            cpu_lines.append(f"{rng['profile']} {med(runs, 'cpu') / rng['rows'] * 1e5:.3f} s")
-    if deliv:
-        for mode, runs in deliv["modes"].items():
-            cpu_lines.append(f"delivery ({mode}) {med(runs, 'cpu') / deliv['range']['rows'] * 1e5:.3f} s")
-    if cpu_lines:
-        w("CPU seconds of the pikachu process per 100,000 changes: " + "; ".join(cpu_lines) + ".")
-        w("")
     return "\n".join(lines)
+
+
+def baseline_version():
+    return subprocess.run([BASELINE, "--version"], capture_output=True, text=True).stdout.strip()
 
 
 def write_docs(text):
@@ -458,6 +590,8 @@ def write_docs(text):
 
 def main():
     readers = os.environ.get("BENCH_READERS", ",".join(ALL_READERS)).split(",")
+    if not BASELINE:
+        readers = [r for r in readers if r != "pikachu-baseline"]
     tmp = tempfile.mkdtemp(prefix="pikachu-bench-")
     try:
         root_sql("SET GLOBAL innodb_flush_log_at_trx_commit = 2; SET GLOBAL sync_binlog = 0; "
