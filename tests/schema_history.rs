@@ -404,3 +404,109 @@ fn a_statement_format_insert_on_a_watched_table_is_a_warning() {
     );
     assert!(!warns.iter().any(|l| l.contains(".other")), "{log}");
 }
+
+/// `pikachu replay --output stdout` of `s`'s table from `from`, logging at
+/// INFO: (exit code, the payloads' `data`, stderr).
+fn replay_data(s: &Setup, from: &(String, u64)) -> (Option<i32>, Vec<Value>, String) {
+    let cfg = s.dir.path().join("replay.yaml");
+    std::fs::write(&cfg, &s.yaml).expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pikachu"))
+        .args(["replay", "-config"])
+        .arg(&cfg)
+        .args([
+            "--from",
+            &format!("{}:{}", from.0, from.1),
+            "--output",
+            "stdout",
+        ])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run pikachu replay");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    lines.pop(); // the summary
+    let data = lines.into_iter().map(|p| p["data"].clone()).collect();
+    (
+        out.status.code(),
+        data,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const LOOK_AHEAD: &str = "reading the binlog ahead";
+
+/// With FULL metadata every rows event names its columns, so a replay (or
+/// a first start) from a past position reads the binlog once: the check of
+/// the definitions against the binlog waits for rows without names.
+#[test]
+fn full_metadata_replay_from_a_past_position_reads_the_binlog_once() {
+    let s = Setup::new(
+        MariaDb::shared(),
+        "sh_full_once",
+        "CREATE TABLE users (id INT PRIMARY KEY, email VARCHAR(64), n INT)",
+    );
+    let from = s.db.master_status();
+    s.sql(
+        "INSERT INTO users VALUES (1, 'ann@example.com', 10);
+         INSERT INTO users VALUES (2, 'bob@example.com', 20);",
+    );
+    let (code, data, stderr) = replay_data(&s, &from);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        data,
+        vec![
+            json!({"id": 1, "email": "ann@example.com", "n": 10}),
+            json!({"id": 2, "email": "bob@example.com", "n": 20}),
+        ]
+    );
+    assert!(
+        !stderr.contains(LOOK_AHEAD),
+        "read the binlog twice:\n{stderr}"
+    );
+}
+
+/// The server switched between FULL and MINIMAL while pikachu was away:
+/// a DDL of the table (under FULL), then rows without names. A replay (no
+/// stored history) checks the definitions when the DDL comes, before
+/// applying it; the run (stored history) gives every row the columns of
+/// its own time.
+#[test]
+fn metadata_switched_while_away_checks_the_definitions_when_needed() {
+    static DB: OnceLock<MariaDb> = OnceLock::new();
+    let db = DB.get_or_init(|| {
+        MariaDb::start(ServerOptions::with_args(["--binlog-row-metadata=MINIMAL"]))
+    });
+    let s = Setup::new(
+        db,
+        "sh_switch",
+        "CREATE TABLE users (id INT PRIMARY KEY, email VARCHAR(64), n INT)",
+    );
+    s.run_and_stop();
+    let from = s.db.master_status();
+    s.db.exec("SET GLOBAL binlog_row_metadata = FULL");
+    s.sql("INSERT INTO users VALUES (1, 'ann@example.com', 10)");
+    s.sql("ALTER TABLE users DROP COLUMN email");
+    s.db.exec("SET GLOBAL binlog_row_metadata = MINIMAL");
+    s.sql("INSERT INTO users VALUES (2, 20)");
+    let mut want = vec![
+        json!({"id": 1, "email": "ann@example.com", "n": 10}),
+        json!({"id": 2, "n": 20}),
+    ];
+    let (code, data, stderr) = replay_data(&s, &from);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(data, want, "{stderr}");
+    assert!(stderr.contains(LOOK_AHEAD), "{stderr}");
+
+    s.sql(
+        "ALTER TABLE users ADD COLUMN secret_col VARCHAR(64) AFTER id;
+         INSERT INTO users VALUES (3, 'hush', 30);",
+    );
+    want.push(json!({"id": 3, "secret_col": "hush", "n": 30}));
+    let mut p = s.start();
+    assert_eq!(s.rows(3), want);
+    p.assert_alive();
+    assert!(p.terminate().success());
+}

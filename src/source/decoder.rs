@@ -385,13 +385,13 @@ impl Decoder {
                     .map_err(|e| self.decode_err(ev, format!("QUERY event: {e}")))?;
                 let (schema, sql) = (q.schema().into_owned(), q.query().into_owned());
                 if !self.on_xa_query(ev, &sql, out)? {
-                    self.on_query(ev, &schema, &sql, out);
+                    self.on_query(ev, &schema, &sql, out)?;
                 }
             }
             MARIA_QUERY_COMPRESSED => {
                 let (schema, sql) = self.compressed_query(ev)?;
                 if !self.on_xa_query(ev, &sql, out)? {
-                    self.on_query(ev, &schema, &sql, out);
+                    self.on_query(ev, &schema, &sql, out)?;
                 }
             }
             XA_PREPARE => self.on_xa_prepare(ev, out)?,
@@ -399,7 +399,7 @@ impl Decoder {
             XID => self.commit(ev, out),
             // Statement-based LOAD DATA: like any statement it carries no
             // rows, but outside BEGIN…COMMIT it is a transaction of its own.
-            EXECUTE_LOAD_QUERY => self.on_query(ev, "", "LOAD DATA", out),
+            EXECUTE_LOAD_QUERY => self.on_query(ev, "", "LOAD DATA", out)?,
             TABLE_MAP => self.on_table_map(ev)?,
             WRITE_ROWS_V1 | WRITE_ROWS_V2 => self.on_rows(ev, ChangeKind::Insert, false, out)?,
             UPDATE_ROWS_V1 | UPDATE_ROWS_V2 => self.on_rows(ev, ChangeKind::Update, false, out)?,
@@ -515,22 +515,28 @@ impl Decoder {
         ))
     }
 
-    fn on_query(&mut self, ev: &Event, schema: &str, sql: &str, out: &mut Vec<Output>) {
+    fn on_query(
+        &mut self,
+        ev: &Event,
+        schema: &str,
+        sql: &str,
+        out: &mut Vec<Output>,
+    ) -> Result<(), SourceError> {
         let head = statement_head(sql);
         match head.as_str() {
             "BEGIN" => {
                 self.in_trx = true;
                 self.standalone = false;
-                return;
+                return Ok(());
             }
             "COMMIT" | "ROLLBACK" => {
                 self.commit(ev, out);
-                return;
+                return Ok(());
             }
             _ => {}
         }
         if is_ddl(&head) {
-            self.on_ddl(ev, schema, sql);
+            self.on_ddl(ev, schema, sql)?;
         } else if !head.is_empty() {
             self.on_statement(ev, schema, sql);
         }
@@ -538,12 +544,13 @@ impl Decoder {
             // A statement outside BEGIN…COMMIT (DDL) is a transaction of its own.
             self.commit(ev, out);
         }
+        Ok(())
     }
 
     /// A DDL statement: logged as its kind and tables (at INFO when it
     /// touches a followed table, else at debug; the text, credentials
     /// masked, only at debug), applied to the schema history.
-    fn on_ddl(&mut self, ev: &Event, schema: &str, sql: &str) {
+    fn on_ddl(&mut self, ev: &Event, schema: &str, sql: &str) -> Result<(), SourceError> {
         let at = HistPos::new(&self.file, self.event_pos(ev));
         let summary = sql::summarize(sql, schema);
         let filter = self.opts.filter.clone();
@@ -551,6 +558,16 @@ impl Decoder {
             .tables
             .iter()
             .any(|(d, t)| filter(d, t) || self.history.has(d, t));
+        if followed && self.opts.schema_lookup && self.history.unchecked.is_some() {
+            // Applied to definitions not yet checked, it would derive wrong
+            // ones: the reader checks them first and hands this event in again.
+            let (db, table) = summary.tables.first().cloned().unwrap_or_default();
+            return Err(SourceError::SchemaUnchecked {
+                at: self.at(ev),
+                db,
+                table,
+            });
+        }
         let tables = sql::show_tables(&summary.tables);
         if followed && !self.ddl_only {
             tracing::info!(position = %at, "DDL {} {tables}", summary.kind);
@@ -564,6 +581,7 @@ impl Decoder {
         }
         // Table ids may be reused with another definition after a DDL.
         self.tables.clear();
+        Ok(())
     }
 
     /// Any other statement: at debug level (credentials masked). A DML
@@ -774,6 +792,14 @@ impl Decoder {
         let tm = table_map::parse(&tme).map_err(|e| self.decode_err(ev, e))?;
         let decoder = if !self.ddl_only && (self.opts.filter)(&tm.database, &tm.table) {
             let at = HistPos::new(&self.file, self.event_pos(ev));
+            if self.opts.schema_lookup && !tm.has_names() && self.history.unchecked.is_some() {
+                // Nothing changed yet: the reader checks and hands this event in again.
+                return Err(SourceError::SchemaUnchecked {
+                    at: self.at(ev),
+                    db: tm.database.clone(),
+                    table: tm.table.clone(),
+                });
+            }
             let dec = self
                 .schema_for(&tm, &at)
                 .and_then(|schema| table_map::build_decoder(&tm, schema))

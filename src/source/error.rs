@@ -65,6 +65,13 @@ pub enum SourceError {
 
     #[error("{0}")]
     Config(String),
+
+    /// A rows event without column names needs the definitions that the
+    /// start-up check deferred ([`super::history::SchemaHistory::unchecked_from`]).
+    /// The live reader answers it by checking them and handling the event
+    /// again; it reaches a user only from a decoder used without that reader.
+    #[error("binlog event at {at}: the binlog carries no column names for `{db}`.`{table}` and the table definitions pikachu took from information_schema at start were not checked against the binlog")]
+    SchemaUnchecked { at: At, db: String, table: String },
 }
 
 impl SourceError {

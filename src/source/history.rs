@@ -150,6 +150,21 @@ pub struct SchemaHistory {
     pub mariadb: bool,
     /// Versions added or replaced since the last [`SchemaHistory::take_changed`].
     changed: Vec<(TableKey, Version)>,
+    /// The start-up check against the binlog that is still to be done
+    /// (deferred until a rows event without column names or a DDL of a
+    /// followed table needs it; see [`super::schema_sync`]). `None`: done.
+    pub unchecked: Option<Unchecked>,
+}
+
+/// Definitions taken from `information_schema` at start without reading
+/// the binlog ahead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unchecked {
+    /// Where the check starts (the reader's start).
+    pub from: HistPos,
+    /// The tables whose definition at `from` was put there for the meantime
+    /// (removed before the check, which derives them itself).
+    pub placed: Vec<TableKey>,
 }
 
 /// A table that matters to the history: followed, or in a database that has one.
@@ -234,6 +249,14 @@ impl SchemaHistory {
             Err(i) => list.insert(i, version.clone()),
         }
         self.changed.push((key, version));
+    }
+
+    /// Removes the version of `db`.`table` valid from exactly `from`, if any
+    /// (not recorded as changed: only for versions that were never saved).
+    pub fn unload(&mut self, db: &str, table: &str, from: &HistPos) {
+        if let Some(list) = self.tables.get_mut(&(db.to_string(), table.to_string())) {
+            list.retain(|v| v.from != *from);
+        }
     }
 
     /// Loads a stored version (not recorded as changed).

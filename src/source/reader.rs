@@ -831,7 +831,13 @@ async fn stream_events(
         *failures = 0;
         let inner = payload_events(&event, decoder.file())?;
         for ev in std::iter::once(&event).chain(&inner) {
-            decoder.handle(ev, &mut out).map_err(|e| match e {
+            let mut handled = decoder.handle(ev, &mut out);
+            if let Err(SourceError::SchemaUnchecked { .. }) = handled {
+                // Rows without column names: check the definitions taken at start.
+                schema_sync::check_deferred(info, opts, &mut decoder.history).await?;
+                handled = decoder.handle(ev, &mut out);
+            }
+            handled.map_err(|e| match e {
                 SourceError::HistoryChanged { why, .. } => SourceError::HistoryChanged {
                     needed: from.to_string(),
                     why,

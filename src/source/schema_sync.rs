@@ -15,6 +15,11 @@
 //! already applied. Anything that does not add up makes the affected
 //! definitions unknown, which stops pikachu if rows without column names
 //! need them.
+//!
+//! For `replay` (which keeps no history) that check is deferred
+//! ([`check_deferred`]) until a rows event without column names or a DDL of
+//! a followed table needs it: with `binlog_row_metadata=FULL` and no DDL in
+//! the range it never does, and a replay does not read the binlog twice.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -26,7 +31,9 @@ use mysql_async::{BinlogStreamRequest, Conn};
 use super::connect::{self, Flavour, ServerInfo};
 use super::decoder::{Decoder, DecoderOptions};
 use super::error::SourceError;
-use super::history::{difference, Definition, HistPos, SchemaHistory, TableKey, Version};
+use super::history::{
+    difference, Definition, HistPos, SchemaHistory, TableKey, Unchecked, Version,
+};
 use super::position::{self, StartAt};
 use super::reader::ReaderOptions;
 use super::schema::{self, TableSchema};
@@ -202,7 +209,11 @@ pub async fn init(
                 })
             });
             if !unchanged {
-                verify(&mut conn, info, opts, &mut h, &from, &tables, true).await?;
+                if opts.history_store.is_none() {
+                    defer_check(&mut h, &from, &tables, &snap);
+                } else {
+                    verify(&mut conn, info, opts, &mut h, &from, &tables, true).await?;
+                }
             }
         }
         StartAt::Gtid(_) => {
@@ -224,6 +235,60 @@ pub async fn init(
     let _ = conn.disconnect().await;
     persist(opts, info, h.take_changed()).await?;
     Ok(h)
+}
+
+/// For a reader that keeps no history (`replay`): takes information_schema's
+/// definitions as valid at `from` for the tables without one, and leaves
+/// the check to [`check_deferred`]. Reading the binlog ahead from `from` to
+/// its end costs as much as the replay itself, and is only needed by rows
+/// events without column names (`binlog_row_metadata` not FULL), which call
+/// for it when they come. Rows with names need the definition only for what
+/// the binlog lacks (MariaDB's JSON), as the checked history would give
+/// them. A DDL of a followed table asks for the check before it is applied.
+///
+/// The live run checks at start instead: what the check finds (the
+/// definition valid at its start) is saved, and a later start from its
+/// checkpoint could not find it again once a DDL is behind it.
+fn defer_check(h: &mut SchemaHistory, from: &HistPos, tables: &[TableKey], snap: &Snapshot) {
+    let mut placed = Vec::new();
+    for key in tables {
+        if h.def_at(&key.0, &key.1, from).is_none() {
+            h.load(
+                &key.0,
+                &key.1,
+                from.clone(),
+                definition_of(snap.defs.get(key)),
+            );
+            placed.push(key.clone());
+        }
+    }
+    h.unchecked = Some(Unchecked {
+        from: from.clone(),
+        placed,
+    });
+    tracing::debug!(from = %from, "schema history: the check against information_schema waits for a rows event without column names");
+}
+
+/// The start-up check [`defer_check`] left: reads the binlog ahead from
+/// where it was deferred and fixes the history, then saves what changed.
+/// Called by the reader when a rows event without column names, or a DDL
+/// of a followed table, needs it (before the decoder applies that DDL).
+pub async fn check_deferred(
+    info: &ServerInfo,
+    opts: &ReaderOptions,
+    h: &mut SchemaHistory,
+) -> Result<(), SourceError> {
+    let Some(Unchecked { from, placed }) = h.unchecked.take() else {
+        return Ok(());
+    };
+    for (db, t) in &placed {
+        h.unload(db, t, &from);
+    }
+    let mut conn = connect::connect(&opts.db).await?;
+    let tables = opts.tables.clone();
+    verify(&mut conn, info, opts, h, &from, &tables, true).await?;
+    let _ = conn.disconnect().await;
+    persist(opts, info, h.take_changed()).await
 }
 
 fn definition_of(s: Option<&Option<TableSchema>>) -> Definition {
@@ -447,6 +512,7 @@ async fn look_ahead(
     decoder.set_ddl_only();
     decoder.history = h.clone();
     decoder.history.take_changed();
+    decoder.history.unchecked = None;
     let mut out = Vec::new();
     let wait = (opts.heartbeat * 3).max(Duration::from_secs(5));
     loop {
