@@ -536,7 +536,7 @@ impl Decoder {
             _ => {}
         }
         if is_ddl(&head) {
-            self.on_ddl(ev, schema, sql)?;
+            self.on_ddl(ev, schema, sql);
         } else if !head.is_empty() {
             self.on_statement(ev, schema, sql);
         }
@@ -550,7 +550,7 @@ impl Decoder {
     /// A DDL statement: logged as its kind and tables (at INFO when it
     /// touches a followed table, else at debug; the text, credentials
     /// masked, only at debug), applied to the schema history.
-    fn on_ddl(&mut self, ev: &Event, schema: &str, sql: &str) -> Result<(), SourceError> {
+    fn on_ddl(&mut self, ev: &Event, schema: &str, sql: &str) {
         let at = HistPos::new(&self.file, self.event_pos(ev));
         let summary = sql::summarize(sql, schema);
         let filter = self.opts.filter.clone();
@@ -558,16 +558,6 @@ impl Decoder {
             .tables
             .iter()
             .any(|(d, t)| filter(d, t) || self.history.has(d, t));
-        if followed && self.opts.schema_lookup && self.history.unchecked.is_some() {
-            // Applied to definitions not yet checked, it would derive wrong
-            // ones: the reader checks them first and hands this event in again.
-            let (db, table) = summary.tables.first().cloned().unwrap_or_default();
-            return Err(SourceError::SchemaUnchecked {
-                at: self.at(ev),
-                db,
-                table,
-            });
-        }
         let tables = sql::show_tables(&summary.tables);
         if followed && !self.ddl_only {
             tracing::info!(position = %at, "DDL {} {tables}", summary.kind);
@@ -575,13 +565,15 @@ impl Decoder {
             tracing::debug!(position = %at, "DDL {} {tables}", summary.kind);
         }
         tracing::debug!(position = %at, schema, statement = %sql::masked(sql, 500), "DDL text");
-        if self.opts.schema_lookup {
+        // While the start-up check is deferred the definitions are
+        // information_schema's of now, not the ones this DDL applies to: it
+        // is left to that check (rows with column names do not need it).
+        if self.opts.schema_lookup && self.history.unchecked.is_none() {
             self.history
                 .apply_ddl(&at, schema, sql, &|d: &str, t: &str| filter(d, t));
         }
         // Table ids may be reused with another definition after a DDL.
         self.tables.clear();
-        Ok(())
     }
 
     /// Any other statement: at debug level (credentials masked). A DML

@@ -151,8 +151,8 @@ pub struct SchemaHistory {
     /// Versions added or replaced since the last [`SchemaHistory::take_changed`].
     changed: Vec<(TableKey, Version)>,
     /// The start-up check against the binlog that is still to be done
-    /// (deferred until a rows event without column names or a DDL of a
-    /// followed table needs it; see [`super::schema_sync`]). `None`: done.
+    /// (deferred until a rows event without column names needs it; DDLs
+    /// are not applied meanwhile; see [`super::schema_sync`]). `None`: done.
     pub unchecked: Option<Unchecked>,
 }
 

@@ -17,9 +17,9 @@
 //! need them.
 //!
 //! For `replay` (which keeps no history) that check is deferred
-//! ([`check_deferred`]) until a rows event without column names or a DDL of
-//! a followed table needs it: with `binlog_row_metadata=FULL` and no DDL in
-//! the range it never does, and a replay does not read the binlog twice.
+//! ([`check_deferred`]) until a rows event without column names needs it:
+//! with `binlog_row_metadata=FULL` it never does, and a replay does not read
+//! the binlog twice.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -244,7 +244,7 @@ pub async fn init(
 /// events without column names (`binlog_row_metadata` not FULL), which call
 /// for it when they come. Rows with names need the definition only for what
 /// the binlog lacks (MariaDB's JSON), as the checked history would give
-/// them. A DDL of a followed table asks for the check before it is applied.
+/// them. DDLs met meanwhile are not applied (the check reads them).
 ///
 /// The live run checks at start instead: what the check finds (the
 /// definition valid at its start) is saved, and a later start from its
@@ -271,8 +271,7 @@ fn defer_check(h: &mut SchemaHistory, from: &HistPos, tables: &[TableKey], snap:
 
 /// The start-up check [`defer_check`] left: reads the binlog ahead from
 /// where it was deferred and fixes the history, then saves what changed.
-/// Called by the reader when a rows event without column names, or a DDL
-/// of a followed table, needs it (before the decoder applies that DDL).
+/// Called by the reader when a rows event without column names needs it.
 pub async fn check_deferred(
     info: &ServerInfo,
     opts: &ReaderOptions,
