@@ -4,16 +4,15 @@
 //! for runtime failures.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use pikachu::cli::{rewrite_args, Cli, Command, DlqCommand, PositionCommand};
 use pikachu::config::{self, Loaded};
-use pikachu::server::Health;
+use pikachu::pipeline::{self, PipelineError};
 use pikachu::store::StateLock;
-use pikachu::{app, demo, preflight, telemetry};
+use pikachu::{demo, preflight, telemetry};
 
 /// See the comment on `mimalloc` in Cargo.toml.
 #[global_allocator]
@@ -278,46 +277,12 @@ async fn dlq(cfg: &config::Config, command: &DlqCommand) -> ExitCode {
     }
 }
 
+/// `pikachu run`: the pipeline until a signal or a fatal error.
 async fn run(config: config::Config, reset_position: bool) -> ExitCode {
-    // Held until the process ends: one process per state directory.
-    let _lock = match lock(&config, "pikachu run") {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
     let logs_to_file = config.log.file.is_some();
     let cancel = CancellationToken::new();
-    let health = Arc::new(Health::for_config(&config));
     spawn_signal_handler(cancel.clone());
-    // The server and the monitor outlive the pipeline's stop (health says
-    // DOWN while deliveries drain); they stop once it has returned.
-    let server_cancel = CancellationToken::new();
-    let monitor = pikachu::server::monitor::spawn(health.clone(), &config, server_cancel.clone());
-    let mut server = None;
-    if config.server.enabled {
-        match pikachu::server::bind(
-            &config.server.bind,
-            config.server.port,
-            &config.server.path,
-            health.clone(),
-            server_cancel.clone(),
-        )
-        .await
-        {
-            Ok((addr, serve)) => {
-                tracing::info!(%addr, path = %config.server.path, "health server listening (also /live, /ready, /metrics)");
-                server = Some(tokio::spawn(serve));
-            }
-            Err(e) => return fail(EXIT_RUNTIME, &e),
-        }
-    }
-    let result = app::run(config, health, cancel.clone(), reset_position).await;
-    server_cancel.cancel();
-    let _ = monitor.await;
-    if let Some(server) = server {
-        // Graceful: requests in progress finish; a stuck client cannot hold the exit.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
-    }
-    match result {
+    match pipeline::run(config, cancel.clone(), reset_position).await {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -328,7 +293,11 @@ async fn run(config: config::Config, reset_position: bool) -> ExitCode {
                 // stderr gets it below; the log file should have it too.
                 tracing::error!("{e}");
             }
-            fail_lines(EXIT_RUNTIME, &e.lines())
+            let code = match &e {
+                PipelineError::Lock(lock) => lock.exit_code(),
+                _ => EXIT_RUNTIME,
+            };
+            fail_lines(code, &e.lines())
         }
     }
 }
