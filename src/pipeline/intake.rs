@@ -11,11 +11,10 @@ use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::commits::CommitTracker;
 use super::fanout::FanOut;
 use super::sink::Sink;
 use super::PipelineError;
-use crate::checkpoint::{self, CheckpointError};
+use crate::checkpoint::{self, CheckpointError, CommitTracker};
 use crate::config::Config;
 use crate::deliver::Stats;
 use crate::event::Change;
@@ -158,7 +157,7 @@ impl<S: Sink> Intake<'_, S> {
         }
     }
 
-    /// Copies the delivery figures and the settled position into health.
+    /// Copies the delivery figures into health.
     pub fn refresh_health(&self) {
         let health = self.health;
         health
@@ -168,9 +167,6 @@ impl<S: Sink> Intake<'_, S> {
             self.dead_letters_before + self.stats.dead_lettered.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
-        if let Some(c) = self.commits.settled_commit() {
-            health.set_position(format!("{}:{}", c.file, c.pos));
-        }
     }
 
     /// Saves the settled position (if any) and, in the same store
@@ -180,7 +176,7 @@ impl<S: Sink> Intake<'_, S> {
         &mut self,
         saver: &mut checkpoint::Saver,
     ) -> Result<Option<Commit>, CheckpointError> {
-        let Some(c) = self.commits.settled_commit().cloned() else {
+        let Some(c) = self.commits.settled_commit() else {
             return Ok(None);
         };
         let xa = self.commits.settled_xa().to_vec();
@@ -188,9 +184,7 @@ impl<S: Sink> Intake<'_, S> {
         self.commits.forget_settled_xa(xa.len());
         self.hold.forgotten(&xa);
         // Saved, or already saved: the checkpoint is current as of now.
-        self.health
-            .metrics
-            .set_checkpoint(&c.file, c.pos, crate::metrics::unix_now());
+        self.commits.saved(&c, crate::metrics::unix_now());
         Ok(Some(c))
     }
 

@@ -8,7 +8,9 @@
 //! 3. **the loop** ([`intake`]): each event through the XA hold and the
 //!    [`FanOut`] (route, render, id, seq: shared with `pikachu replay`)
 //!    into a [`Sink`] (the webhook engine), each transaction end recorded
-//!    in the [`CommitTracker`] and settled by the sink's watermark;
+//!    in the [`CommitTracker`] and settled by the sink's watermark (the
+//!    tracker publishes the settled position that health, metrics and the
+//!    monitor read);
 //! 4. **drain**: the sink settles what it holds within the shutdown grace
 //!    period and the final checkpoint is saved.
 //!
@@ -16,13 +18,11 @@
 //! before the pipeline (health says DOWN while it starts) and stop after it
 //! (DOWN while deliveries drain).
 
-mod commits;
 mod fanout;
 mod intake;
 mod sink;
 mod start;
 
-pub use commits::CommitTracker;
 pub use fanout::{FanOut, Jobs, Rendered};
 pub use sink::{NullSink, Settlement, Sink, SinkError, WebhookSink, WriteSink};
 
@@ -33,7 +33,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint;
+use crate::checkpoint::{self, CommitTracker};
 use crate::config::Config;
 use crate::deliver::Dispatcher;
 use crate::route::Router;
@@ -90,7 +90,9 @@ pub async fn run(
 ) -> Result<(), PipelineError> {
     // Held until the pipeline has stopped: one process per state directory.
     let _lock = StateLock::acquire(&config.state_dir, "pikachu run")?;
-    let health = Arc::new(Health::for_config(&config));
+    // Health, metrics and the monitor read the settled position it publishes.
+    let commits = CommitTracker::default();
+    let health = Arc::new(Health::for_config(&config, commits.subscribe()));
     // The server and the monitor outlive the pipeline's stop (health says
     // DOWN while deliveries drain); they stop once it has returned.
     let server_cancel = CancellationToken::new();
@@ -103,7 +105,7 @@ pub async fn run(
             return Err(e);
         }
     };
-    let result = pipeline(config, health, cancel, reset_position).await;
+    let result = pipeline(config, health, commits, cancel, reset_position).await;
     server_cancel.cancel();
     let _ = monitor.await;
     if let Some(server) = server {
@@ -135,6 +137,7 @@ async fn serve(
 async fn pipeline(
     config: Config,
     health: Arc<Health>,
+    commits: CommitTracker,
     cancel: CancellationToken,
     reset_position: bool,
 ) -> Result<(), PipelineError> {
@@ -184,7 +187,7 @@ async fn pipeline(
         sink,
         dead_letters_before,
         hold,
-        commits: CommitTracker::default(),
+        commits,
         finished: Vec::new(),
         in_trx: false,
         draining: None,

@@ -24,11 +24,13 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::Settled;
 use crate::config::Config;
 use crate::deliver::Stats;
-use crate::metrics::{Metrics, Snapshot};
+use crate::metrics::{Checkpoint, Metrics, Snapshot};
 use crate::source::reader::ReaderStatus;
 
 /// Paths the server always serves besides `server.path`.
@@ -49,8 +51,9 @@ pub struct Health {
     pub dead_letters: AtomicU64,
     /// Dead letters in the store as last counted by the monitor (-1: not yet).
     pub dead_letters_stored: AtomicI64,
-    /// The settled position (`file:pos`): every change before it is settled.
-    pub position: Mutex<Option<String>>,
+    /// The settled position and the saved checkpoint, as the pipeline's
+    /// commit tracker publishes them.
+    settled: watch::Receiver<Settled>,
     /// The binlog reader's own state (connection, reconnects), once it runs.
     pub source: OnceLock<Arc<ReaderStatus>>,
     /// The delivery engine's counters, once it runs.
@@ -87,7 +90,9 @@ impl Health {
             last_event_time: AtomicI64::new(0),
             dead_letters: AtomicU64::new(0),
             dead_letters_stored: AtomicI64::new(-1),
-            position: Mutex::new(None),
+            // Nothing published until the pipeline's tracker is attached
+            // (`Health::for_config`).
+            settled: watch::channel(Settled::default()).1,
             source: OnceLock::new(),
             delivery: OnceLock::new(),
             metrics,
@@ -97,14 +102,18 @@ impl Health {
         }
     }
 
-    /// Health and metrics for `config` (its tasks, `server.down_after`, `server.stall_after`).
-    pub fn for_config(config: &Config) -> Health {
+    /// Health and metrics for `config` (its tasks, `server.down_after`,
+    /// `server.stall_after`), reading the settled position from `settled`.
+    pub fn for_config(config: &Config, settled: watch::Receiver<Settled>) -> Health {
         let ids: Vec<&str> = config.tasks.iter().map(|t| t.task_id.as_str()).collect();
-        Health::new(
-            Arc::new(Metrics::new(&ids)),
-            config.server.down_after,
-            config.server.stall_after,
-        )
+        Health {
+            settled,
+            ..Health::new(
+                Arc::new(Metrics::new(&ids)),
+                config.server.down_after,
+                config.server.stall_after,
+            )
+        }
     }
 
     /// Attaches the delivery engine's counters (and gives it the metrics).
@@ -113,14 +122,15 @@ impl Health {
         let _ = self.delivery.set(stats);
     }
 
-    pub fn set_position(&self, pos: String) {
-        if let Ok(mut p) = self.position.lock() {
-            *p = Some(pos);
-        }
+    /// The settled position and the saved checkpoint, now.
+    pub fn settled(&self) -> Settled {
+        self.settled.borrow().clone()
     }
 
+    /// The settled position (`file:pos`): every change before it is settled.
     pub fn position(&self) -> Option<String> {
-        self.position.lock().ok().and_then(|p| p.clone())
+        let s = self.settled.borrow();
+        s.position.as_ref().map(|c| format!("{}:{}", c.file, c.pos))
     }
 
     fn is_connected(&self) -> bool {
@@ -252,6 +262,16 @@ impl Health {
         let src = self.source.get();
         let stats = self.delivery.get();
         let stored = self.dead_letters_stored.load(Ordering::Relaxed);
+        let checkpoint = self
+            .settled
+            .borrow()
+            .saved
+            .as_ref()
+            .map(|(c, at)| Checkpoint {
+                file: c.file.to_string(),
+                pos: c.pos,
+                saved_at: *at,
+            });
         Snapshot {
             binlog_bytes_read: src.map_or(0, |s| s.bytes_read.load(Ordering::Relaxed)),
             reconnects: src.map_or(0, |s| s.reconnects.load(Ordering::Relaxed)),
@@ -261,6 +281,7 @@ impl Health {
             in_flight: stats.map_or(0, |s| s.in_flight.load(Ordering::Relaxed)),
             dead_letters_stored: (stored >= 0).then_some(stored as u64),
             healthy: self.is_up(),
+            checkpoint,
         }
     }
 }

@@ -107,12 +107,9 @@ impl Monitor {
     /// The binlog file pikachu must resume from: the checkpoint's, else
     /// the settled position's.
     fn needed_file(&self) -> Option<String> {
-        if let Some(c) = self.health.metrics.checkpoint() {
-            return Some(c.file);
-        }
-        let pos = self.health.position()?;
-        let (file, _) = pos.rsplit_once(':')?;
-        Some(file.to_string())
+        let settled = self.health.settled();
+        let (saved, position) = (settled.saved.map(|(c, _)| c), settled.position);
+        saved.or(position).map(|c| c.file.to_string())
     }
 
     async fn retention(&mut self) {

@@ -9,6 +9,10 @@
 //! crash at any moment resumes without losing anything; what was in flight
 //! is delivered again (at least once; ids let receivers de-duplicate).
 
+mod tracker;
+
+pub use tracker::{CommitTracker, Settled};
+
 use std::sync::{Arc, Mutex};
 
 use mysql_async::Conn;

@@ -2,10 +2,28 @@
 //! settled (all their changes, and all before them, delivered or
 //! dead-lettered) given the sink's watermark, and which held XA
 //! transactions they settle. The checkpoint saver saves what it says.
+//!
+//! The tracker publishes one value, [`Settled`] (the settled position and
+//! the last saved checkpoint), on a `watch` channel: health, metrics and
+//! the monitor subscribe to it ([`CommitTracker::subscribe`]) and read it
+//! when they need it; nothing copies it or parses it back.
 
 use std::collections::VecDeque;
 
+use tokio::sync::watch;
+
 use crate::source::reader::Commit;
+
+/// The published settled position.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// The latest transaction end all of whose changes (and all earlier
+    /// ones) are settled; `None` until the first one is.
+    pub position: Option<Commit>,
+    /// The last checkpoint saved (a settled position, and when it was
+    /// saved, seconds since the epoch): where a restart resumes from.
+    pub saved: Option<(Commit, i64)>,
+}
 
 /// Binlog positions of transactions whose changes are not all settled yet.
 ///
@@ -20,14 +38,39 @@ use crate::source::reader::Commit;
 /// A commit may carry the store ids of held XA transactions whose outcome
 /// its event group was: once it is settled they are
 /// [`CommitTracker::settled_xa`], to be deleted with the next checkpoint.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CommitTracker {
+    /// (next seq when read, the commit, the held XA it settles), in order.
     pending: VecDeque<(u64, Commit, Vec<i64>)>,
-    settled: Option<Commit>,
+    /// Held XA transactions settled and not deleted yet.
     settled_xa: Vec<i64>,
+    /// The published [`Settled`] (its `position` is the settled commit).
+    published: watch::Sender<Settled>,
+}
+
+impl Default for CommitTracker {
+    fn default() -> Self {
+        CommitTracker {
+            pending: VecDeque::new(),
+            settled_xa: Vec::new(),
+            published: watch::Sender::new(Settled::default()),
+        }
+    }
 }
 
 impl CommitTracker {
+    /// A receiver of the published [`Settled`] value.
+    pub fn subscribe(&self) -> watch::Receiver<Settled> {
+        self.published.subscribe()
+    }
+
+    /// The checkpoint at `c` was saved (or found saved already) at `at`
+    /// (seconds since the epoch): published as [`Settled::saved`].
+    pub fn saved(&self, c: &Commit, at: i64) {
+        self.published
+            .send_modify(|s| s.saved = Some((c.clone(), at)));
+    }
+
     /// Records a commit read when the next job's seq was `next_seq`.
     pub fn record(&mut self, next_seq: u64, commit: Commit) {
         self.record_with_xa(next_seq, commit, Vec::new());
@@ -50,24 +93,27 @@ impl CommitTracker {
     /// Moves the settled commit forward to the last one whose seq <=
     /// `watermark`; true if it moved.
     pub fn advance(&mut self, watermark: u64) -> bool {
-        let mut moved = false;
+        let mut settled = None;
         while self
             .pending
             .front()
             .is_some_and(|(s, _, _)| *s <= watermark)
         {
             if let Some((_, c, xa)) = self.pending.pop_front() {
-                self.settled = Some(c);
+                settled = Some(c);
                 self.settled_xa.extend(xa);
-                moved = true;
             }
+        }
+        let moved = settled.is_some();
+        if moved {
+            self.published.send_modify(|s| s.position = settled);
         }
         moved
     }
 
     /// The latest commit all of whose changes (and all earlier ones) are settled.
-    pub fn settled_commit(&self) -> Option<&Commit> {
-        self.settled.as_ref()
+    pub fn settled_commit(&self) -> Option<Commit> {
+        self.published.borrow().position.clone()
     }
 
     /// Held XA transactions whose outcome is settled and not yet deleted.
@@ -139,5 +185,27 @@ mod tests {
         assert_eq!(t.settled_xa(), &[9]);
         t.forget_settled_xa(5);
         assert!(t.settled_xa().is_empty());
+    }
+
+    #[test]
+    fn publishes_the_settled_position_and_the_saved_checkpoint() {
+        let mut t = CommitTracker::default();
+        let mut rx = t.subscribe();
+        assert_eq!(*rx.borrow_and_update(), Settled::default());
+        t.record(1, commit(100));
+        assert!(!t.advance(0));
+        assert!(!rx.has_changed().unwrap_or(true));
+        assert!(t.advance(1));
+        assert!(rx.has_changed().unwrap_or(false));
+        let s = rx.borrow_and_update().clone();
+        assert_eq!(s.position.map(|c| c.pos), Some(100));
+        assert!(s.saved.is_none());
+        t.saved(&commit(100), 1_700_000_000);
+        let s = rx.borrow_and_update().clone();
+        assert_eq!(
+            s.saved.map(|(c, at)| (c.pos, at)),
+            Some((100, 1_700_000_000))
+        );
+        assert_eq!(s.position.map(|c| c.pos), Some(100));
     }
 }
