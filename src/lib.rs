@@ -9,6 +9,7 @@
 //! the sink contract that [`replay`] uses too), with [`xa`] holding the
 //! rows of XA transactions until their outcome (for `run` and `replay`).
 
+pub mod backoff;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

@@ -469,6 +469,25 @@ impl Metrics {
     }
 }
 
+/// The delivery engine's per-task outcomes, counted.
+impl crate::deliver::Observer for Metrics {
+    fn attempt(&self, task: usize, ok: bool) {
+        Metrics::attempt(self, task, ok);
+    }
+
+    fn delivered(&self, task: usize, n: u64, latency: Duration) {
+        Metrics::delivered(self, task, n, latency);
+    }
+
+    fn dead_lettered(&self, task: usize, n: u64) {
+        Metrics::dead_lettered(self, task, n);
+    }
+
+    fn retry(&self, task: usize) {
+        Metrics::retry(self, task);
+    }
+}
+
 fn gauge_value(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }

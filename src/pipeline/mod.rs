@@ -177,7 +177,11 @@ async fn pipeline(
     let dispatcher = Dispatcher::start(&config.dispatcher, &config.tasks, store)
         .map_err(PipelineError::Setup)?;
     let sink = WebhookSink::new(dispatcher);
-    health.attach_delivery(sink.stats());
+    // Health reads the engine's counters; the metrics count its per-task
+    // outcomes (the engine knows them only as an `Observer`).
+    let stats = sink.stats();
+    let _ = stats.observer.set(health.metrics.clone());
+    let _ = health.delivery.set(stats);
     let mut intake = Intake {
         config: &config,
         health: &health,

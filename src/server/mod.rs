@@ -34,7 +34,7 @@ use crate::metrics::{Checkpoint, Metrics, Snapshot};
 use crate::source::reader::ReaderStatus;
 
 /// Paths the server always serves besides `server.path`.
-pub const FIXED_PATHS: [&str; 3] = ["/live", "/ready", "/metrics"];
+pub use crate::config::SERVER_FIXED_PATHS as FIXED_PATHS;
 
 /// Live state shared by the pipeline (writers) and the server (reader).
 #[derive(Debug)]
@@ -114,12 +114,6 @@ impl Health {
                 config.server.stall_after,
             )
         }
-    }
-
-    /// Attaches the delivery engine's counters (and gives it the metrics).
-    pub fn attach_delivery(&self, stats: Arc<Stats>) {
-        let _ = stats.metrics.set(self.metrics.clone());
-        let _ = self.delivery.set(stats);
     }
 
     /// The settled position and the saved checkpoint, now.
@@ -425,7 +419,7 @@ mod tests {
         );
         running(&h);
         let stats = Arc::new(Stats::default());
-        h.attach_delivery(stats.clone());
+        let _ = h.delivery.set(stats.clone());
         h.sample_delivery();
         assert!(h.is_up());
         stats.queued.store(3, Ordering::Relaxed);

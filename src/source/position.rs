@@ -54,18 +54,7 @@ impl fmt::Display for StartAt {
     }
 }
 
-/// Parses a MySQL GTID set (`uuid:1-100:200,uuid2[:tag]:1-5`, whitespace
-/// allowed) into the form the binlog dump request takes.
-pub fn parse_mysql_gtid_set(set: &str) -> Result<Vec<mysql_common::packets::Sid<'static>>, String> {
-    set.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.parse::<mysql_common::packets::Sid<'static>>()
-                .map_err(|e| format!("`{p}` is not a MySQL GTID set entry (uuid:1-100): {e}"))
-        })
-        .collect()
-}
+pub use crate::config::parse_mysql_gtid_set;
 
 /// The server's current end of binlog.
 pub async fn latest(conn: &mut Conn, info: &ServerInfo) -> Result<FilePos, SourceError> {

@@ -648,11 +648,11 @@ pub async fn run_with_reconnect(
             Err(e) => e,
         };
         failures += 1;
-        let mut delay = crate::deliver::backoff::full_jitter(
+        let mut delay = crate::backoff::full_jitter(
             Duration::from_millis(200),
             Duration::from_secs(10),
             failures.min(16),
-            0.5 + crate::deliver::backoff::rand01() / 2.0,
+            0.5 + crate::backoff::rand01() / 2.0,
         );
         if let SourceError::ServerIdClash { .. } = &e {
             delay = delay.max(CLASH_MIN_DELAY);
