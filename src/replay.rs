@@ -25,12 +25,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::deliver::Dispatcher;
-use crate::event::{Change, ChangeKind};
+use crate::event::{Change, ChangeKind, Commit};
 use crate::pipeline::{FanOut, NullSink, Sink, WebhookSink, WriteSink};
 use crate::route::Router;
 use crate::source::connect::{self, query_rows, Flavour, ServerInfo};
 use crate::source::position::{self, FilePos, StartAt};
-use crate::source::reader::{self, Commit, ReaderOptions, SourceEvent, XaEvent};
+use crate::source::reader::{self, ReaderOptions, SourceEvent, XaEvent};
 use crate::source::value::DecodeOptions;
 use crate::store::Store;
 use crate::xa::{GroupEnd, Outcome, Release, XaHold};

@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex};
 use mysql_async::Conn;
 
 use crate::config::{Config, StartPosition};
+use crate::event::Commit;
 use crate::source::binlogs::{self, FileIdentity, History, Standing};
 use crate::source::connect::{self, Flavour, ServerInfo};
 use crate::source::position::{self, FilePos, StartAt};
-use crate::source::reader::Commit;
 use crate::source::SourceError;
 use crate::store::{Checkpoint, Store};
 

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 
 use tokio::sync::watch;
 
-use crate::source::reader::Commit;
+use crate::event::Commit;
 
 /// The published settled position.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -18,8 +18,9 @@ use crate::checkpoint::{self, CheckpointError, CommitTracker};
 use crate::config::Config;
 use crate::deliver::Stats;
 use crate::event::Change;
+use crate::event::Commit;
 use crate::server::Health;
-use crate::source::reader::{Commit, Events, SourceEvent, XaEvent};
+use crate::source::reader::{Events, SourceEvent, XaEvent};
 use crate::xa::{GroupEnd, Outcome, Release, XaHold};
 
 /// Far enough in the future to stand for "no deadline".
