@@ -28,7 +28,8 @@ use crate::deliver::Dispatcher;
 use crate::event::{Change, ChangeKind, Commit};
 use crate::pipeline::{FanOut, NullSink, Sink, WebhookSink, WriteSink};
 use crate::route::Router;
-use crate::source::connect::{self, query_rows, Flavour, ServerInfo};
+use crate::source::binlogs;
+use crate::source::connect::{self, Flavour, ServerInfo};
 use crate::source::position::{self, FilePos, StartAt};
 use crate::source::reader::{self, ReaderOptions, SourceEvent, XaEvent};
 use crate::source::value::DecodeOptions;
@@ -304,16 +305,11 @@ impl std::fmt::Display for Stop {
 /// Checks that the server still has `p`: the file is listed and the
 /// position is inside it.
 async fn check_position(conn: &mut Conn, p: &FilePos) -> Result<(), ReplayError> {
-    let rows = query_rows(conn, "SHOW BINARY LOGS")
+    let files: Vec<(String, u64)> = binlogs::list(conn)
         .await
-        .map_err(|e| runtime(e.to_string()))?;
-    let files: Vec<(String, u64)> = rows
-        .iter()
-        .filter_map(|r| {
-            let name = r.first().cloned().flatten()?;
-            let size = r.get(1).cloned().flatten()?.parse().ok()?;
-            Some((name, size))
-        })
+        .map_err(|e| runtime(e.to_string()))?
+        .into_iter()
+        .map(|f| (f.name, f.size))
         .collect();
     match files.iter().find(|(n, _)| *n == p.file) {
         Some((_, size)) if p.pos <= *size => Ok(()),

@@ -134,10 +134,7 @@ pub async fn decide_start(
     // by GTID, and only if it has everything up to our position.
     match (info.flavour, &cp.gtid_state) {
         (Flavour::MariaDb, Some(state)) => {
-            let have = connect::query_row(conn, "SELECT @@gtid_binlog_state")
-                .await?
-                .and_then(|r| r.into_iter().next().flatten())
-                .unwrap_or_default();
+            let have = binlogs::gtid_binlog_state(conn).await?;
             // @@gtid_binlog_state has the last GTID of every (domain, server)
             // pair the server's binlog holds: a server of the same topology
             // has ours, at or past our sequence number.
@@ -306,15 +303,7 @@ async fn gtid_pos(conn: &mut Conn, info: &ServerInfo, p: &FilePos) -> Option<Str
     if info.flavour != Flavour::MariaDb {
         return None;
     }
-    use mysql_async::prelude::Queryable;
-    conn.exec_first::<Option<String>, _, _>(
-        "SELECT BINLOG_GTID_POS(?, ?)",
-        (p.file.as_str(), p.pos),
-    )
-    .await
-    .ok()
-    .flatten()
-    .flatten()
+    binlogs::gtid_pos(conn, &p.file, p.pos).await
 }
 
 /// The checkpoint for a settled commit on `info`'s server, in `history`.

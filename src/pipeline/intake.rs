@@ -5,7 +5,6 @@
 //! the open transaction end (within the shutdown grace period).
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
@@ -16,7 +15,6 @@ use super::sink::Sink;
 use super::PipelineError;
 use crate::checkpoint::{self, CheckpointError, CommitTracker};
 use crate::config::Config;
-use crate::deliver::Stats;
 use crate::event::Change;
 use crate::event::Commit;
 use crate::server::Health;
@@ -48,10 +46,6 @@ pub(super) struct Intake<'a, S> {
     pub fan_out: FanOut,
     /// Where the jobs go.
     pub sink: S,
-    /// The delivery engine's counters (for health).
-    pub stats: Arc<Stats>,
-    /// Dead letters in the store when the run started.
-    pub dead_letters_before: u64,
     /// Rows of XA transactions until their outcome.
     pub hold: XaHold,
     /// Transaction ends read, and the settled one.
@@ -87,12 +81,10 @@ impl<S: Sink> Intake<'_, S> {
         rx: &mut Events,
         saver: &mut checkpoint::Saver,
     ) -> Option<PipelineError> {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut checkpoint_tick = tokio::time::interval(self.config.checkpoint.interval);
         checkpoint_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            let ev = match self.turn(rx, saver, &mut tick, &mut checkpoint_tick).await {
+            let ev = match self.turn(rx, saver, &mut checkpoint_tick).await {
                 Turn::Event(ev) => ev,
                 Turn::Again => continue,
                 Turn::Stop => return None,
@@ -100,8 +92,8 @@ impl<S: Sink> Intake<'_, S> {
             };
             let is_commit = matches!(ev, SourceEvent::Commit(_));
             let flow = self.on_event(ev).await;
-            if is_commit && self.commits.advance(self.sink.settled()) {
-                self.refresh_health();
+            if is_commit {
+                self.commits.advance(self.sink.settled());
             }
             match flow {
                 Ok(Flow::Go) => {}
@@ -112,12 +104,11 @@ impl<S: Sink> Intake<'_, S> {
     }
 
     /// Waits for the next thing to do: a source event, a settlement, a
-    /// tick, or the stop request.
+    /// checkpoint tick, or the stop request.
     async fn turn(
         &mut self,
         rx: &mut Events,
         saver: &mut checkpoint::Saver,
-        tick: &mut tokio::time::Interval,
         checkpoint_tick: &mut tokio::time::Interval,
     ) -> Turn {
         let drain_deadline = self
@@ -138,13 +129,7 @@ impl<S: Sink> Intake<'_, S> {
             }
             settled = self.sink.settled_changed() => {
                 let Some(w) = settled else { return Turn::Stop };
-                if self.commits.advance(w) {
-                    self.refresh_health();
-                }
-                Turn::Again
-            }
-            _ = tick.tick() => {
-                self.refresh_health();
+                self.commits.advance(w);
                 Turn::Again
             }
             _ = checkpoint_tick.tick() => match self.save_settled(saver).await {
@@ -156,18 +141,6 @@ impl<S: Sink> Intake<'_, S> {
                 None => Turn::Stop,
             },
         }
-    }
-
-    /// Copies the delivery figures into health.
-    pub fn refresh_health(&self) {
-        let health = self.health;
-        health
-            .queue_size
-            .store(self.stats.queued.load(Ordering::Relaxed), Ordering::Relaxed);
-        health.dead_letters.store(
-            self.dead_letters_before + self.stats.dead_lettered.load(Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
     }
 
     /// Saves the settled position (if any) and, in the same store

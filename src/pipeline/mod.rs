@@ -170,7 +170,7 @@ async fn pipeline(
         tracing::warn!(count = dead_letters_before, path = %path.display(), "there are dead letters from earlier runs (see `pikachu dlq list`)");
     }
     health
-        .dead_letters
+        .dead_letters_before
         .store(dead_letters_before, Ordering::Relaxed);
     let hold = recover_xa(&store).await?;
     let mut saver = checkpoint::Saver::new(store.clone(), info, history);
@@ -187,9 +187,7 @@ async fn pipeline(
         health: &health,
         cancel: &cancel,
         fan_out: FanOut::new(router, &config.tasks, history),
-        stats: sink.stats(),
         sink,
-        dead_letters_before,
         hold,
         commits,
         finished: Vec::new(),
@@ -243,7 +241,6 @@ async fn drain<S: Sink>(
     health.monitor_running.store(false, Ordering::Relaxed);
     let settlement = intake.sink.close(intake.config.shutdown_timeout).await;
     intake.commits.advance(settlement.watermark);
-    intake.refresh_health();
     health.dispatcher_running.store(false, Ordering::Relaxed);
     let unsettled = settlement.unsettled;
     match intake.save_settled(saver).await {

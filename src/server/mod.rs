@@ -43,12 +43,11 @@ pub struct Health {
     pub dispatcher_running: AtomicBool,
     /// Used until the reader's own status is attached (`source`).
     pub connected: AtomicBool,
-    /// Used until the delivery engine's stats are attached (`delivery`).
-    pub queue_size: AtomicU64,
     /// Binlog timestamp of the last change seen, seconds since the epoch (0 = none).
     pub last_event_time: AtomicI64,
-    /// Dead letters as the pipeline counts them (earlier runs + this one).
-    pub dead_letters: AtomicU64,
+    /// Dead letters in the store when the pipeline started (this run's
+    /// are in the delivery engine's stats).
+    pub dead_letters_before: AtomicU64,
     /// Dead letters in the store as last counted by the monitor (-1: not yet).
     pub dead_letters_stored: AtomicI64,
     /// The settled position and the saved checkpoint, as the pipeline's
@@ -86,9 +85,8 @@ impl Health {
             monitor_running: AtomicBool::new(false),
             dispatcher_running: AtomicBool::new(false),
             connected: AtomicBool::new(false),
-            queue_size: AtomicU64::new(0),
             last_event_time: AtomicI64::new(0),
-            dead_letters: AtomicU64::new(0),
+            dead_letters_before: AtomicU64::new(0),
             dead_letters_stored: AtomicI64::new(-1),
             // Nothing published until the pipeline's tracker is attached
             // (`Health::for_config`).
@@ -142,7 +140,7 @@ impl Health {
     fn queue_size(&self) -> u64 {
         match self.delivery.get() {
             Some(s) => s.queued.load(Ordering::Relaxed),
-            None => self.queue_size.load(Ordering::Relaxed),
+            None => 0,
         }
     }
 
@@ -226,7 +224,11 @@ impl Health {
         if stored >= 0 {
             stored as u64
         } else {
-            self.dead_letters.load(Ordering::Relaxed)
+            let this_run = self
+                .delivery
+                .get()
+                .map_or(0, |s| s.dead_lettered.load(Ordering::Relaxed));
+            self.dead_letters_before.load(Ordering::Relaxed) + this_run
         }
     }
 

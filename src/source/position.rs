@@ -6,7 +6,7 @@ use std::fmt;
 
 use mysql_async::Conn;
 
-use super::connect::{query_row, query_rows, Flavour, ServerInfo};
+use super::connect::{query_row, Flavour, ServerInfo};
 use super::error::SourceError;
 use crate::config::StartPosition;
 
@@ -81,10 +81,11 @@ pub async fn latest(conn: &mut Conn, info: &ServerInfo) -> Result<FilePos, Sourc
 
 /// The oldest position the server still has.
 pub async fn earliest(conn: &mut Conn) -> Result<FilePos, SourceError> {
-    let rows = query_rows(conn, "SHOW BINARY LOGS").await?;
-    let file = rows
-        .first()
-        .and_then(|r| r.first().cloned().flatten())
+    let file = super::binlogs::list(conn)
+        .await?
+        .into_iter()
+        .next()
+        .map(|f| f.name)
         .ok_or_else(|| {
             SourceError::Config("the server has no binary logs (is log_bin on?)".into())
         })?;

@@ -139,10 +139,7 @@ async fn open_stream(
     // GTID state at the start position, so commits carry the full state.
     let gtid_seed = match (info.flavour, start) {
         (Flavour::MariaDb, StartAt::FilePos(p)) => {
-            let r: Result<Option<Option<String>>, _> = conn
-                .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (p.file.as_str(), p.pos))
-                .await;
-            r.ok().flatten().flatten()
+            super::binlogs::gtid_pos(&mut conn, &p.file, p.pos).await
         }
         (Flavour::MariaDb, StartAt::Gtid(g)) => Some(g.clone()),
         _ => None,
