@@ -114,16 +114,16 @@ fn main() -> ExitCode {
                         "there was no checkpoint".to_string()
                     }
                 }),
-                PositionCommand::Set { position } => runtime
-                    .block_on(pikachu::checkpoint::set(cfg, position))
-                    .map_err(|e| e.to_string()),
+                PositionCommand::Set { position } => {
+                    runtime.block_on(pikachu::checkpoint::set(cfg, position))
+                }
             };
             match result {
                 Ok(line) => {
                     println!("{}", telemetry::escape(&line));
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(EXIT_RUNTIME, &e),
+                Err(e) => fail(EXIT_RUNTIME, &e.to_string()),
             }
         }
         Some(Command::Dlq { ref command }) => {
@@ -206,7 +206,8 @@ fn replay_command(
                 ExitCode::SUCCESS
             }
         }
-        Err(e) => fail(e.code, &e.message),
+        Err(e @ pikachu::replay::ReplayError::Usage(_)) => fail(EXIT_CONFIG, &e.to_string()),
+        Err(e @ pikachu::replay::ReplayError::Runtime(_)) => fail(EXIT_RUNTIME, &e.to_string()),
     }
 }
 

@@ -120,25 +120,23 @@ impl std::fmt::Display for Bound {
     }
 }
 
-/// A failed replay: the message and the process exit code (2 usage, 1 runtime).
-#[derive(Debug)]
-pub struct ReplayError {
-    pub code: u8,
-    pub message: String,
+/// A failed replay.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The request is wrong (a bad `--from`/`--to`): fix the command line.
+    #[error("{0}")]
+    Usage(String),
+    /// The replay could not run or finish (server, store, output).
+    #[error("{0}")]
+    Runtime(String),
 }
 
 fn runtime(message: impl Into<String>) -> ReplayError {
-    ReplayError {
-        code: 1,
-        message: message.into(),
-    }
+    ReplayError::Runtime(message.into())
 }
 
 fn usage(message: impl Into<String>) -> ReplayError {
-    ReplayError {
-        code: 2,
-        message: message.into(),
-    }
+    ReplayError::Usage(message.into())
 }
 
 /// What to replay.

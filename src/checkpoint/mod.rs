@@ -375,14 +375,14 @@ impl Saver {
 }
 
 /// `pikachu position show`: the saved position, one line.
-pub fn show(cfg: &Config) -> Result<String, String> {
-    let Some(store) = Store::open_read_only(&cfg.state_dir).map_err(|e| e.to_string())? else {
+pub fn show(cfg: &Config) -> Result<String, CheckpointError> {
+    let Some(store) = Store::open_read_only(&cfg.state_dir).map_err(store_error)? else {
         return Ok(format!(
             "no checkpoint (no state in {}): the next run starts from `start` in the config",
             cfg.state_dir.display()
         ));
     };
-    Ok(match store.checkpoint().map_err(|e| e.to_string())? {
+    Ok(match store.checkpoint().map_err(store_error)? {
         None => "no checkpoint: the next run starts from `start` in the config".to_string(),
         Some(c) => {
             let at = if c.file.is_empty() {
@@ -408,15 +408,19 @@ pub fn show(cfg: &Config) -> Result<String, String> {
 }
 
 /// `pikachu position reset`: forgets the saved position.
-pub fn reset(cfg: &Config) -> Result<bool, String> {
-    match Store::open_existing(&cfg.state_dir).map_err(|e| e.to_string())? {
+pub fn reset(cfg: &Config) -> Result<bool, CheckpointError> {
+    match Store::open_existing(&cfg.state_dir).map_err(store_error)? {
         None => Ok(false),
         Some(mut s) => {
             // The schema history is tied to the positions read: start afresh.
-            s.clear_schema_history().map_err(|e| e.to_string())?;
-            s.clear_checkpoint().map_err(|e| e.to_string())
+            s.clear_schema_history().map_err(store_error)?;
+            s.clear_checkpoint().map_err(store_error)
         }
     }
+}
+
+fn store_error(e: impl std::fmt::Display) -> CheckpointError {
+    CheckpointError::Store(e.to_string())
 }
 
 /// `pikachu position set SPEC`: saves a position for the configured server.
@@ -483,7 +487,7 @@ pub async fn set(cfg: &Config, spec: &str) -> Result<String, CheckpointError> {
     store
         .clear_schema_history()
         .map_err(|e| CheckpointError::Store(e.to_string()))?;
-    show(cfg).map_err(CheckpointError::Store)
+    show(cfg)
 }
 
 /// Whether `old` was taken on this server in the binlog history it has now

@@ -61,8 +61,8 @@ pub enum PipelineError {
     #[error(transparent)]
     Xa(#[from] XaError),
     /// The health server cannot be started.
-    #[error("{0}")]
-    Server(String),
+    #[error(transparent)]
+    Server(#[from] crate::server::ServeError),
     #[error("{0}")]
     Setup(String),
     /// Preflight checks failed: the lines of the message.
@@ -126,9 +126,7 @@ async fn serve(
     }
     let s = &config.server;
     let (addr, serve) =
-        crate::server::bind(&s.bind, s.port, &s.path, health.clone(), cancel.clone())
-            .await
-            .map_err(PipelineError::Server)?;
+        crate::server::bind(&s.bind, s.port, &s.path, health.clone(), cancel.clone()).await?;
     tracing::info!(%addr, path = %s.path, "health server listening (also /live, /ready, /metrics)");
     Ok(Some(tokio::spawn(serve)))
 }

@@ -314,6 +314,30 @@ async fn metrics(State(h): State<Arc<Health>>) -> impl IntoResponse {
     )
 }
 
+/// Why the health server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// `server.path` is one of the fixed paths.
+    #[error("server.path `{path}` is taken: the server also serves {}; choose another health path", FIXED_PATHS.join(", "))]
+    PathTaken {
+        /// The configured path.
+        path: String,
+    },
+    /// The address cannot be listened on (in use, not allowed).
+    #[error("cannot listen on {bind}:{port} for the health server: {source}")]
+    Listen {
+        /// `server.bind`.
+        bind: String,
+        /// `server.port`.
+        port: u16,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The bound address cannot be read back.
+    #[error("health server address: {0}")]
+    Address(std::io::Error),
+}
+
 /// Binds the server; returns the bound address and a future that serves
 /// until `cancel`, then finishes the requests in progress and returns.
 pub async fn bind(
@@ -322,12 +346,11 @@ pub async fn bind(
     path: &str,
     health_state: Arc<Health>,
     cancel: CancellationToken,
-) -> Result<(SocketAddr, impl std::future::Future<Output = ()>), String> {
+) -> Result<(SocketAddr, impl std::future::Future<Output = ()>), ServeError> {
     if FIXED_PATHS.contains(&path) {
-        return Err(format!(
-            "server.path `{path}` is taken: the server also serves {}; choose another health path",
-            FIXED_PATHS.join(", ")
-        ));
+        return Err(ServeError::PathTaken {
+            path: path.to_string(),
+        });
     }
     let app = Router::new()
         .route(path, get(health))
@@ -337,10 +360,12 @@ pub async fn bind(
         .with_state(health_state);
     let listener = tokio::net::TcpListener::bind((bind, port))
         .await
-        .map_err(|e| format!("cannot listen on {bind}:{port} for the health server: {e}"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("health server address: {e}"))?;
+        .map_err(|source| ServeError::Listen {
+            bind: bind.to_string(),
+            port,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServeError::Address)?;
     let fut = async move {
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(async move { cancel.cancelled().await })
