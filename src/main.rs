@@ -49,83 +49,8 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(EXIT_RUNTIME, &e),
         },
-        Some(Command::Check { offline }) => {
-            let loaded = match load(&cli) {
-                Ok(l) => l,
-                Err(code) => return code,
-            };
-            // Server and user text in these lines is escaped (see telemetry).
-            println!(
-                "ok   config {} is valid ({} tasks)",
-                telemetry::escape(&cli.config.display().to_string()),
-                loaded.config.tasks.len()
-            );
-            for w in &loaded.warnings {
-                println!("WARN {}", telemetry::escape(w));
-            }
-            if offline {
-                return ExitCode::SUCCESS;
-            }
-            let report = runtime.block_on(preflight::run(&loaded.config, preflight::Mode::Check));
-            for line in report.lines() {
-                println!("{}", telemetry::escape(&line));
-            }
-            // Only once the server answers: whether the saved position can be resumed from.
-            let checkpoint = if report.passed() {
-                runtime.block_on(pikachu::checkpoint::check(&loaded.config))
-            } else {
-                None
-            };
-            if let Some((_, line)) = &checkpoint {
-                println!("{line}");
-            }
-            if report.passed() && checkpoint.is_none_or(|(ok, _)| ok) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_RUNTIME)
-            }
-        }
-        Some(Command::Position { ref command }) => {
-            let loaded = match load(&cli) {
-                Ok(l) => l,
-                Err(code) => return code,
-            };
-            let cfg = &loaded.config;
-            // `set` and `reset` write the checkpoint, which a running
-            // `pikachu run` owns (and would overwrite).
-            let _lock = match command {
-                PositionCommand::Show => None,
-                PositionCommand::Set { .. } => match lock(cfg, "pikachu position set") {
-                    Ok(l) => Some(l),
-                    Err(code) => return code,
-                },
-                PositionCommand::Reset => match lock(cfg, "pikachu position reset") {
-                    Ok(l) => Some(l),
-                    Err(code) => return code,
-                },
-            };
-            let result = match command {
-                PositionCommand::Show => pikachu::checkpoint::show(cfg),
-                PositionCommand::Reset => pikachu::checkpoint::reset(cfg).map(|cleared| {
-                    if cleared {
-                        "checkpoint forgotten: the next run starts from `start` in the config"
-                            .to_string()
-                    } else {
-                        "there was no checkpoint".to_string()
-                    }
-                }),
-                PositionCommand::Set { position } => {
-                    runtime.block_on(pikachu::checkpoint::set(cfg, position))
-                }
-            };
-            match result {
-                Ok(line) => {
-                    println!("{}", telemetry::escape(&line));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(EXIT_RUNTIME, &e.to_string()),
-            }
-        }
+        Some(Command::Check { offline }) => check_command(&cli, offline, &runtime),
+        Some(Command::Position { ref command }) => position_command(&cli, command, &runtime),
         Some(Command::Dlq { ref command }) => {
             let loaded = match load(&cli) {
                 Ok(l) => l,
@@ -150,6 +75,91 @@ fn main() -> ExitCode {
             }
             runtime.block_on(run(loaded.config, cli.reset_position))
         }
+    }
+}
+
+/// `pikachu check`: the config, then (unless `offline`) the server and
+/// the saved position, one line each.
+fn check_command(cli: &Cli, offline: bool, runtime: &tokio::runtime::Runtime) -> ExitCode {
+    let loaded = match load(cli) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    // Server and user text in these lines is escaped (see telemetry).
+    println!(
+        "ok   config {} is valid ({} tasks)",
+        telemetry::escape(&cli.config.display().to_string()),
+        loaded.config.tasks.len()
+    );
+    for w in &loaded.warnings {
+        println!("WARN {}", telemetry::escape(w));
+    }
+    if offline {
+        return ExitCode::SUCCESS;
+    }
+    let report = runtime.block_on(preflight::run(&loaded.config, preflight::Mode::Check));
+    for line in report.lines() {
+        println!("{}", telemetry::escape(&line));
+    }
+    // Only once the server answers: whether the saved position can be resumed from.
+    let checkpoint = if report.passed() {
+        runtime.block_on(pikachu::checkpoint::check(&loaded.config))
+    } else {
+        None
+    };
+    if let Some((_, line)) = &checkpoint {
+        println!("{line}");
+    }
+    if report.passed() && checkpoint.is_none_or(|(ok, _)| ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_RUNTIME)
+    }
+}
+
+/// `pikachu position show|set|reset`.
+fn position_command(
+    cli: &Cli,
+    command: &PositionCommand,
+    runtime: &tokio::runtime::Runtime,
+) -> ExitCode {
+    let loaded = match load(cli) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let cfg = &loaded.config;
+    // `set` and `reset` write the checkpoint, which a running
+    // `pikachu run` owns (and would overwrite).
+    let _lock = match command {
+        PositionCommand::Show => None,
+        PositionCommand::Set { .. } => match lock(cfg, "pikachu position set") {
+            Ok(l) => Some(l),
+            Err(code) => return code,
+        },
+        PositionCommand::Reset => match lock(cfg, "pikachu position reset") {
+            Ok(l) => Some(l),
+            Err(code) => return code,
+        },
+    };
+    let result = match command {
+        PositionCommand::Show => pikachu::checkpoint::show(cfg),
+        PositionCommand::Reset => pikachu::checkpoint::reset(cfg).map(|cleared| {
+            if cleared {
+                "checkpoint forgotten: the next run starts from `start` in the config".to_string()
+            } else {
+                "there was no checkpoint".to_string()
+            }
+        }),
+        PositionCommand::Set { position } => {
+            runtime.block_on(pikachu::checkpoint::set(cfg, position))
+        }
+    };
+    match result {
+        Ok(line) => {
+            println!("{}", telemetry::escape(&line));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(EXIT_RUNTIME, &e.to_string()),
     }
 }
 
