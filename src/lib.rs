@@ -5,10 +5,11 @@
 //! [`route`] (which task wants which change) → [`deliver`] (webhooks).
 //! [`config`], [`telemetry`], [`server`], [`preflight`] (database checks)
 //! and [`store`] (local durable state)
-//! sit beside; [`app`] wires them, with [`xa`] holding the rows of XA
-//! transactions until their outcome (for `run` and `replay`).
+//! sit beside; [`pipeline`] wires them for `run` (with the fan-out and
+//! the sink contract that [`replay`] uses too), with [`xa`] holding the
+//! rows of XA transactions until their outcome (for `run` and `replay`).
 
-pub mod app;
+pub mod backoff;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod demo;
 pub mod event;
 pub mod metrics;
 pub mod offline;
+pub mod pipeline;
 pub mod preflight;
 pub mod replay;
 pub mod route;

@@ -4,16 +4,15 @@
 //! for runtime failures.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use pikachu::cli::{rewrite_args, Cli, Command, DlqCommand, PositionCommand};
 use pikachu::config::{self, Loaded};
-use pikachu::server::Health;
+use pikachu::pipeline::{self, PipelineError};
 use pikachu::store::StateLock;
-use pikachu::{app, demo, preflight, telemetry};
+use pikachu::{demo, preflight, telemetry};
 
 /// See the comment on `mimalloc` in Cargo.toml.
 #[global_allocator]
@@ -50,83 +49,8 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(EXIT_RUNTIME, &e),
         },
-        Some(Command::Check { offline }) => {
-            let loaded = match load(&cli) {
-                Ok(l) => l,
-                Err(code) => return code,
-            };
-            // Server and user text in these lines is escaped (see telemetry).
-            println!(
-                "ok   config {} is valid ({} tasks)",
-                telemetry::escape(&cli.config.display().to_string()),
-                loaded.config.tasks.len()
-            );
-            for w in &loaded.warnings {
-                println!("WARN {}", telemetry::escape(w));
-            }
-            if offline {
-                return ExitCode::SUCCESS;
-            }
-            let report = runtime.block_on(preflight::run(&loaded.config, preflight::Mode::Check));
-            for line in report.lines() {
-                println!("{}", telemetry::escape(&line));
-            }
-            // Only once the server answers: whether the saved position can be resumed from.
-            let checkpoint = if report.passed() {
-                runtime.block_on(pikachu::checkpoint::check(&loaded.config))
-            } else {
-                None
-            };
-            if let Some((_, line)) = &checkpoint {
-                println!("{line}");
-            }
-            if report.passed() && checkpoint.is_none_or(|(ok, _)| ok) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_RUNTIME)
-            }
-        }
-        Some(Command::Position { ref command }) => {
-            let loaded = match load(&cli) {
-                Ok(l) => l,
-                Err(code) => return code,
-            };
-            let cfg = &loaded.config;
-            // `set` and `reset` write the checkpoint, which a running
-            // `pikachu run` owns (and would overwrite).
-            let _lock = match command {
-                PositionCommand::Show => None,
-                PositionCommand::Set { .. } => match lock(cfg, "pikachu position set") {
-                    Ok(l) => Some(l),
-                    Err(code) => return code,
-                },
-                PositionCommand::Reset => match lock(cfg, "pikachu position reset") {
-                    Ok(l) => Some(l),
-                    Err(code) => return code,
-                },
-            };
-            let result = match command {
-                PositionCommand::Show => pikachu::checkpoint::show(cfg),
-                PositionCommand::Reset => pikachu::checkpoint::reset(cfg).map(|cleared| {
-                    if cleared {
-                        "checkpoint forgotten: the next run starts from `start` in the config"
-                            .to_string()
-                    } else {
-                        "there was no checkpoint".to_string()
-                    }
-                }),
-                PositionCommand::Set { position } => runtime
-                    .block_on(pikachu::checkpoint::set(cfg, position))
-                    .map_err(|e| e.to_string()),
-            };
-            match result {
-                Ok(line) => {
-                    println!("{}", telemetry::escape(&line));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(EXIT_RUNTIME, &e),
-            }
-        }
+        Some(Command::Check { offline }) => check_command(&cli, offline, &runtime),
+        Some(Command::Position { ref command }) => position_command(&cli, command, &runtime),
         Some(Command::Dlq { ref command }) => {
             let loaded = match load(&cli) {
                 Ok(l) => l,
@@ -151,6 +75,91 @@ fn main() -> ExitCode {
             }
             runtime.block_on(run(loaded.config, cli.reset_position))
         }
+    }
+}
+
+/// `pikachu check`: the config, then (unless `offline`) the server and
+/// the saved position, one line each.
+fn check_command(cli: &Cli, offline: bool, runtime: &tokio::runtime::Runtime) -> ExitCode {
+    let loaded = match load(cli) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    // Server and user text in these lines is escaped (see telemetry).
+    println!(
+        "ok   config {} is valid ({} tasks)",
+        telemetry::escape(&cli.config.display().to_string()),
+        loaded.config.tasks.len()
+    );
+    for w in &loaded.warnings {
+        println!("WARN {}", telemetry::escape(w));
+    }
+    if offline {
+        return ExitCode::SUCCESS;
+    }
+    let report = runtime.block_on(preflight::run(&loaded.config, preflight::Mode::Check));
+    for line in report.lines() {
+        println!("{}", telemetry::escape(&line));
+    }
+    // Only once the server answers: whether the saved position can be resumed from.
+    let checkpoint = if report.passed() {
+        runtime.block_on(pikachu::checkpoint::check(&loaded.config))
+    } else {
+        None
+    };
+    if let Some((_, line)) = &checkpoint {
+        println!("{line}");
+    }
+    if report.passed() && checkpoint.is_none_or(|(ok, _)| ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_RUNTIME)
+    }
+}
+
+/// `pikachu position show|set|reset`.
+fn position_command(
+    cli: &Cli,
+    command: &PositionCommand,
+    runtime: &tokio::runtime::Runtime,
+) -> ExitCode {
+    let loaded = match load(cli) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let cfg = &loaded.config;
+    // `set` and `reset` write the checkpoint, which a running
+    // `pikachu run` owns (and would overwrite).
+    let _lock = match command {
+        PositionCommand::Show => None,
+        PositionCommand::Set { .. } => match lock(cfg, "pikachu position set") {
+            Ok(l) => Some(l),
+            Err(code) => return code,
+        },
+        PositionCommand::Reset => match lock(cfg, "pikachu position reset") {
+            Ok(l) => Some(l),
+            Err(code) => return code,
+        },
+    };
+    let result = match command {
+        PositionCommand::Show => pikachu::checkpoint::show(cfg),
+        PositionCommand::Reset => pikachu::checkpoint::reset(cfg).map(|cleared| {
+            if cleared {
+                "checkpoint forgotten: the next run starts from `start` in the config".to_string()
+            } else {
+                "there was no checkpoint".to_string()
+            }
+        }),
+        PositionCommand::Set { position } => {
+            runtime.block_on(pikachu::checkpoint::set(cfg, position))
+        }
+    };
+    match result {
+        Ok(line) => {
+            println!("{}", telemetry::escape(&line));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(EXIT_RUNTIME, &e.to_string()),
     }
 }
 
@@ -207,7 +216,8 @@ fn replay_command(
                 ExitCode::SUCCESS
             }
         }
-        Err(e) => fail(e.code, &e.message),
+        Err(e @ pikachu::replay::ReplayError::Usage(_)) => fail(EXIT_CONFIG, &e.to_string()),
+        Err(e @ pikachu::replay::ReplayError::Runtime(_)) => fail(EXIT_RUNTIME, &e.to_string()),
     }
 }
 
@@ -278,46 +288,12 @@ async fn dlq(cfg: &config::Config, command: &DlqCommand) -> ExitCode {
     }
 }
 
+/// `pikachu run`: the pipeline until a signal or a fatal error.
 async fn run(config: config::Config, reset_position: bool) -> ExitCode {
-    // Held until the process ends: one process per state directory.
-    let _lock = match lock(&config, "pikachu run") {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
     let logs_to_file = config.log.file.is_some();
     let cancel = CancellationToken::new();
-    let health = Arc::new(Health::for_config(&config));
     spawn_signal_handler(cancel.clone());
-    // The server and the monitor outlive the pipeline's stop (health says
-    // DOWN while deliveries drain); they stop once it has returned.
-    let server_cancel = CancellationToken::new();
-    let monitor = pikachu::server::monitor::spawn(health.clone(), &config, server_cancel.clone());
-    let mut server = None;
-    if config.server.enabled {
-        match pikachu::server::bind(
-            &config.server.bind,
-            config.server.port,
-            &config.server.path,
-            health.clone(),
-            server_cancel.clone(),
-        )
-        .await
-        {
-            Ok((addr, serve)) => {
-                tracing::info!(%addr, path = %config.server.path, "health server listening (also /live, /ready, /metrics)");
-                server = Some(tokio::spawn(serve));
-            }
-            Err(e) => return fail(EXIT_RUNTIME, &e),
-        }
-    }
-    let result = app::run(config, health, cancel.clone(), reset_position).await;
-    server_cancel.cancel();
-    let _ = monitor.await;
-    if let Some(server) = server {
-        // Graceful: requests in progress finish; a stuck client cannot hold the exit.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
-    }
-    match result {
+    match pipeline::run(config, cancel.clone(), reset_position).await {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -328,7 +304,11 @@ async fn run(config: config::Config, reset_position: bool) -> ExitCode {
                 // stderr gets it below; the log file should have it too.
                 tracing::error!("{e}");
             }
-            fail_lines(EXIT_RUNTIME, &e.lines())
+            let code = match &e {
+                PipelineError::Lock(lock) => lock.exit_code(),
+                _ => EXIT_RUNTIME,
+            };
+            fail_lines(code, &e.lines())
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `pikachu replay`: reads a range of the live server's binlog through the
-//! normal path (the binlog reader, [`Router`], [`payload::render`]) for the
-//! configured tasks, writes the payloads to the webhooks, stdout or nowhere,
+//! normal path (the binlog reader, the XA hold, the pipeline's [`FanOut`])
+//! for the configured tasks, into one of the pipeline's sinks: the webhook
+//! engine, stdout or nowhere ([`Output`] picks it),
 //! and ends with one JSON summary line. It never writes the checkpoint.
 //!
 //! The range ends at `--to` (a `file:pos` or a GTID), or at the end of the
@@ -23,17 +24,19 @@ use mysql_async::Conn;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::deliver::{self, Dispatcher, Job};
-use crate::event::{payload, Change, ChangeKind};
+use crate::deliver::Dispatcher;
+use crate::event::{Change, ChangeKind, Commit};
+use crate::pipeline::{FanOut, NullSink, Sink, WebhookSink, WriteSink};
 use crate::route::Router;
-use crate::source::connect::{self, query_rows, Flavour, ServerInfo};
+use crate::source::binlogs;
+use crate::source::connect::{self, Flavour, ServerInfo};
 use crate::source::position::{self, FilePos, StartAt};
-use crate::source::reader::{self, Commit, ReaderOptions, SourceEvent, XaEvent};
+use crate::source::reader::{self, ReaderOptions, SourceEvent, XaEvent};
 use crate::source::value::DecodeOptions;
 use crate::store::Store;
 use crate::xa::{GroupEnd, Outcome, Release, XaHold};
 
-/// Where payloads go.
+/// Which sink the payloads go to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
     /// POST to the tasks' webhooks, as `pikachu run` does.
@@ -117,25 +120,23 @@ impl std::fmt::Display for Bound {
     }
 }
 
-/// A failed replay: the message and the process exit code (2 usage, 1 runtime).
-#[derive(Debug)]
-pub struct ReplayError {
-    pub code: u8,
-    pub message: String,
+/// A failed replay.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The request is wrong (a bad `--from`/`--to`): fix the command line.
+    #[error("{0}")]
+    Usage(String),
+    /// The replay could not run or finish (server, store, output).
+    #[error("{0}")]
+    Runtime(String),
 }
 
 fn runtime(message: impl Into<String>) -> ReplayError {
-    ReplayError {
-        code: 1,
-        message: message.into(),
-    }
+    ReplayError::Runtime(message.into())
 }
 
 fn usage(message: impl Into<String>) -> ReplayError {
-    ReplayError {
-        code: 2,
-        message: message.into(),
-    }
+    ReplayError::Usage(message.into())
 }
 
 /// What to replay.
@@ -302,16 +303,11 @@ impl std::fmt::Display for Stop {
 /// Checks that the server still has `p`: the file is listed and the
 /// position is inside it.
 async fn check_position(conn: &mut Conn, p: &FilePos) -> Result<(), ReplayError> {
-    let rows = query_rows(conn, "SHOW BINARY LOGS")
+    let files: Vec<(String, u64)> = binlogs::list(conn)
         .await
-        .map_err(|e| runtime(e.to_string()))?;
-    let files: Vec<(String, u64)> = rows
-        .iter()
-        .filter_map(|r| {
-            let name = r.first().cloned().flatten()?;
-            let size = r.get(1).cloned().flatten()?.parse().ok()?;
-            Some((name, size))
-        })
+        .map_err(|e| runtime(e.to_string()))?
+        .into_iter()
+        .map(|f| (f.name, f.size))
         .collect();
     match files.iter().find(|(n, _)| *n == p.file) {
         Some((_, size)) if p.pos <= *size => Ok(()),
@@ -341,6 +337,20 @@ async fn dump_threads_idle(conn: &mut Conn) -> bool {
     }
 }
 
+/// What a replay reads, decided before it reads.
+struct Plan {
+    /// The connection for questions to the server while reading.
+    conn: Conn,
+    /// The server read from.
+    info: ServerInfo,
+    /// Where the range begins.
+    start: StartAt,
+    /// Where it ends.
+    stop: Stop,
+    /// The binlog history marker, for change ids.
+    history: crate::source::binlogs::History,
+}
+
 /// Runs a replay. Payloads (for `Output::Stdout`) go to `out`; the summary
 /// line is written by the caller.
 pub async fn run(
@@ -348,6 +358,38 @@ pub async fn run(
     req: &Request,
     out: &mut (dyn Write + Send),
 ) -> Result<Summary, ReplayError> {
+    let plan = match plan(config, req).await? {
+        Ok(plan) => plan,
+        Err(empty_at) => {
+            return Ok(Summary {
+                stopped_at: Some(empty_at),
+                ..Summary::default()
+            })
+        }
+    };
+    let summary = match req.output {
+        // Through the normal delivery engine (ordered per row, retries,
+        // dead letters in the state store); the checkpoint is never touched.
+        Output::Webhook => {
+            let store = Store::open(&config.state_dir).map_err(|e| runtime(e.to_string()))?;
+            let dispatcher = Dispatcher::start(
+                &config.dispatcher,
+                &config.tasks,
+                Arc::new(std::sync::Mutex::new(store)),
+            )
+            .map_err(runtime)?;
+            replay_into(config, req, plan, WebhookSink::new(dispatcher)).await
+        }
+        Output::Stdout => replay_into(config, req, plan, WriteSink::new(&mut *out)).await,
+        Output::Null => replay_into(config, req, plan, NullSink::default()).await,
+    };
+    let _ = out.flush();
+    summary
+}
+
+/// Parses the range and asks the server where it is; `Err(start)` when
+/// the range is empty (it ends where it begins).
+async fn plan(config: &Config, req: &Request) -> Result<Result<Plan, String>, ReplayError> {
     let from = Bound::parse(&req.from).map_err(|e| usage(format!("--from {e}")))?;
     let to = match &req.to {
         Some(t) => Some(Bound::parse(t).map_err(|e| usage(format!("--to {e}")))?),
@@ -384,15 +426,36 @@ pub async fn run(
         Some(b) => Stop::from_bound(b)?,
         None => Stop::FilePos(end.clone()),
     };
-    let began = Instant::now();
-    let mut summary = Summary::default();
     if let (StartAt::FilePos(f), Stop::FilePos(t)) = (&start, &stop) {
         if (f.file.as_str(), f.pos) >= (t.file.as_str(), t.pos) {
-            summary.stopped_at = Some(f.to_string());
-            return Ok(summary);
+            return Ok(Err(f.to_string()));
         }
     }
+    Ok(Ok(Plan {
+        conn,
+        info,
+        start,
+        stop,
+        history,
+    }))
+}
 
+/// Reads the range into `sink`, then waits for the sink to settle
+/// everything (every change delivered or dead-lettered).
+async fn replay_into<S: Sink>(
+    config: &Config,
+    req: &Request,
+    plan: Plan,
+    sink: S,
+) -> Result<Summary, ReplayError> {
+    let Plan {
+        mut conn,
+        info,
+        start,
+        stop,
+        history,
+    } = plan;
+    let began = Instant::now();
     let router = Arc::new(Router::new(&config.tasks, &config.database.database));
     let filter_router = router.clone();
     let mut db = config.database.clone();
@@ -412,33 +475,10 @@ pub async fn run(
     let (tx, mut rx) = reader::channel(4096);
     let cancel = CancellationToken::new();
     let reader = tokio::spawn(reader::run(info, opts, start, tx, cancel.clone()));
-    // Webhook output goes through the normal delivery engine (ordered per
-    // row, retries, dead letters in the state store); the checkpoint is
-    // never touched.
-    let dispatcher = match req.output {
-        Output::Webhook => {
-            let store = Store::open(&config.state_dir).map_err(|e| runtime(e.to_string()))?;
-            Some(
-                Dispatcher::start(
-                    &config.dispatcher,
-                    &config.tasks,
-                    Arc::new(std::sync::Mutex::new(store)),
-                )
-                .map_err(runtime)?,
-            )
-        }
-        _ => None,
-    };
     let mut emit = Emit {
-        config,
-        router: &router,
-        output: req.output,
-        dispatcher: dispatcher.as_ref(),
-        out: &mut *out,
-        history,
-        seq: 0,
-        scratch: Vec::with_capacity(64),
-        body: Vec::with_capacity(4096),
+        fan_out: FanOut::new(router, &config.tasks, history),
+        sink,
+        summary: Summary::default(),
     };
     let scratch_db = std::env::temp_dir().join(format!(
         "pikachu-replay-xa-{}-{:016x}.db",
@@ -446,83 +486,18 @@ pub async fn run(
         fastrand::u64(..)
     ));
     let mut hold = XaHold::scratch(scratch_db);
-    let mut reader_done = false;
-    let mut in_trx = false;
-    let mut last_commit: Option<String> = None;
-    let mut finished = Vec::new();
-    loop {
-        let ev = match tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
-            Ok(Some(ev)) => ev,
-            Ok(None) => {
-                reader_done = true;
-                break;
-            }
-            Err(_) => {
-                // Nothing for a while: a range without a transaction end
-                // past `to` ends when the server has sent everything.
-                if dump_threads_idle(&mut conn).await && rx.is_empty() {
-                    tracing::info!("replay: reached the end of the binlog");
-                    break;
-                }
-                continue;
-            }
-        };
-        let first = match &ev {
-            SourceEvent::Change(c) => Some((c.source.file.clone(), c.source.pos)),
-            SourceEvent::Xa(x) => Some((x.at().file.clone(), x.at().pos)),
-            SourceEvent::Commit(_) => None,
-        };
-        if let (false, Some((file, pos))) = (in_trx, first) {
-            if stop.before(&file, pos) {
-                // A transaction that begins at or past `--to` (the range
-                // ended with a file, say): not part of the range.
-                summary.stopped_at = Some(last_commit.clone().unwrap_or_else(|| stop.to_string()));
-                break;
-            }
-        }
-        match ev {
-            SourceEvent::Change(change) => {
-                in_trx = true;
-                if let Some(change) = hold.hold(change).await.map_err(xa_error)? {
-                    emit.change(&change, &mut summary).await?;
-                }
-            }
-            SourceEvent::Xa(x) => {
-                in_trx = true;
-                on_xa(x, &mut hold, &mut emit, &mut summary, &mut finished).await?;
-            }
-            SourceEvent::Commit(c) => {
-                in_trx = false;
-                if let GroupEnd::Committed(release) = hold.end_group().await.map_err(xa_error)? {
-                    emit.release(release, &mut summary).await?;
-                }
-                hold.forget(std::mem::take(&mut finished))
-                    .await
-                    .map_err(xa_error)?;
-                last_commit = Some(format!("{}:{}", c.file, c.pos));
-                if stop.reached(&c) {
-                    summary.stopped_at = Some(format!("{}:{}", c.file, c.pos));
-                    break;
-                }
-            }
-        }
-    }
+    let reader_done = read_range(&mut rx, &mut conn, &stop, &mut hold, &mut emit).await?;
     for h in hold.held().await.map_err(xa_error)? {
         tracing::warn!(xid = %h.xid, rows = h.rows, "replay: the XA transaction {} prepared at {}:{} has no XA COMMIT or XA ROLLBACK in the range: its {} rows were not replayed (extend --to past its outcome to include them)", h.xid, h.file, h.pos, h.rows);
-        summary.xa.prepared_without_outcome.push(h.xid);
+        emit.summary.xa.prepared_without_outcome.push(h.xid);
     }
     drop(hold);
     cancel.cancel();
     drop(rx);
-    if let Some(d) = dispatcher {
-        // Wait for every change to be delivered or dead-lettered.
-        let stats = d.stats();
-        let report = d.shutdown(Duration::from_secs(24 * 3600)).await;
-        summary.failed = stats
-            .dead_lettered
-            .load(std::sync::atomic::Ordering::Relaxed)
-            + report.unsettled;
-    }
+    // Wait for every change to be settled (delivered or dead-lettered).
+    let settlement = emit.sink.close(Duration::from_secs(24 * 3600)).await;
+    let mut summary = emit.summary;
+    summary.failed = settlement.dead_lettered + settlement.unsettled;
     let result = reader.await;
     if reader_done {
         match result {
@@ -531,9 +506,79 @@ pub async fn run(
             Ok(Ok(())) => {}
         }
     }
-    let _ = out.flush();
     summary.seconds = began.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Reads events until the range ends; true when it ended because the
+/// reader stopped (its result then matters).
+async fn read_range<S: Sink>(
+    rx: &mut reader::Events,
+    conn: &mut Conn,
+    stop: &Stop,
+    hold: &mut XaHold,
+    emit: &mut Emit<S>,
+) -> Result<bool, ReplayError> {
+    let mut in_trx = false;
+    let mut last_commit: Option<String> = None;
+    let mut finished = Vec::new();
+    loop {
+        let ev = match tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            Ok(Some(ev)) => ev,
+            Ok(None) => return Ok(true),
+            Err(_) => {
+                // Nothing for a while: a range without a transaction end
+                // past `to` ends when the server has sent everything.
+                if dump_threads_idle(conn).await && rx.is_empty() {
+                    tracing::info!("replay: reached the end of the binlog");
+                    return Ok(false);
+                }
+                continue;
+            }
+        };
+        if !in_trx && begins_past(&ev, stop) {
+            // A transaction that begins at or past `--to` (the range
+            // ended with a file, say): not part of the range.
+            emit.summary.stopped_at = Some(last_commit.unwrap_or_else(|| stop.to_string()));
+            return Ok(false);
+        }
+        match ev {
+            SourceEvent::Change(change) => {
+                in_trx = true;
+                if let Some(change) = hold.hold(change).await.map_err(xa_error)? {
+                    emit.change(&change).await?;
+                }
+            }
+            SourceEvent::Xa(x) => {
+                in_trx = true;
+                on_xa(x, hold, emit, &mut finished).await?;
+            }
+            SourceEvent::Commit(c) => {
+                in_trx = false;
+                if let GroupEnd::Committed(release) = hold.end_group().await.map_err(xa_error)? {
+                    emit.release(release).await?;
+                }
+                hold.forget(std::mem::take(&mut finished))
+                    .await
+                    .map_err(xa_error)?;
+                let at = format!("{}:{}", c.file, c.pos);
+                if stop.reached(&c) {
+                    emit.summary.stopped_at = Some(at);
+                    return Ok(false);
+                }
+                last_commit = Some(at);
+            }
+        }
+    }
+}
+
+/// Whether `ev` begins a transaction past the range's end.
+fn begins_past(ev: &SourceEvent, stop: &Stop) -> bool {
+    match ev {
+        SourceEvent::Change(c) => stop.before(&c.source.file, c.source.pos),
+        SourceEvent::Xa(x) => stop.before(&x.at().file, x.at().pos),
+        SourceEvent::Commit(_) => false,
+    }
 }
 
 fn xa_error(e: crate::xa::XaError) -> ReplayError {
@@ -541,35 +586,37 @@ fn xa_error(e: crate::xa::XaError) -> ReplayError {
 }
 
 /// An XA boundary during a replay.
-async fn on_xa(
+async fn on_xa<S: Sink>(
     x: XaEvent,
     hold: &mut XaHold,
-    emit: &mut Emit<'_>,
-    summary: &mut Summary,
+    emit: &mut Emit<S>,
     finished: &mut Vec<i64>,
 ) -> Result<(), ReplayError> {
     match x {
         XaEvent::Start(at) => hold.start(&at),
         XaEvent::Prepare(at) => {
-            summary.xa.prepared += 1;
+            emit.summary.xa.prepared += 1;
             hold.prepare(&at).await.map_err(xa_error)?;
         }
         XaEvent::Outcome { at, commit } => {
             match hold.outcome(&at, commit).await.map_err(xa_error)? {
                 Outcome::Commit(held, release) => {
-                    summary.xa.committed += 1;
+                    emit.summary.xa.committed += 1;
                     finished.push(held.id);
-                    emit.release(release, summary).await?;
+                    emit.release(release).await?;
                 }
                 Outcome::Rollback(held) => {
-                    summary.xa.rolled_back += 1;
+                    emit.summary.xa.rolled_back += 1;
                     finished.push(held.id);
                 }
-                Outcome::RolledBackOpen { .. } => summary.xa.rolled_back += 1,
+                Outcome::RolledBackOpen { .. } => emit.summary.xa.rolled_back += 1,
                 Outcome::Unknown => {
                     let what = if commit { "XA COMMIT" } else { "XA ROLLBACK" };
                     tracing::warn!(xid = %at.xid, "replay: {what} {} at {}:{} is of a transaction prepared before the range: its rows are unknown to this replay and were not replayed (start the range before its XA PREPARE to include them)", at.xid, at.file, at.pos);
-                    summary.xa.outcome_without_prepare.push(at.xid.to_string());
+                    emit.summary
+                        .xa
+                        .outcome_without_prepare
+                        .push(at.xid.to_string());
                 }
             }
         }
@@ -577,72 +624,40 @@ async fn on_xa(
     Ok(())
 }
 
-/// Renders each change for its tasks and writes it out (stdout, the
-/// delivery engine, or nowhere), counting.
-struct Emit<'a> {
-    config: &'a Config,
-    router: &'a Router,
-    output: Output,
-    dispatcher: Option<&'a Dispatcher>,
-    out: &'a mut (dyn Write + Send),
-    /// The binlog history marker, for change ids.
-    history: crate::source::binlogs::History,
-    seq: u64,
-    scratch: Vec<u8>,
-    body: Vec<u8>,
+/// Fans each change out into the sink, counting.
+struct Emit<S> {
+    /// Change → jobs, shared with `pikachu run`.
+    fan_out: FanOut,
+    /// Where the jobs go.
+    sink: S,
+    /// The counts so far.
+    summary: Summary,
 }
 
-impl Emit<'_> {
-    async fn change(&mut self, change: &Change, summary: &mut Summary) -> Result<(), ReplayError> {
+impl<S: Sink> Emit<S> {
+    async fn change(&mut self, change: &Change) -> Result<(), ReplayError> {
         let mut routed = false;
-        for task_idx in self.router.tasks_for(change) {
+        let mut jobs = self.fan_out.jobs(change);
+        while let Some(job) = jobs.next() {
             routed = true;
-            summary.payloads += 1;
-            let task = &self.config.tasks[task_idx];
-            let id = payload::change_id(change, &task.task_id, self.history.0);
-            self.body.clear();
-            payload::render(&mut self.body, change, &task.task_id, &id);
-            summary.bytes += self.body.len() as u64;
-            if self.output == Output::Null {
-                // Rendered like every other output, then dropped:
-                // the benchmark measures decoding and encoding.
-                continue;
-            }
-            match self.dispatcher {
-                Some(d) => {
-                    let job = Job {
-                        task: task_idx,
-                        keys: deliver::ordering_keys(task_idx, change, &mut self.scratch),
-                        id,
-                        body: self.body.clone().into(),
-                        seq: self.seq,
-                    };
-                    self.seq += 1;
-                    d.submit(job).await.map_err(|e| runtime(e.to_string()))?;
-                }
-                None => {
-                    self.body.push(b'\n');
-                    self.out
-                        .write_all(&self.body)
-                        .map_err(|e| runtime(format!("cannot write to stdout: {e}")))?;
-                }
-            }
+            self.summary.payloads += 1;
+            self.summary.bytes += job.body().len() as u64;
+            self.sink
+                .send(job)
+                .await
+                .map_err(|e| runtime(e.to_string()))?;
         }
         if routed {
-            summary.count(change);
+            self.summary.count(change);
         }
         Ok(())
     }
 
     /// The released rows of a committed XA, in order.
-    async fn release(
-        &mut self,
-        mut release: Release,
-        summary: &mut Summary,
-    ) -> Result<(), ReplayError> {
+    async fn release(&mut self, mut release: Release) -> Result<(), ReplayError> {
         while let Some(chunk) = release.next_chunk().await.map_err(xa_error)? {
             for change in &chunk {
-                self.change(change, summary).await?;
+                self.change(change).await?;
             }
         }
         Ok(())

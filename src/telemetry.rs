@@ -246,6 +246,27 @@ pub fn init_default() {
         .try_init();
 }
 
+/// "7 days", "36 hours", "45 minutes".
+pub fn human_duration(secs: f64) -> String {
+    let plural = |n: f64, unit: &str| {
+        let shown = if (n - n.round()).abs() < 0.05 {
+            format!("{}", n.round() as u64)
+        } else {
+            format!("{n:.1}")
+        };
+        format!("{shown} {unit}{}", if shown == "1" { "" } else { "s" })
+    };
+    if secs >= 2.0 * 86_400.0 {
+        plural(secs / 86_400.0, "day")
+    } else if secs >= 2.0 * 3600.0 {
+        plural(secs / 3600.0, "hour")
+    } else if secs >= 120.0 {
+        plural(secs / 60.0, "minute")
+    } else {
+        plural(secs, "second")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

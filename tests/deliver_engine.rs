@@ -11,33 +11,8 @@ use std::time::{Duration, Instant};
 use pikachu::config::{BatchConfig, DispatcherConfig, OnFailure, TaskConfig};
 use pikachu::deliver::{Dispatcher, Job, OrderingKeys};
 use pikachu::store::Store;
+use support::config::{dispatcher as dcfg, task};
 use support::Receiver;
-
-fn dcfg(workers: usize, queue: usize) -> DispatcherConfig {
-    DispatcherConfig {
-        worker_count: workers,
-        queue_size: queue,
-        timeout: Duration::from_secs(5),
-        max_retries: 3,
-        retry_base_delay: Duration::from_millis(10),
-        retry_max_delay: Duration::from_millis(50),
-    }
-}
-
-fn task(id: &str, url: &str) -> TaskConfig {
-    TaskConfig {
-        task_id: id.into(),
-        name: id.into(),
-        database: None,
-        table_name: "t".into(),
-        events: vec![],
-        callback_url: url.into(),
-        secret: None,
-        headers: vec![],
-        batch: None,
-        on_failure: OnFailure::DeadLetter,
-    }
-}
 
 struct Engine {
     d: Dispatcher,

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use pikachu::config::{DispatcherConfig, OnFailure, Secret, TaskConfig};
+use pikachu::config::{DispatcherConfig, Secret, TaskConfig};
 use pikachu::deliver::{Dispatcher, Job, OrderingKeys};
 use pikachu::store::Store;
 use support::{Received, Receiver};
@@ -81,24 +81,14 @@ async fn signatures_verify_with_the_reference_implementation() {
     let whsec = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let plain = "a plain shared secret";
     let task = |id: &str, secret: Option<&str>| TaskConfig {
-        task_id: id.into(),
-        name: id.into(),
-        database: None,
-        table_name: "t".into(),
-        events: vec![],
-        callback_url: r.url(&format!("/{id}")),
         secret: secret.map(Secret::new),
         headers: vec![("Authorization".into(), "Bearer tok".into())],
-        batch: None,
-        on_failure: OnFailure::DeadLetter,
+        ..support::config::task(id, &r.url(&format!("/{id}")))
     };
     let cfg = DispatcherConfig {
-        worker_count: 4,
-        queue_size: 100,
-        timeout: Duration::from_secs(5),
         max_retries: 0,
-        retry_base_delay: Duration::from_millis(10),
         retry_max_delay: Duration::from_millis(10),
+        ..support::config::dispatcher(4, 100)
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(Mutex::new(Store::open(dir.path()).expect("store")));

@@ -396,12 +396,12 @@ fn health_path(v: &Val<'_>) -> R<String> {
             ),
         ));
     }
-    if crate::server::FIXED_PATHS.contains(&path.as_str()) {
+    if super::SERVER_FIXED_PATHS.contains(&path.as_str()) {
         return Err(v.err(
             ConfigError::Invalid,
             format!(
                 "`{path}` is taken: the server always serves {} itself; choose another health path, e.g. /health",
-                crate::server::FIXED_PATHS.join(", ")
+                super::SERVER_FIXED_PATHS.join(", ")
             ),
         ));
     }
@@ -524,7 +524,7 @@ fn gtid_set(v: &Val<'_>) -> R<String> {
     });
     let mysql = || {
         text.split(',').all(|part| !part.trim().is_empty())
-            && crate::source::position::parse_mysql_gtid_set(&text).is_ok_and(|s| !s.is_empty())
+            && super::parse_mysql_gtid_set(&text).is_ok_and(|s| !s.is_empty())
     };
     if mariadb || mysql() {
         return Ok(text);
@@ -663,7 +663,7 @@ fn task(v: Val<'_>, warnings: &mut Vec<String>) -> R<DraftTask> {
 /// derived as delivery derives it); the value is never shown.
 fn secret(v: &Val<'_>) -> R<Secret> {
     let text = v.non_empty_string().map_err(without_snippet)?;
-    if let Err(problem) = crate::deliver::signing_key(&text) {
+    if let Err(problem) = super::signing_key(&text) {
         let message = if text.starts_with("whsec_") {
             "a `whsec_` secret must be followed by its key in base64 (A-Z, a-z, 0-9, +, /), \
              as Standard Webhooks writes it; without the `whsec_` prefix the text itself is the key"

@@ -12,6 +12,7 @@ mod error;
 mod node;
 pub(crate) mod suggest;
 mod validate;
+mod values;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 pub use duration::{parse_duration, DurationError};
 pub use error::{ConfigError, Diagnostic};
+pub use values::{parse_mysql_gtid_set, signing_key, SERVER_FIXED_PATHS};
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::backoff;
 use super::http::{self, AttemptError, Target};
+use crate::backoff;
 use crate::config::{Config, DispatcherConfig};
 use crate::store::{DeadLetter, Filter, Store};
 

@@ -36,9 +36,9 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore, TryAcquireError};
 use tokio::task::JoinSet;
 
-use super::backoff;
 use super::http::{self, AttemptError, Target};
 use super::keys::OrderingKeys;
+use crate::backoff;
 use crate::config::{DispatcherConfig, OnFailure, TaskConfig};
 use crate::store::{self, DeadLetter, Store};
 
@@ -82,8 +82,22 @@ pub struct Stats {
     pub queued: AtomicU64,
     /// Times `submit` had to wait because the queue was full.
     pub submit_waits: AtomicU64,
-    /// Per-task metrics, when attached (`Health::attach_delivery`).
-    pub metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    /// Told of per-task outcomes, when one is set (the metrics, set by the
+    /// pipeline before the first job).
+    pub observer: std::sync::OnceLock<Arc<dyn Observer>>,
+}
+
+/// Per-task delivery outcomes, for whoever counts them (the metrics): the
+/// engine knows nothing of who listens.
+pub trait Observer: std::fmt::Debug + Send + Sync {
+    /// An HTTP attempt of task number `task` ended (`ok`: 2xx).
+    fn attempt(&self, task: usize, ok: bool);
+    /// `n` changes of task number `task` delivered, `latency` after submission.
+    fn delivered(&self, task: usize, n: u64, latency: Duration);
+    /// `n` changes of task number `task` stored as dead letters.
+    fn dead_lettered(&self, task: usize, n: u64);
+    /// A retry of task number `task` was scheduled.
+    fn retry(&self, task: usize);
 }
 
 /// Why `submit` did not take a job.
@@ -585,7 +599,7 @@ impl Engine {
                     if let Some(u) = self.units.get(&unit) {
                         let n = u.members() as u64;
                         self.stats.dead_lettered.fetch_add(n, Ordering::Relaxed);
-                        if let Some(m) = self.stats.metrics.get() {
+                        if let Some(m) = self.stats.observer.get() {
                             m.dead_lettered(u.task, n);
                         }
                         let t = &self.tasks[u.task];
@@ -623,7 +637,7 @@ impl Engine {
         };
         let task = &mut self.tasks[unit.task];
         task.in_flight -= 1;
-        let metrics = self.stats.metrics.get();
+        let metrics = self.stats.observer.get();
         if let Some(m) = metrics {
             m.attempt(unit.task, result.is_ok());
         }

@@ -9,13 +9,14 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use crate::config::signing_key;
+
 use base64::Engine as _;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use sha2::Sha256;
 
-use super::backoff;
 use crate::config::{DispatcherConfig, TaskConfig};
 
 /// `pikachu/<version>`.
@@ -92,24 +93,6 @@ impl Target {
     pub fn signs(&self) -> bool {
         self.signing_key.is_some()
     }
-}
-
-/// The HMAC key of a Standard Webhooks secret: the base64 after `whsec_`,
-/// or a plain string's own bytes.
-pub fn signing_key(secret: &str) -> Result<Vec<u8>, String> {
-    let key = match secret.strip_prefix("whsec_") {
-        Some(b64) => {
-            let b64 = b64.trim_end_matches('=');
-            base64::engine::general_purpose::STANDARD_NO_PAD
-                .decode(b64)
-                .map_err(|_| "a `whsec_` secret must be followed by base64".to_string())?
-        }
-        None => secret.as_bytes().to_vec(),
-    };
-    if key.is_empty() {
-        return Err("the secret is empty".into());
-    }
-    Ok(key)
 }
 
 /// The `webhook-signature` value: `v1,<base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}"))>`.
@@ -200,7 +183,7 @@ pub async fn attempt(
         resp.headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(backoff::retry_after)
+            .and_then(retry_after)
     } else {
         None
     };
@@ -349,6 +332,11 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// Parses a `Retry-After` header given in seconds (HTTP dates are ignored).
+pub fn retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,5 +377,11 @@ mod tests {
         assert!(signing_key("whsec_!!").is_err());
         assert!(signing_key("").is_err());
         assert!(signing_key("whsec_").is_err());
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        assert_eq!(retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
     }
 }

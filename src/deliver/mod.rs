@@ -5,17 +5,19 @@
 //! - [`engine`]: [`Dispatcher`] (submit / watermark / shutdown), [`Job`], [`Stats`].
 //! - [`keys`]: ordering keys of a change.
 //! - [`http`]: the HTTP client, Standard Webhooks headers and signature.
-//! - [`backoff`]: retry delays.
 //! - [`dlq`]: the `pikachu dlq` commands.
+//!
+//! Retry delays come from [`crate::backoff`]; per-task outcomes go to an
+//! [`Observer`] (the metrics) that the pipeline sets: this module imports
+//! nothing from the source, the server or the metrics.
 //!
 //! The contract for receivers is in `docs/webhooks.md`.
 
-pub mod backoff;
 pub mod dlq;
 pub mod engine;
 pub mod http;
 pub mod keys;
 
-pub use engine::{batch_id, Dispatcher, Job, ShutdownReport, Stats, SubmitError};
+pub use engine::{batch_id, Dispatcher, Job, Observer, ShutdownReport, Stats, SubmitError};
 pub use http::{http_client, sign, signing_key, Target};
 pub use keys::{ordering_keys, OrderingKeys};

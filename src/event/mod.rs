@@ -2,7 +2,8 @@
 //! with its row images already rendered as JSON fragments, the table's column
 //! names and primary key, and where it came from in the binlog.
 //!
-//! The source produces [`Change`]s; routing and delivery only read them.
+//! The source produces [`Change`]s, and a [`Commit`] at each transaction
+//! end; routing and delivery only read them.
 //! The webhook body is rendered by [`payload`].
 
 pub mod codec;
@@ -209,6 +210,26 @@ impl Change {
     pub fn primary_key_json(&self, image: &RowImage, out: &mut Vec<u8>) {
         payload::write_primary_id(out, &self.table, image);
     }
+}
+
+/// The end of a transaction: where to resume so that it is not read again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    /// The binlog file of the transaction end.
+    pub file: Arc<str>,
+    /// The position just past the transaction end in `file`.
+    pub pos: u64,
+    /// The GTID of the transaction, when the server has GTIDs.
+    pub gtid: Option<Arc<str>>,
+    /// MariaDB: the server's GTID state after this transaction (the last
+    /// GTID of every replication domain, `d-s-n,d-s-n`), as far as the stream
+    /// told it; resuming with it works on any server of the topology.
+    pub gtid_state: Option<Arc<str>>,
+    /// Binlog timestamp of the transaction end, seconds since the epoch.
+    pub timestamp: u32,
+    /// Creation time of `file` (the binlog timestamp of its format
+    /// description event); 0 when the stream did not show it.
+    pub file_created: u32,
 }
 
 #[cfg(test)]

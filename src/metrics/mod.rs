@@ -72,7 +72,7 @@ struct TaskMetrics {
     latency: Histogram,
 }
 
-/// The last checkpoint written (set by the checkpoint store).
+/// The last checkpoint written, for the `checkpoint_*` gauges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     pub file: String,
@@ -93,7 +93,7 @@ pub enum Headroom {
 }
 
 /// Figures copied into the registry at scrape time.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     pub binlog_bytes_read: u64,
     pub reconnects: u64,
@@ -103,6 +103,8 @@ pub struct Snapshot {
     pub in_flight: u64,
     pub dead_letters_stored: Option<u64>,
     pub healthy: bool,
+    /// The last checkpoint saved (as the commit tracker published it).
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// All of pikachu's metrics.
@@ -119,7 +121,8 @@ pub struct Metrics {
     in_flight: Gauge,
     dead_letters_stored: Gauge,
     healthy: Gauge,
-    checkpoint: Mutex<Option<Checkpoint>>,
+    /// The file the `checkpoint_*` gauges are labelled with now.
+    checkpoint_file: Mutex<Option<String>>,
     checkpoint_position: Family<FileLabels, Gauge>,
     checkpoint_file_index: Family<FileLabels, Gauge>,
     checkpoint_age: Family<FileLabels, FloatGauge>,
@@ -315,7 +318,7 @@ impl Metrics {
             in_flight,
             dead_letters_stored,
             healthy,
-            checkpoint: Mutex::new(None),
+            checkpoint_file: Mutex::new(None),
             checkpoint_position,
             checkpoint_file_index,
             checkpoint_age,
@@ -388,28 +391,29 @@ impl Metrics {
         }
     }
 
-    /// The checkpoint store wrote a checkpoint at `file:pos`, at `saved_at`
-    /// (seconds since the epoch). Call it at every write, also when the
-    /// position did not move, so the age says when it was last written.
-    pub fn set_checkpoint(&self, file: &str, pos: u64, saved_at: i64) {
-        if let Ok(mut c) = self.checkpoint.lock() {
-            let changed_file = c.as_ref().is_none_or(|c| c.file != file);
-            if changed_file {
+    /// Sets the `checkpoint_*` gauges to `c`, dropping the series of the
+    /// file they were labelled with when it changed.
+    fn set_checkpoint(&self, c: &Checkpoint) {
+        if let Ok(mut last) = self.checkpoint_file.lock() {
+            if last.as_deref() != Some(c.file.as_str()) {
                 self.checkpoint_position.clear();
                 self.checkpoint_file_index.clear();
                 self.checkpoint_age.clear();
+                *last = Some(c.file.clone());
             }
-            *c = Some(Checkpoint {
-                file: file.to_string(),
-                pos,
-                saved_at,
-            });
         }
-    }
-
-    /// The last checkpoint given to [`Metrics::set_checkpoint`].
-    pub fn checkpoint(&self) -> Option<Checkpoint> {
-        self.checkpoint.lock().ok().and_then(|c| c.clone())
+        let file = FileLabels {
+            file: c.file.clone(),
+        };
+        self.checkpoint_position
+            .get_or_create(&file)
+            .set(gauge_value(c.pos));
+        self.checkpoint_file_index
+            .get_or_create(&file)
+            .set(file_index(&c.file).map_or(-1, gauge_value));
+        self.checkpoint_age
+            .get_or_create(&file)
+            .set((unix_now_f64() - c.saved_at as f64).max(0.0));
     }
 
     /// The binlog retention in seconds (`None`: unlimited).
@@ -456,23 +460,31 @@ impl Metrics {
             self.dead_letters_stored.set(gauge_value(n));
         }
         self.healthy.set(i64::from(s.healthy));
-        if let Some(c) = self.checkpoint() {
-            let file = FileLabels {
-                file: c.file.clone(),
-            };
-            self.checkpoint_position
-                .get_or_create(&file)
-                .set(gauge_value(c.pos));
-            self.checkpoint_file_index
-                .get_or_create(&file)
-                .set(file_index(&c.file).map_or(-1, gauge_value));
-            self.checkpoint_age
-                .get_or_create(&file)
-                .set((unix_now_f64() - c.saved_at as f64).max(0.0));
+        if let Some(c) = &s.checkpoint {
+            self.set_checkpoint(c);
         }
         let mut out = String::with_capacity(8 * 1024);
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The delivery engine's per-task outcomes, counted.
+impl crate::deliver::Observer for Metrics {
+    fn attempt(&self, task: usize, ok: bool) {
+        Metrics::attempt(self, task, ok);
+    }
+
+    fn delivered(&self, task: usize, n: u64, latency: Duration) {
+        Metrics::delivered(self, task, n, latency);
+    }
+
+    fn dead_lettered(&self, task: usize, n: u64) {
+        Metrics::dead_lettered(self, task, n);
+    }
+
+    fn retry(&self, task: usize) {
+        Metrics::retry(self, task);
     }
 }
 
@@ -510,7 +522,6 @@ mod tests {
         m.attempt(0, true);
         m.attempt(1, false);
         m.retry(1);
-        m.set_checkpoint("mysql-bin.000042", 1234, unix_now());
         m.set_retention(Some(86_400.0));
         m.set_headroom(Headroom::Seconds {
             file: "mysql-bin.000042".into(),
@@ -518,6 +529,11 @@ mod tests {
         });
         let text = m.encode(&Snapshot {
             binlog_bytes_read: 99,
+            checkpoint: Some(Checkpoint {
+                file: "mysql-bin.000042".into(),
+                pos: 1234,
+                saved_at: unix_now(),
+            }),
             ..Snapshot::default()
         });
         for line in [

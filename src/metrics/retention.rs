@@ -33,8 +33,8 @@ use mysql_async::prelude::Queryable;
 
 use super::Headroom;
 use crate::config::DatabaseConfig;
-use crate::source::connect;
 use crate::source::SourceError;
+use crate::source::{binlogs, connect};
 
 /// What the server says about its binlogs, read at each refresh.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,18 +94,14 @@ pub async fn server_binlogs(db: &DatabaseConfig) -> Result<ServerBinlogs, Source
         .into_iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v))
         .collect();
-    let sql = "SHOW BINARY LOGS";
-    let rows: Vec<mysql_async::Row> = conn
-        .query(sql)
-        .await
-        .map_err(|e| SourceError::query(sql, e))?;
-    let files = rows
+    let files = binlogs::list(&mut conn)
+        .await?
         .into_iter()
-        .filter_map(|r| r.get_opt::<String, _>(0).and_then(Result::ok))
+        .map(|f| f.name)
         .collect();
     let _ = conn.disconnect().await;
     Ok(ServerBinlogs {
-        retention: crate::preflight::retention_secs(&vars),
+        retention: binlogs::retention_secs(&vars),
         files,
     })
 }

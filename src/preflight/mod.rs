@@ -17,8 +17,10 @@ use mysql_async::Conn;
 
 use crate::config::suggest;
 use crate::config::Config;
+use crate::source::binlogs::retention_secs;
 use crate::source::connect::{self, Flavour, ServerInfo, TlsState};
 use crate::source::SourceError;
+use crate::telemetry::human_duration;
 use grants::{Effective, Name};
 
 /// Why the checks run: at start (findings are logged) or for `pikachu check`
@@ -829,44 +831,6 @@ async fn check_tables(
 /// Below this, a stop of pikachu (a weekend, a long outage) may outlast the
 /// binlog it must resume from.
 const MIN_RETENTION_SECS: f64 = 86_400.0;
-
-/// "7 days", "36 hours", "45 minutes".
-pub fn human_duration(secs: f64) -> String {
-    let plural = |n: f64, unit: &str| {
-        let shown = if (n - n.round()).abs() < 0.05 {
-            format!("{}", n.round() as u64)
-        } else {
-            format!("{n:.1}")
-        };
-        format!("{shown} {unit}{}", if shown == "1" { "" } else { "s" })
-    };
-    if secs >= 2.0 * 86_400.0 {
-        plural(secs / 86_400.0, "day")
-    } else if secs >= 2.0 * 3600.0 {
-        plural(secs / 3600.0, "hour")
-    } else if secs >= 120.0 {
-        plural(secs / 60.0, "minute")
-    } else {
-        plural(secs, "second")
-    }
-}
-
-/// The retention in seconds, `None` when binlogs are never purged automatically.
-/// MySQL 8 and MariaDB 10.6+: `binlog_expire_logs_seconds` (0 = unset, then
-/// `expire_logs_days`); older servers: `expire_logs_days` only.
-pub fn retention_secs(vars: &[(String, String)]) -> Option<f64> {
-    let secs = var(vars, "binlog_expire_logs_seconds")
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|s| *s > 0.0);
-    let days = var(vars, "expire_logs_days")
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|d| *d > 0.0)
-        .map(|d| d * 86_400.0);
-    if var(vars, "binlog_expire_logs_auto_purge").is_some_and(|v| v.eq_ignore_ascii_case("OFF")) {
-        return None;
-    }
-    secs.or(days)
-}
 
 fn check_retention(vars: &[(String, String)], r: &mut Report) {
     let has_seconds = var(vars, "binlog_expire_logs_seconds").is_some();

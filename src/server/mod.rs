@@ -24,15 +24,17 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::Settled;
 use crate::config::Config;
 use crate::deliver::Stats;
-use crate::metrics::{Metrics, Snapshot};
+use crate::metrics::{Checkpoint, Metrics, Snapshot};
 use crate::source::reader::ReaderStatus;
 
 /// Paths the server always serves besides `server.path`.
-pub const FIXED_PATHS: [&str; 3] = ["/live", "/ready", "/metrics"];
+pub use crate::config::SERVER_FIXED_PATHS as FIXED_PATHS;
 
 /// Live state shared by the pipeline (writers) and the server (reader).
 #[derive(Debug)]
@@ -41,16 +43,16 @@ pub struct Health {
     pub dispatcher_running: AtomicBool,
     /// Used until the reader's own status is attached (`source`).
     pub connected: AtomicBool,
-    /// Used until the delivery engine's stats are attached (`delivery`).
-    pub queue_size: AtomicU64,
     /// Binlog timestamp of the last change seen, seconds since the epoch (0 = none).
     pub last_event_time: AtomicI64,
-    /// Dead letters as the pipeline counts them (earlier runs + this one).
-    pub dead_letters: AtomicU64,
+    /// Dead letters in the store when the pipeline started (this run's
+    /// are in the delivery engine's stats).
+    pub dead_letters_before: AtomicU64,
     /// Dead letters in the store as last counted by the monitor (-1: not yet).
     pub dead_letters_stored: AtomicI64,
-    /// The settled position (`file:pos`): every change before it is settled.
-    pub position: Mutex<Option<String>>,
+    /// The settled position and the saved checkpoint, as the pipeline's
+    /// commit tracker publishes them.
+    settled: watch::Receiver<Settled>,
     /// The binlog reader's own state (connection, reconnects), once it runs.
     pub source: OnceLock<Arc<ReaderStatus>>,
     /// The delivery engine's counters, once it runs.
@@ -83,11 +85,12 @@ impl Health {
             monitor_running: AtomicBool::new(false),
             dispatcher_running: AtomicBool::new(false),
             connected: AtomicBool::new(false),
-            queue_size: AtomicU64::new(0),
             last_event_time: AtomicI64::new(0),
-            dead_letters: AtomicU64::new(0),
+            dead_letters_before: AtomicU64::new(0),
             dead_letters_stored: AtomicI64::new(-1),
-            position: Mutex::new(None),
+            // Nothing published until the pipeline's tracker is attached
+            // (`Health::for_config`).
+            settled: watch::channel(Settled::default()).1,
             source: OnceLock::new(),
             delivery: OnceLock::new(),
             metrics,
@@ -97,30 +100,29 @@ impl Health {
         }
     }
 
-    /// Health and metrics for `config` (its tasks, `server.down_after`, `server.stall_after`).
-    pub fn for_config(config: &Config) -> Health {
+    /// Health and metrics for `config` (its tasks, `server.down_after`,
+    /// `server.stall_after`), reading the settled position from `settled`.
+    pub fn for_config(config: &Config, settled: watch::Receiver<Settled>) -> Health {
         let ids: Vec<&str> = config.tasks.iter().map(|t| t.task_id.as_str()).collect();
-        Health::new(
-            Arc::new(Metrics::new(&ids)),
-            config.server.down_after,
-            config.server.stall_after,
-        )
-    }
-
-    /// Attaches the delivery engine's counters (and gives it the metrics).
-    pub fn attach_delivery(&self, stats: Arc<Stats>) {
-        let _ = stats.metrics.set(self.metrics.clone());
-        let _ = self.delivery.set(stats);
-    }
-
-    pub fn set_position(&self, pos: String) {
-        if let Ok(mut p) = self.position.lock() {
-            *p = Some(pos);
+        Health {
+            settled,
+            ..Health::new(
+                Arc::new(Metrics::new(&ids)),
+                config.server.down_after,
+                config.server.stall_after,
+            )
         }
     }
 
+    /// The settled position and the saved checkpoint, now.
+    pub fn settled(&self) -> Settled {
+        self.settled.borrow().clone()
+    }
+
+    /// The settled position (`file:pos`): every change before it is settled.
     pub fn position(&self) -> Option<String> {
-        self.position.lock().ok().and_then(|p| p.clone())
+        let s = self.settled.borrow();
+        s.position.as_ref().map(|c| format!("{}:{}", c.file, c.pos))
     }
 
     fn is_connected(&self) -> bool {
@@ -138,7 +140,7 @@ impl Health {
     fn queue_size(&self) -> u64 {
         match self.delivery.get() {
             Some(s) => s.queued.load(Ordering::Relaxed),
-            None => self.queue_size.load(Ordering::Relaxed),
+            None => 0,
         }
     }
 
@@ -222,7 +224,11 @@ impl Health {
         if stored >= 0 {
             stored as u64
         } else {
-            self.dead_letters.load(Ordering::Relaxed)
+            let this_run = self
+                .delivery
+                .get()
+                .map_or(0, |s| s.dead_lettered.load(Ordering::Relaxed));
+            self.dead_letters_before.load(Ordering::Relaxed) + this_run
         }
     }
 
@@ -252,6 +258,16 @@ impl Health {
         let src = self.source.get();
         let stats = self.delivery.get();
         let stored = self.dead_letters_stored.load(Ordering::Relaxed);
+        let checkpoint = self
+            .settled
+            .borrow()
+            .saved
+            .as_ref()
+            .map(|(c, at)| Checkpoint {
+                file: c.file.to_string(),
+                pos: c.pos,
+                saved_at: *at,
+            });
         Snapshot {
             binlog_bytes_read: src.map_or(0, |s| s.bytes_read.load(Ordering::Relaxed)),
             reconnects: src.map_or(0, |s| s.reconnects.load(Ordering::Relaxed)),
@@ -261,6 +277,7 @@ impl Health {
             in_flight: stats.map_or(0, |s| s.in_flight.load(Ordering::Relaxed)),
             dead_letters_stored: (stored >= 0).then_some(stored as u64),
             healthy: self.is_up(),
+            checkpoint,
         }
     }
 }
@@ -297,6 +314,30 @@ async fn metrics(State(h): State<Arc<Health>>) -> impl IntoResponse {
     )
 }
 
+/// Why the health server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// `server.path` is one of the fixed paths.
+    #[error("server.path `{path}` is taken: the server also serves {}; choose another health path", FIXED_PATHS.join(", "))]
+    PathTaken {
+        /// The configured path.
+        path: String,
+    },
+    /// The address cannot be listened on (in use, not allowed).
+    #[error("cannot listen on {bind}:{port} for the health server: {source}")]
+    Listen {
+        /// `server.bind`.
+        bind: String,
+        /// `server.port`.
+        port: u16,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The bound address cannot be read back.
+    #[error("health server address: {0}")]
+    Address(std::io::Error),
+}
+
 /// Binds the server; returns the bound address and a future that serves
 /// until `cancel`, then finishes the requests in progress and returns.
 pub async fn bind(
@@ -305,12 +346,11 @@ pub async fn bind(
     path: &str,
     health_state: Arc<Health>,
     cancel: CancellationToken,
-) -> Result<(SocketAddr, impl std::future::Future<Output = ()>), String> {
+) -> Result<(SocketAddr, impl std::future::Future<Output = ()>), ServeError> {
     if FIXED_PATHS.contains(&path) {
-        return Err(format!(
-            "server.path `{path}` is taken: the server also serves {}; choose another health path",
-            FIXED_PATHS.join(", ")
-        ));
+        return Err(ServeError::PathTaken {
+            path: path.to_string(),
+        });
     }
     let app = Router::new()
         .route(path, get(health))
@@ -320,10 +360,12 @@ pub async fn bind(
         .with_state(health_state);
     let listener = tokio::net::TcpListener::bind((bind, port))
         .await
-        .map_err(|e| format!("cannot listen on {bind}:{port} for the health server: {e}"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("health server address: {e}"))?;
+        .map_err(|source| ServeError::Listen {
+            bind: bind.to_string(),
+            port,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServeError::Address)?;
     let fut = async move {
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(async move { cancel.cancelled().await })
@@ -404,7 +446,7 @@ mod tests {
         );
         running(&h);
         let stats = Arc::new(Stats::default());
-        h.attach_delivery(stats.clone());
+        let _ = h.delivery.set(stats.clone());
         h.sample_delivery();
         assert!(h.is_up());
         stats.queued.store(3, Ordering::Relaxed);

@@ -107,12 +107,9 @@ impl Monitor {
     /// The binlog file pikachu must resume from: the checkpoint's, else
     /// the settled position's.
     fn needed_file(&self) -> Option<String> {
-        if let Some(c) = self.health.metrics.checkpoint() {
-            return Some(c.file);
-        }
-        let pos = self.health.position()?;
-        let (file, _) = pos.rsplit_once(':')?;
-        Some(file.to_string())
+        let settled = self.health.settled();
+        let (saved, position) = (settled.saved.map(|(c, _)| c), settled.position);
+        saved.or(position).map(|c| c.file.to_string())
     }
 
     async fn retention(&mut self) {
@@ -168,7 +165,7 @@ impl Monitor {
                     .binlogs
                     .as_ref()
                     .and_then(|b| b.retention)
-                    .map(crate::preflight::human_duration)
+                    .map(crate::telemetry::human_duration)
                     .unwrap_or_default();
                 let gone = self
                     .binlogs
@@ -179,7 +176,7 @@ impl Monitor {
                 } else if *secs <= 0.0 {
                     tracing::warn!(file = %file, headroom_seconds = *secs as i64, "the server may purge binlog {file} at its next rotation, and pikachu still needs it (binlog retention {retention}): if pikachu stops now, the changes from there on are lost; raise binlog_expire_logs_seconds");
                 } else {
-                    tracing::warn!(file = %file, headroom_seconds = *secs as i64, "binlog {file}, which pikachu still needs, may be purged by the server in {} (binlog retention {retention}): if pikachu is stopped or behind for longer, those changes are lost; raise binlog_expire_logs_seconds", crate::preflight::human_duration(*secs));
+                    tracing::warn!(file = %file, headroom_seconds = *secs as i64, "binlog {file}, which pikachu still needs, may be purged by the server in {} (binlog retention {retention}): if pikachu is stopped or behind for longer, those changes are lost; raise binlog_expire_logs_seconds", crate::telemetry::human_duration(*secs));
                 }
             }
         }

@@ -1,6 +1,9 @@
 //! What the server says about its binary logs: the files it has
 //! (`SHOW BINARY LOGS`), when each was created (the time of its first
-//! event), and the binlog *history* they belong to.
+//! event), the binlog *history* they belong to, the GTID position and
+//! state (MariaDB `BINLOG_GTID_POS`, `@@gtid_binlog_state`) and how long
+//! the server keeps them (its retention settings). The checkpoint, replay,
+//! the reader, preflight and the retention metrics ask here.
 //!
 //! A binlog file's name does not identify it: `RESET MASTER` (MySQL 8.4:
 //! `RESET BINARY LOGS AND GTIDS`) deletes every file and starts again at
@@ -68,6 +71,49 @@ pub async fn list(conn: &mut Conn) -> Result<Vec<BinlogFile>, SourceError> {
             Some(BinlogFile { name, size })
         })
         .collect())
+}
+
+/// MariaDB: the GTID state at `file:pos` (`BINLOG_GTID_POS`); `None`
+/// when the server does not know it (or is not MariaDB).
+pub async fn gtid_pos(conn: &mut Conn, file: &str, pos: u64) -> Option<String> {
+    use mysql_async::prelude::Queryable;
+    conn.exec_first::<Option<String>, _, _>("SELECT BINLOG_GTID_POS(?, ?)", (file, pos))
+        .await
+        .ok()
+        .flatten()
+        .flatten()
+}
+
+/// MariaDB: `@@gtid_binlog_state`, the last GTID of every (domain, server)
+/// pair the server's binlog holds (empty when none).
+pub async fn gtid_binlog_state(conn: &mut Conn) -> Result<String, SourceError> {
+    Ok(connect::query_row(conn, "SELECT @@gtid_binlog_state")
+        .await?
+        .and_then(|r| r.into_iter().next().flatten())
+        .unwrap_or_default())
+}
+
+/// The retention in seconds, `None` when binlogs are never purged automatically.
+/// MySQL 8 and MariaDB 10.6+: `binlog_expire_logs_seconds` (0 = unset, then
+/// `expire_logs_days`); older servers: `expire_logs_days` only.
+/// `vars` are (lower-case name, value) pairs of `SHOW GLOBAL VARIABLES`.
+pub fn retention_secs(vars: &[(String, String)]) -> Option<f64> {
+    let var = |name: &str| {
+        vars.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let secs = var("binlog_expire_logs_seconds")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| *s > 0.0);
+    let days = var("expire_logs_days")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|d| *d > 0.0)
+        .map(|d| d * 86_400.0);
+    if var("binlog_expire_logs_auto_purge").is_some_and(|v| v.eq_ignore_ascii_case("OFF")) {
+        return None;
+    }
+    secs.or(days)
 }
 
 /// The sequence number of a binlog file name (`mysql-bin.000042` → 42).

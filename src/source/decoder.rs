@@ -35,21 +35,7 @@ pub enum Output {
     Xa(XaEvent),
 }
 
-/// The end of a transaction: where to resume so that it is not read again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Commit {
-    pub file: Arc<str>,
-    pub pos: u64,
-    pub gtid: Option<Arc<str>>,
-    /// MariaDB: the server's GTID state after this transaction (the last
-    /// GTID of every replication domain, `d-s-n,d-s-n`), as far as the stream
-    /// told it; resuming with it works on any server of the topology.
-    pub gtid_state: Option<Arc<str>>,
-    pub timestamp: u32,
-    /// Creation time of `file` (the binlog timestamp of its format
-    /// description event); 0 when the stream did not show it.
-    pub file_created: u32,
-}
+pub use crate::event::Commit;
 
 /// Which tables the decoder decodes rows for.
 pub type TableFilter = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;

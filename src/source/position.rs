@@ -6,7 +6,7 @@ use std::fmt;
 
 use mysql_async::Conn;
 
-use super::connect::{query_row, query_rows, Flavour, ServerInfo};
+use super::connect::{query_row, Flavour, ServerInfo};
 use super::error::SourceError;
 use crate::config::StartPosition;
 
@@ -54,18 +54,7 @@ impl fmt::Display for StartAt {
     }
 }
 
-/// Parses a MySQL GTID set (`uuid:1-100:200,uuid2[:tag]:1-5`, whitespace
-/// allowed) into the form the binlog dump request takes.
-pub fn parse_mysql_gtid_set(set: &str) -> Result<Vec<mysql_common::packets::Sid<'static>>, String> {
-    set.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.parse::<mysql_common::packets::Sid<'static>>()
-                .map_err(|e| format!("`{p}` is not a MySQL GTID set entry (uuid:1-100): {e}"))
-        })
-        .collect()
-}
+pub use crate::config::parse_mysql_gtid_set;
 
 /// The server's current end of binlog.
 pub async fn latest(conn: &mut Conn, info: &ServerInfo) -> Result<FilePos, SourceError> {
@@ -92,10 +81,11 @@ pub async fn latest(conn: &mut Conn, info: &ServerInfo) -> Result<FilePos, Sourc
 
 /// The oldest position the server still has.
 pub async fn earliest(conn: &mut Conn) -> Result<FilePos, SourceError> {
-    let rows = query_rows(conn, "SHOW BINARY LOGS").await?;
-    let file = rows
-        .first()
-        .and_then(|r| r.first().cloned().flatten())
+    let file = super::binlogs::list(conn)
+        .await?
+        .into_iter()
+        .next()
+        .map(|f| f.name)
         .ok_or_else(|| {
             SourceError::Config("the server has no binary logs (is log_bin on?)".into())
         })?;

@@ -139,10 +139,7 @@ async fn open_stream(
     // GTID state at the start position, so commits carry the full state.
     let gtid_seed = match (info.flavour, start) {
         (Flavour::MariaDb, StartAt::FilePos(p)) => {
-            let r: Result<Option<Option<String>>, _> = conn
-                .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (p.file.as_str(), p.pos))
-                .await;
-            r.ok().flatten().flatten()
+            super::binlogs::gtid_pos(&mut conn, &p.file, p.pos).await
         }
         (Flavour::MariaDb, StartAt::Gtid(g)) => Some(g.clone()),
         _ => None,
@@ -648,11 +645,11 @@ pub async fn run_with_reconnect(
             Err(e) => e,
         };
         failures += 1;
-        let mut delay = crate::deliver::backoff::full_jitter(
+        let mut delay = crate::backoff::full_jitter(
             Duration::from_millis(200),
             Duration::from_secs(10),
             failures.min(16),
-            0.5 + crate::deliver::backoff::rand01() / 2.0,
+            0.5 + crate::backoff::rand01() / 2.0,
         );
         if let SourceError::ServerIdClash { .. } = &e {
             delay = delay.max(CLASH_MIN_DELAY);

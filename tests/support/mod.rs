@@ -1,5 +1,6 @@
 //! Test harness shared by the integration tests (`mod support;`).
 //!
+//! - [`config`]: library-level dispatcher and task configs.
 //! - [`mariadb`]: private `mariadbd` servers with a ROW binlog, started by
 //!   the test process itself ([`MariaDb::shared`], [`MariaDb::start`]).
 //! - [`receiver`]: a real HTTP webhook receiver whose answers tests can
@@ -10,6 +11,7 @@
 //! of it, hence the allows.
 #![allow(dead_code, unused_imports)]
 
+pub mod config;
 pub mod mariadb;
 pub mod pikachu;
 pub mod receiver;

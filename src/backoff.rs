@@ -1,5 +1,7 @@
 //! Retry delays: exponential backoff with full jitter, capped
-//! (`random(0, min(max, base * 2^attempt))`), and `Retry-After` parsing.
+//! (`random(0, min(max, base * 2^attempt))`). A leaf shared by the binlog
+//! reader's reconnects, the delivery engine's retries and `pikachu dlq
+//! replay`.
 
 use std::time::Duration;
 
@@ -13,11 +15,6 @@ pub fn full_jitter(base: Duration, max: Duration, attempt: u32, rand01: f64) -> 
 /// A random number in [0, 1).
 pub fn rand01() -> f64 {
     fastrand::f64()
-}
-
-/// Parses a `Retry-After` header given in seconds (HTTP dates are ignored).
-pub fn retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 #[cfg(test)]
@@ -34,11 +31,5 @@ mod tests {
         assert_eq!(full_jitter(b, m, 40, 1.0), m);
         assert_eq!(full_jitter(b, m, 3, 0.5), Duration::from_secs(4));
         assert_eq!(full_jitter(b, m, 3, 0.0), Duration::ZERO);
-    }
-
-    #[test]
-    fn retry_after_seconds() {
-        assert_eq!(retry_after(" 7 "), Some(Duration::from_secs(7)));
-        assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
     }
 }

@@ -9,15 +9,19 @@
 //! crash at any moment resumes without losing anything; what was in flight
 //! is delivered again (at least once; ids let receivers de-duplicate).
 
+mod tracker;
+
+pub use tracker::{CommitTracker, Settled};
+
 use std::sync::{Arc, Mutex};
 
 use mysql_async::Conn;
 
 use crate::config::{Config, StartPosition};
+use crate::event::Commit;
 use crate::source::binlogs::{self, FileIdentity, History, Standing};
 use crate::source::connect::{self, Flavour, ServerInfo};
 use crate::source::position::{self, FilePos, StartAt};
-use crate::source::reader::Commit;
 use crate::source::SourceError;
 use crate::store::{Checkpoint, Store};
 
@@ -130,10 +134,7 @@ pub async fn decide_start(
     // by GTID, and only if it has everything up to our position.
     match (info.flavour, &cp.gtid_state) {
         (Flavour::MariaDb, Some(state)) => {
-            let have = connect::query_row(conn, "SELECT @@gtid_binlog_state")
-                .await?
-                .and_then(|r| r.into_iter().next().flatten())
-                .unwrap_or_default();
+            let have = binlogs::gtid_binlog_state(conn).await?;
             // @@gtid_binlog_state has the last GTID of every (domain, server)
             // pair the server's binlog holds: a server of the same topology
             // has ours, at or past our sequence number.
@@ -302,15 +303,7 @@ async fn gtid_pos(conn: &mut Conn, info: &ServerInfo, p: &FilePos) -> Option<Str
     if info.flavour != Flavour::MariaDb {
         return None;
     }
-    use mysql_async::prelude::Queryable;
-    conn.exec_first::<Option<String>, _, _>(
-        "SELECT BINLOG_GTID_POS(?, ?)",
-        (p.file.as_str(), p.pos),
-    )
-    .await
-    .ok()
-    .flatten()
-    .flatten()
+    binlogs::gtid_pos(conn, &p.file, p.pos).await
 }
 
 /// The checkpoint for a settled commit on `info`'s server, in `history`.
@@ -382,14 +375,14 @@ impl Saver {
 }
 
 /// `pikachu position show`: the saved position, one line.
-pub fn show(cfg: &Config) -> Result<String, String> {
-    let Some(store) = Store::open_read_only(&cfg.state_dir).map_err(|e| e.to_string())? else {
+pub fn show(cfg: &Config) -> Result<String, CheckpointError> {
+    let Some(store) = Store::open_read_only(&cfg.state_dir).map_err(store_error)? else {
         return Ok(format!(
             "no checkpoint (no state in {}): the next run starts from `start` in the config",
             cfg.state_dir.display()
         ));
     };
-    Ok(match store.checkpoint().map_err(|e| e.to_string())? {
+    Ok(match store.checkpoint().map_err(store_error)? {
         None => "no checkpoint: the next run starts from `start` in the config".to_string(),
         Some(c) => {
             let at = if c.file.is_empty() {
@@ -415,15 +408,19 @@ pub fn show(cfg: &Config) -> Result<String, String> {
 }
 
 /// `pikachu position reset`: forgets the saved position.
-pub fn reset(cfg: &Config) -> Result<bool, String> {
-    match Store::open_existing(&cfg.state_dir).map_err(|e| e.to_string())? {
+pub fn reset(cfg: &Config) -> Result<bool, CheckpointError> {
+    match Store::open_existing(&cfg.state_dir).map_err(store_error)? {
         None => Ok(false),
         Some(mut s) => {
             // The schema history is tied to the positions read: start afresh.
-            s.clear_schema_history().map_err(|e| e.to_string())?;
-            s.clear_checkpoint().map_err(|e| e.to_string())
+            s.clear_schema_history().map_err(store_error)?;
+            s.clear_checkpoint().map_err(store_error)
         }
     }
+}
+
+fn store_error(e: impl std::fmt::Display) -> CheckpointError {
+    CheckpointError::Store(e.to_string())
 }
 
 /// `pikachu position set SPEC`: saves a position for the configured server.
@@ -490,7 +487,7 @@ pub async fn set(cfg: &Config, spec: &str) -> Result<String, CheckpointError> {
     store
         .clear_schema_history()
         .map_err(|e| CheckpointError::Store(e.to_string()))?;
-    show(cfg).map_err(CheckpointError::Store)
+    show(cfg)
 }
 
 /// Whether `old` was taken on this server in the binlog history it has now
