@@ -36,6 +36,7 @@ fn task(id: &str, url: &str) -> TaskConfig {
         headers: vec![],
         batch: None,
         on_failure: OnFailure::DeadLetter,
+        snapshot: Default::default(),
     }
 }
 

@@ -91,6 +91,7 @@ async fn signatures_verify_with_the_reference_implementation() {
         headers: vec![("Authorization".into(), "Bearer tok".into())],
         batch: None,
         on_failure: OnFailure::DeadLetter,
+        snapshot: Default::default(),
     };
     let cfg = DispatcherConfig {
         worker_count: 4,

@@ -1,0 +1,1 @@
+//! `pikachu snapshot start|status|cancel` (placeholder).
