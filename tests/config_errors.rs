@@ -790,8 +790,16 @@ fn snapshot_mode_and_chunk_size_are_checked() {
     let text = format!("{DB}tasks:\n{TASK_A}  snapshot: always\n");
     let e = err(&text);
     assert!(matches!(e, ConfigError::Invalid(_)), "{e:?}");
-    let first = assert_located(&e, "config.yaml", line_of(&text, "snapshot:", 0), "snapshot");
-    assert!(first.contains("initial") && first.contains("never"), "{first}");
+    let first = assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "snapshot:", 0),
+        "snapshot",
+    );
+    assert!(
+        first.contains("initial") && first.contains("never"),
+        "{first}"
+    );
     // A chunk size out of range, and of the wrong type.
     for (bad, kind) in [("0", "range"), ("100001", "range"), ("\"big\"", "type")] {
         let text = format!("{DB}snapshot:\n  chunk_size: {bad}\ntasks:\n{TASK_A}");
@@ -800,7 +808,12 @@ fn snapshot_mode_and_chunk_size_are_checked() {
             "range" => assert!(matches!(e, ConfigError::Invalid(_)), "{bad}: {e:?}"),
             _ => assert!(matches!(e, ConfigError::WrongType(_)), "{bad}: {e:?}"),
         }
-        assert_located(&e, "config.yaml", line_of(&text, "chunk_size", 0), "chunk_size");
+        assert_located(
+            &e,
+            "config.yaml",
+            line_of(&text, "chunk_size", 0),
+            "chunk_size",
+        );
     }
     // An unknown key under `snapshot`.
     let text = format!("{DB}snapshot:\n  chunk: 10\ntasks:\n{TASK_A}");

@@ -79,7 +79,8 @@ impl KeyPart {
         })
     }
 
-    fn to_value(&self) -> Value {
+    /// The value as a statement parameter.
+    pub fn to_value(&self) -> Value {
         match self {
             KeyPart::Int(i) => Value::Int(*i),
             KeyPart::UInt(u) => Value::UInt(*u),
@@ -104,7 +105,8 @@ impl Cursor {
 
     /// Parses [`Cursor::to_json`]'s text.
     pub fn from_json(text: &str) -> Result<Cursor, String> {
-        serde_json::from_str(text).map_err(|e| format!("saved snapshot key `{text}` is not valid: {e}"))
+        serde_json::from_str(text)
+            .map_err(|e| format!("saved snapshot key `{text}` is not valid: {e}"))
     }
 }
 
@@ -154,9 +156,7 @@ pub async fn prepare_session(conn: &mut Conn, db: &str, table: &str) -> Result<(
 
 /// The position a MariaDB consistent snapshot corresponds to.
 async fn snapshot_position(conn: &mut Conn) -> Result<Option<FilePos>, mysql_async::Error> {
-    let rows: Vec<(String, String)> = conn
-        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
-        .await?;
+    let rows: Vec<(String, String)> = conn.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await?;
     let get = |name: &str| {
         rows.iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -164,7 +164,9 @@ async fn snapshot_position(conn: &mut Conn) -> Result<Option<FilePos>, mysql_asy
     };
     Ok(
         match (get("binlog_snapshot_file"), get("binlog_snapshot_position")) {
-            (Some(file), Some(pos)) if !file.is_empty() => pos.parse().ok().map(|pos| FilePos { file, pos }),
+            (Some(file), Some(pos)) if !file.is_empty() => {
+                pos.parse().ok().map(|pos| FilePos { file, pos })
+            }
             _ => None,
         },
     )
@@ -191,7 +193,10 @@ pub async fn read_chunk(
     let result = select_in_transaction(conn, info, plan, after, limit, opts).await;
     // Read-only: ending it either way is the same; a failed COMMIT leaves
     // nothing behind (the connection is dropped by the caller on error).
-    let end = conn.query_drop("COMMIT").await.map_err(err("ending the chunk's transaction"));
+    let end = conn
+        .query_drop("COMMIT")
+        .await
+        .map_err(err("ending the chunk's transaction"));
     let (rows, snapshot) = result?;
     end?;
     let high = position::latest(conn, info).await?;
@@ -243,7 +248,11 @@ async fn select_in_transaction(
                         plan.key.len()
                     ),
                 })?;
-                p.push(part.to_value());
+                let column = plan.key.get(k).and_then(|&i| plan.columns.get(i));
+                p.push(match column {
+                    Some(c) => super::plan::key_param(c, part),
+                    None => part.to_value(),
+                });
             }
             p.push(limit_value);
             (&plan.next_sql, p)
@@ -285,22 +294,32 @@ pub fn convert_row(
             image.push_null();
             continue;
         }
-        values::render(&c.kind, v, image.buf_mut(), opts).map_err(|detail| SnapshotError::Value {
-            db: plan.db.clone(),
-            table: plan.table.clone(),
-            column: c.name.clone(),
-            detail,
+        values::render(&c.kind, v, image.buf_mut(), opts).map_err(|detail| {
+            SnapshotError::Value {
+                db: plan.db.clone(),
+                table: plan.table.clone(),
+                column: c.name.clone(),
+                detail,
+            }
         })?;
         image.end_value();
     }
     let mut parts = Vec::with_capacity(plan.key.len());
     for &i in &plan.key {
-        let part = values.get(i).and_then(KeyPart::from_value).ok_or_else(|| SnapshotError::Value {
-            db: plan.db.clone(),
-            table: plan.table.clone(),
-            column: plan.columns.get(i).map(|c| c.name.clone()).unwrap_or_default(),
-            detail: "a key column is NULL".into(),
-        })?;
+        let part =
+            values
+                .get(i)
+                .and_then(KeyPart::from_value)
+                .ok_or_else(|| SnapshotError::Value {
+                    db: plan.db.clone(),
+                    table: plan.table.clone(),
+                    column: plan
+                        .columns
+                        .get(i)
+                        .map(|c| c.name.clone())
+                        .unwrap_or_default(),
+                    detail: "a key column is NULL".into(),
+                })?;
         parts.push(part);
     }
     let key = RowKey::of_image(&image, &plan.key).ok_or_else(|| SnapshotError::Value {

@@ -385,6 +385,9 @@ fn bound_expr(c: &PlanColumn) -> String {
         (ColumnKind::Decimal { precision, scale }, _, _) => {
             format!("CAST(? AS DECIMAL({precision},{scale}))")
         }
+        // Text and binary keys are bound as hex (see `key_param`): a string
+        // parameter is taken in the connection's charset, and bytes of
+        // another charset (latin1 é) would be changed on the way.
         (
             ColumnKind::Str {
                 mode: TextMode::Binary,
@@ -392,13 +395,35 @@ fn bound_expr(c: &PlanColumn) -> String {
             },
             _,
             _,
-        ) => "CAST(? AS BINARY)".into(),
+        ) => "UNHEX(?)".into(),
         (ColumnKind::Str { .. }, Some(cs), Some(coll)) if safe(cs) && safe(coll) => {
             // The bytes as read (character_set_results = NULL: the column's
-            // charset), re-labelled with it, compared by the column's collation.
-            format!("CONVERT(CAST(? AS BINARY) USING {cs}) COLLATE {coll}")
+            // charset), labelled with it, compared by the column's collation.
+            format!("CONVERT(UNHEX(?) USING {cs}) COLLATE {coll}")
         }
+        (ColumnKind::Str { .. }, _, _) => "UNHEX(?)".into(),
         _ => "?".into(),
+    }
+}
+
+/// The parameter value binding key part `part` of column `c` (to go with
+/// `bound_expr`): text and binary as hex text, BIT as its number.
+pub fn key_param(c: &PlanColumn, part: &crate::snapshot::KeyPart) -> mysql_async::Value {
+    use crate::snapshot::KeyPart;
+    match (&c.kind, part) {
+        (ColumnKind::Str { .. }, KeyPart::Bytes(b)) => {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            let mut h = Vec::with_capacity(b.len() * 2);
+            for &x in b {
+                h.push(HEX[usize::from(x >> 4)]);
+                h.push(HEX[usize::from(x & 0xf)]);
+            }
+            mysql_async::Value::Bytes(h)
+        }
+        (ColumnKind::Bit { .. }, KeyPart::Bytes(b)) => {
+            mysql_async::Value::UInt(b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
+        }
+        _ => part.to_value(),
     }
 }
 
@@ -439,7 +464,10 @@ pub fn keyset_condition(key: &[(String, String)]) -> (String, Vec<usize>) {
     };
     let mut all = vec![0];
     all.extend(params);
-    (format!("{col0} >= {bound0} AND ({})", ors.join(" OR ")), all)
+    (
+        format!("{col0} >= {bound0} AND ({})", ors.join(" OR ")),
+        all,
+    )
 }
 
 /// Builds the plan of `db`.`table`: reads its columns and indexes, checks
@@ -461,6 +489,7 @@ pub async fn plan_table(
     if facts.is_empty() {
         return Err(no_table());
     }
+    check_readable(conn, db, table, facts.len()).await?;
     let schema = schema::load(conn, mariadb, db, table)
         .await
         .map_err(|e| SnapshotError::Query {
@@ -543,13 +572,54 @@ fn decoders(
         columns: map_columns,
         primary_key: None,
     };
-    let dec = table_map::build_decoder(&tm, Some(schema)).map_err(|detail| SnapshotError::Value {
-        db: db.to_string(),
-        table: table.to_string(),
-        column: "?".into(),
-        detail,
-    })?;
+    let dec =
+        table_map::build_decoder(&tm, Some(schema)).map_err(|detail| SnapshotError::Value {
+            db: db.to_string(),
+            table: table.to_string(),
+            column: "?".into(),
+            detail,
+        })?;
     Ok((dec.table, dec.kinds))
+}
+
+/// `SELECT *` needs SELECT on every column: with a grant on some columns
+/// only, `information_schema` shows just those, and a snapshot of them
+/// would be rows with columns missing. Refused here, with the grant to give.
+async fn check_readable(
+    conn: &mut Conn,
+    db: &str,
+    table: &str,
+    columns: usize,
+) -> Result<(), SnapshotError> {
+    let sql = format!(
+        "SELECT * FROM {}.{} LIMIT 0",
+        quote_ident(db),
+        quote_ident(table)
+    );
+    let what = "reading it (SELECT * … LIMIT 0)";
+    let result = conn
+        .query_iter(sql)
+        .await
+        .map_err(|e| query_err(db, table, what, e))?;
+    let seen = result.columns().map(|c| c.len()).unwrap_or(0);
+    result
+        .drop_result()
+        .await
+        .map_err(|e| query_err(db, table, what, e))?;
+    if seen != columns {
+        return Err(SnapshotError::Query {
+            db: db.to_string(),
+            table: table.to_string(),
+            what: what.into(),
+            reason: format!(
+                "SELECT * returns {seen} columns but information_schema lists {columns}; \
+                 grant SELECT on the whole table: GRANT SELECT ON {}.{} TO <pikachu's user>",
+                quote_ident(db),
+                quote_ident(table)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Checks a `--where` condition: its shape, then the server's view of it
@@ -703,17 +773,20 @@ mod tests {
         .into_iter()
         .chain([ColumnKind::Geometry { len_bytes: 4 }])
         .collect::<Vec<_>>();
-        let with_pk = [ix("u_b", true, &["b"], false), ix("PRIMARY", true, &["a", "b"], false)];
+        let with_pk = [
+            ix("u_b", true, &["b"], false),
+            ix("PRIMARY", true, &["a", "b"], false),
+        ];
         assert_eq!(
             choose_key(&with_pk, &cols, &kinds),
             Some(("PRIMARY".into(), vec![0, 1]))
         );
         let no_pk = [
             ix("u_ab", true, &["a", "b"], false),
-            ix("u_c", true, &["c"], false),      // nullable
-            ix("u_g", true, &["g"], false),      // geometry
-            ix("u_bp", true, &["b"], true),      // prefix
-            ix("k_a", false, &["a"], false),     // not unique
+            ix("u_c", true, &["c"], false),       // nullable
+            ix("u_g", true, &["g"], false),       // geometry
+            ix("u_bp", true, &["b"], true),       // prefix
+            ix("k_a", false, &["a"], false),      // not unique
             ix("u_ba", true, &["b", "a"], false), // same size: by name
         ];
         assert_eq!(

@@ -64,7 +64,12 @@ fn int_bytes(kind: &ColumnKind, value: &Value, n: usize) -> Result<Vec<u8>, Stri
     Ok(raw.to_le_bytes()[..n.min(8)].to_vec())
 }
 
-fn decode(kind: &ColumnKind, bytes: &[u8], out: &mut Vec<u8>, opts: &DecodeOptions) -> Result<(), String> {
+fn decode(
+    kind: &ColumnKind,
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+    opts: &DecodeOptions,
+) -> Result<(), String> {
     decode_value(kind, bytes, out, opts)
         .map(|_| ())
         .map_err(|e| e.to_string())
@@ -110,7 +115,9 @@ fn render_temporal(
     opts: &DecodeOptions,
 ) -> Result<(), String> {
     let fsp_of = |k: &ColumnKind| match k {
-        ColumnKind::Time2 { fsp } | ColumnKind::DateTime2 { fsp } | ColumnKind::Timestamp2 { fsp } => *fsp,
+        ColumnKind::Time2 { fsp }
+        | ColumnKind::DateTime2 { fsp }
+        | ColumnKind::Timestamp2 { fsp } => *fsp,
         _ => 0,
     };
     let fsp = fsp_of(kind);
@@ -120,11 +127,17 @@ fn render_temporal(
             let v = u32::from(*d) | (u32::from(*m) << 5) | (u32::from(*y) << 9);
             decode(kind, &v.to_le_bytes()[..3], out, opts)
         }
-        (ColumnKind::DateTime | ColumnKind::DateTime2 { .. }, Value::Date(y, mo, d, h, mi, s, us)) => {
+        (
+            ColumnKind::DateTime | ColumnKind::DateTime2 { .. },
+            Value::Date(y, mo, d, h, mi, s, us),
+        ) => {
             let packed = datetime_packed(*y, *mo, *d, *h, *mi, *s, *us);
             temporal::write_datetime_packed(out, packed, fsp, false).map_err(bad)
         }
-        (ColumnKind::Timestamp | ColumnKind::Timestamp2 { .. }, Value::Date(y, mo, d, h, mi, s, us)) => {
+        (
+            ColumnKind::Timestamp | ColumnKind::Timestamp2 { .. },
+            Value::Date(y, mo, d, h, mi, s, us),
+        ) => {
             // time_zone is '+00:00': the value is the stored UTC instant.
             let secs = if (*y, *mo, *d) == (0, 0, 0) {
                 0
@@ -134,8 +147,8 @@ fn render_temporal(
                     + i64::from(*mi) * 60
                     + i64::from(*s)
             };
-            let secs = u64::try_from(secs)
-                .map_err(|_| format!("TIMESTAMP before 1970: {y}-{mo}-{d}"))?;
+            let secs =
+                u64::try_from(secs).map_err(|_| format!("TIMESTAMP before 1970: {y}-{mo}-{d}"))?;
             if *us > 999_999 {
                 return Err(format!("TIMESTAMP fraction {us} ≥ 1 s"));
             }
@@ -159,9 +172,12 @@ fn render_inner(
     opts: &DecodeOptions,
 ) -> Result<(), String> {
     match kind {
-        ColumnKind::Int { bytes, .. } => {
-            decode(kind, &int_bytes(kind, value, usize::from(*bytes))?, out, opts)
-        }
+        ColumnKind::Int { bytes, .. } => decode(
+            kind,
+            &int_bytes(kind, value, usize::from(*bytes))?,
+            out,
+            opts,
+        ),
         ColumnKind::Float => match value {
             Value::Float(f) => decode(kind, &f.to_le_bytes(), out, opts),
             _ => Err(unexpected(kind, value)),
@@ -222,9 +238,12 @@ fn render_inner(
             Value::Bytes(b) => decode(kind, &length_prefixed(b, *len_bytes)?, out, opts),
             _ => Err(unexpected(kind, value)),
         },
-        ColumnKind::Enum { pack_len, .. } | ColumnKind::Set { pack_len, .. } => {
-            decode(kind, &int_bytes(kind, value, usize::from(*pack_len))?, out, opts)
-        }
+        ColumnKind::Enum { pack_len, .. } | ColumnKind::Set { pack_len, .. } => decode(
+            kind,
+            &int_bytes(kind, value, usize::from(*pack_len))?,
+            out,
+            opts,
+        ),
     }
 }
 
@@ -250,7 +269,10 @@ mod tests {
     fn values_render_like_the_binlog() {
         let int = |bytes, unsigned| ColumnKind::Int { bytes, unsigned };
         assert_eq!(r(int(3, false), Value::Int(-5)), "-5");
-        assert_eq!(r(int(8, true), Value::UInt(u64::MAX)), "18446744073709551615");
+        assert_eq!(
+            r(int(8, true), Value::UInt(u64::MAX)),
+            "18446744073709551615"
+        );
         assert_eq!(r(int(1, true), Value::Int(255)), "255");
         assert_eq!(r(ColumnKind::Float, Value::Float(1.1)), "1.1");
         assert_eq!(
@@ -264,7 +286,10 @@ mod tests {
             "\"-0.01\""
         );
         assert_eq!(
-            r(ColumnKind::Bit { bits: 9, bytes: 2 }, Value::Bytes(vec![1, 2])),
+            r(
+                ColumnKind::Bit { bits: 9, bytes: 2 },
+                Value::Bytes(vec![1, 2])
+            ),
             "258"
         );
         assert_eq!(r(ColumnKind::Year, Value::Int(0)), "0");
@@ -299,7 +324,10 @@ mod tests {
             "\"0000-00-00 00:00:00\""
         );
         assert_eq!(
-            r(ColumnKind::Time2 { fsp: 0 }, Value::Time(true, 34, 22, 59, 59, 0)),
+            r(
+                ColumnKind::Time2 { fsp: 0 },
+                Value::Time(true, 34, 22, 59, 59, 0)
+            ),
             "\"-838:59:59\""
         );
         assert_eq!(

@@ -90,7 +90,13 @@ pub struct Window {
 impl Window {
     /// A window over (low, high] for `db`.`table`, whose paging key is the
     /// columns `key_names` (in key order).
-    pub fn new(db: &str, table: &str, key_names: Vec<String>, low: BinlogPos, high: BinlogPos) -> Window {
+    pub fn new(
+        db: &str,
+        table: &str,
+        key_names: Vec<String>,
+        low: BinlogPos,
+        high: BinlogPos,
+    ) -> Window {
         Window {
             db: db.to_string(),
             table: table.to_string(),
@@ -267,20 +273,71 @@ mod tests {
         let t = table(&["id", "v"], vec![0]);
         let mut w = window(&["id"]);
         let i = ChangeKind::Insert;
-        w.observe(&change(&t, i, None, Some(&[Some("1"), Some("\"x\"")]), "bin.000001", 150));
-        w.observe(&change(&t, ChangeKind::Delete, Some(&[Some("2"), Some("null")]), None, "bin.000002", 10));
+        w.observe(&change(
+            &t,
+            i,
+            None,
+            Some(&[Some("1"), Some("\"x\"")]),
+            "bin.000001",
+            150,
+        ));
+        w.observe(&change(
+            &t,
+            ChangeKind::Delete,
+            Some(&[Some("2"), Some("null")]),
+            None,
+            "bin.000002",
+            10,
+        ));
         // Outside the window: before (at or below L) and after H.
-        w.observe(&change(&t, i, None, Some(&[Some("3"), Some("1")]), "bin.000001", 100));
-        w.observe(&change(&t, i, None, Some(&[Some("4"), Some("1")]), "bin.000002", 51));
-        w.observe(&change(&t, i, None, Some(&[Some("4"), Some("1")]), "bin.000003", 4));
+        w.observe(&change(
+            &t,
+            i,
+            None,
+            Some(&[Some("3"), Some("1")]),
+            "bin.000001",
+            100,
+        ));
+        w.observe(&change(
+            &t,
+            i,
+            None,
+            Some(&[Some("4"), Some("1")]),
+            "bin.000002",
+            51,
+        ));
+        w.observe(&change(
+            &t,
+            i,
+            None,
+            Some(&[Some("4"), Some("1")]),
+            "bin.000003",
+            4,
+        ));
         // Another table with the same key.
         let other = Arc::new(Table {
             name: "u".into(),
             ..(*t).clone()
         });
-        w.observe(&change(&other, i, None, Some(&[Some("5"), Some("1")]), "bin.000001", 200));
-        let rows = vec![key(&["1"]), key(&["2"]), key(&["3"]), key(&["4"]), key(&["5"])];
-        assert_eq!(emitted(w.settle(rows, |r| r)), vec![key(&["3"]), key(&["4"]), key(&["5"])]);
+        w.observe(&change(
+            &other,
+            i,
+            None,
+            Some(&[Some("5"), Some("1")]),
+            "bin.000001",
+            200,
+        ));
+        let rows = vec![
+            key(&["1"]),
+            key(&["2"]),
+            key(&["3"]),
+            key(&["4"]),
+            key(&["5"]),
+        ];
+        assert_eq!(
+            emitted(w.settle(rows, |r| r)),
+            vec![key(&["3"]), key(&["4"]), key(&["5"])]
+        );
     }
 
     #[test]
@@ -334,7 +391,11 @@ mod tests {
             "bin.000001",
             101,
         ));
-        let rows = vec![key(&["1", "\"x\""]), key(&["1", "\"y\""]), key(&["\"x\"", "1"])];
+        let rows = vec![
+            key(&["1", "\"x\""]),
+            key(&["1", "\"y\""]),
+            key(&["\"x\"", "1"]),
+        ];
         assert_eq!(
             emitted(w.settle(rows, |r| r)),
             vec![key(&["1", "\"y\""]), key(&["\"x\"", "1"])]
@@ -354,16 +415,38 @@ mod tests {
             "bin.000001",
             200,
         ));
-        assert_eq!(emitted(w.settle(vec![key(&["1"]), key(&["5"])], |r| r)), vec![key(&["5"])]);
+        assert_eq!(
+            emitted(w.settle(vec![key(&["1"]), key(&["5"])], |r| r)),
+            vec![key(&["5"])]
+        );
         // A before image without the key column cannot be matched.
         let mut w = window(&["id"]);
-        w.observe(&change(&t, ChangeKind::Delete, Some(&[None, Some("2")]), None, "bin.000001", 200));
-        assert!(matches!(w.settle(vec![key(&["5"])], |r| r), Settled::Reread { .. }));
+        w.observe(&change(
+            &t,
+            ChangeKind::Delete,
+            Some(&[None, Some("2")]),
+            None,
+            "bin.000001",
+            200,
+        ));
+        assert!(matches!(
+            w.settle(vec![key(&["5"])], |r| r),
+            Settled::Reread { .. }
+        ));
         let renamed = table(&["ident", "v"], vec![0]);
         let mut w = window(&["id"]);
-        w.observe(&change(&renamed, ChangeKind::Insert, None, Some(&[Some("1"), Some("2")]), "bin.000001", 200));
+        w.observe(&change(
+            &renamed,
+            ChangeKind::Insert,
+            None,
+            Some(&[Some("1"), Some("2")]),
+            "bin.000001",
+            200,
+        ));
         match w.settle(vec![key(&["5"])], |r| r) {
-            Settled::Reread { reason } => assert!(reason.contains("no column of the key"), "{reason}"),
+            Settled::Reread { reason } => {
+                assert!(reason.contains("no column of the key"), "{reason}")
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -148,7 +148,8 @@ pub struct Advance<'a> {
     pub table_done: bool,
 }
 
-const SELECT_SNAPSHOTS: &str = "SELECT id, task_id, tbl, condition, kind, state, error, created_at, updated_at
+const SELECT_SNAPSHOTS: &str =
+    "SELECT id, task_id, tbl, condition, kind, state, error, created_at, updated_at
      FROM snapshots";
 
 fn row_to_snapshot(r: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRow> {
@@ -286,7 +287,11 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate);
         let result = tx.and_then(|tx| {
             let state: Option<String> = tx
-                .query_row("SELECT state FROM snapshots WHERE id = ?1", [a.snapshot_id], |r| r.get(0))
+                .query_row(
+                    "SELECT state FROM snapshots WHERE id = ?1",
+                    [a.snapshot_id],
+                    |r| r.get(0),
+                )
                 .optional()?;
             if state.as_deref() != Some("running") {
                 return Ok(false);
@@ -370,24 +375,41 @@ mod tests {
         let (id, new) = s.request_snapshot(&req("a", Some("d.t"))).expect("request");
         assert!(new);
         // The same request again: the same snapshot.
-        assert_eq!(s.request_snapshot(&req("a", Some("d.t"))).expect("again"), (id, false));
-        let (other, new) = s.request_snapshot(&req("a", None)).expect("other table set");
+        assert_eq!(
+            s.request_snapshot(&req("a", Some("d.t"))).expect("again"),
+            (id, false)
+        );
+        let (other, new) = s
+            .request_snapshot(&req("a", None))
+            .expect("other table set");
         assert!(new && other != id);
         // Not running yet: progress is not recorded.
-        assert!(!s.advance_snapshot(&adv(id, Some("[1]"), 10, false)).expect("advance"));
+        assert!(!s
+            .advance_snapshot(&adv(id, Some("[1]"), 10, false))
+            .expect("advance"));
         assert!(s.start_snapshot(id).expect("start"));
-        assert!(s.advance_snapshot(&adv(id, Some("[{\"int\":10}]"), 10, false)).expect("advance"));
-        assert!(s.advance_snapshot(&adv(id, None, 0, true)).expect("last, empty chunk"));
+        assert!(s
+            .advance_snapshot(&adv(id, Some("[{\"int\":10}]"), 10, false))
+            .expect("advance"));
+        assert!(s
+            .advance_snapshot(&adv(id, None, 0, true))
+            .expect("last, empty chunk"));
         let all = s.snapshots().expect("list");
         let snap = all.iter().find(|r| r.id == id).expect("listed");
         assert_eq!(snap.state, SnapshotState::Running);
         assert_eq!(snap.progress.len(), 1);
         let p = &snap.progress[0];
-        assert_eq!(p.last_key.as_deref(), Some("[{\"int\":10}]"), "an empty chunk keeps the key");
+        assert_eq!(
+            p.last_key.as_deref(),
+            Some("[{\"int\":10}]"),
+            "an empty chunk keeps the key"
+        );
         assert_eq!((p.rows_done, p.rows_estimated, p.done), (10, 100, true));
         assert!(!s.snapshot_done("a", SnapshotKind::Backfill).expect("done?"));
         assert!(s.finish_snapshot(id, None).expect("finish"));
-        assert!(!s.finish_snapshot(id, Some("late")).expect("finished already"));
+        assert!(!s
+            .finish_snapshot(id, Some("late"))
+            .expect("finished already"));
         assert!(s.snapshot_done("a", SnapshotKind::Backfill).expect("done?"));
         // A finished request does not absorb a new one.
         assert!(s.request_snapshot(&req("a", Some("d.t"))).expect("again").1);
@@ -400,15 +422,21 @@ mod tests {
             let mut s = Store::open(dir.path()).expect("open");
             let (id, _) = s.request_snapshot(&req("a", None)).expect("request");
             assert!(s.start_snapshot(id).expect("start"));
-            assert!(s.advance_snapshot(&adv(id, Some("[1]"), 5, false)).expect("advance"));
+            assert!(s
+                .advance_snapshot(&adv(id, Some("[1]"), 5, false))
+                .expect("advance"));
             assert_eq!(s.cancel_snapshots("a").expect("cancel"), 1);
             assert_eq!(s.cancel_snapshots("a").expect("cancel again"), 0);
-            assert!(!s.advance_snapshot(&adv(id, Some("[2]"), 5, false)).expect("advance"));
+            assert!(!s
+                .advance_snapshot(&adv(id, Some("[2]"), 5, false))
+                .expect("advance"));
             assert!(!s.start_snapshot(id).expect("restart"));
             assert!(!s.finish_snapshot(id, None).expect("finish"));
             id
         };
-        let s = Store::open_read_only(dir.path()).expect("read").expect("exists");
+        let s = Store::open_read_only(dir.path())
+            .expect("read")
+            .expect("exists");
         let all = s.snapshots().expect("list");
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].id, id);
@@ -423,9 +451,14 @@ mod tests {
         let mut s = Store::open(dir.path()).expect("open");
         let (id, _) = s.request_snapshot(&req("a", None)).expect("request");
         assert!(s.start_snapshot(id).expect("start"));
-        assert!(s.finish_snapshot(id, Some("table `d`.`t` does not exist")).expect("fail"));
+        assert!(s
+            .finish_snapshot(id, Some("table `d`.`t` does not exist"))
+            .expect("fail"));
         let all = s.snapshots().expect("list");
         assert_eq!(all[0].state, SnapshotState::Failed);
-        assert_eq!(all[0].error.as_deref(), Some("table `d`.`t` does not exist"));
+        assert_eq!(
+            all[0].error.as_deref(),
+            Some("table `d`.`t` does not exist")
+        );
     }
 }

@@ -1,0 +1,349 @@
+//! The snapshot's chunk reader against real MariaDB: a `read` of a row has
+//! byte for byte the `data` the binlog path gives the `insert` of that row
+//! (every type, FULL and MINIMAL row metadata); keyset pagination over
+//! composite and collated text keys; the key choice; `--where`; and the
+//! errors (no key, bad condition, no SELECT privilege), each one message
+//! naming the table.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use pikachu::event::payload::write_row;
+use pikachu::snapshot::{chunk, plan_table, read_chunk, Cursor, SnapshotError, TablePlan};
+use pikachu::source::connect::{self, Flavour};
+use support::every_type::{insert_rows, TABLE};
+use support::pikachu::{reader_config, try_collect_changes};
+use support::{MariaDb, ServerOptions};
+
+/// What a snapshot of a table gave: each row's `data` JSON and each chunk's
+/// (rows, low, high).
+struct Snap {
+    plan: TablePlan,
+    rows: Vec<Vec<u8>>,
+    chunks: Vec<(usize, (String, u64), (String, u64))>,
+}
+
+/// Reads `database`.`table` in chunks of `chunk_size` as `user` (None: the
+/// test harness's pikachu user).
+fn snapshot(
+    db: &MariaDb,
+    database: &str,
+    table: &str,
+    condition: Option<&str>,
+    chunk_size: usize,
+    user: Option<(&str, &str)>,
+) -> Result<Snap, SnapshotError> {
+    let start = db.master_status();
+    let mut cfg = reader_config(db, database, &[table], &start).expect("config");
+    if let Some((u, p)) = user {
+        cfg.database.user = u.into();
+        cfg.database.password = pikachu::config::Secret::new(p);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let mut conn = connect::connect(&cfg.database).await?;
+        let info = connect::server_info(&mut conn).await?;
+        chunk::prepare_session(&mut conn, database, table).await?;
+        let plan = plan_table(
+            &mut conn,
+            info.flavour == Flavour::MariaDb,
+            database,
+            table,
+            condition,
+        )
+        .await?;
+        let mut cursor: Option<Cursor> = None;
+        let mut rows = Vec::new();
+        let mut chunks = Vec::new();
+        loop {
+            let c = read_chunk(
+                &mut conn,
+                &info,
+                &plan,
+                cursor.as_ref(),
+                chunk_size,
+                &Default::default(),
+            )
+            .await?;
+            chunks.push((
+                c.rows.len(),
+                (c.low.file.clone(), c.low.pos),
+                (c.high.file.clone(), c.high.pos),
+            ));
+            for r in &c.rows {
+                let mut data = Vec::new();
+                write_row(&mut data, &plan.event_table, &r.image);
+                rows.push(data);
+            }
+            if c.done {
+                break;
+            }
+            cursor = c.last;
+            assert!(
+                chunks.len() < 10_000,
+                "the snapshot does not end; after {cursor:?}: {}",
+                plan.next_sql
+            );
+        }
+        Ok(Snap { plan, rows, chunks })
+    })
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The `id` of a row's data JSON.
+fn id_of(data: &[u8]) -> i64 {
+    let v: serde_json::Value = serde_json::from_slice(data).expect("data is JSON");
+    v["id"].as_i64().expect("numeric id")
+}
+
+fn reads_equal_inserts(db: &MariaDb) {
+    let name = db.fresh_database("snap_types");
+    db.exec_in(&name, TABLE);
+    let start = db.master_status();
+    db.exec_in(&name, &insert_rows());
+    // A second time zone for the session that wrote: the snapshot reads UTC anyway.
+    db.exec_in(
+        &name,
+        "SET time_zone = '+05:30'; INSERT INTO types (id, ts3) VALUES (4, '2000-01-01 05:30:00.5')",
+    );
+    let changes = try_collect_changes(db, &name, &["types"], &start, 4, Duration::from_secs(30))
+        .expect("binlog changes");
+    let mut inserts = BTreeMap::new();
+    for c in &changes {
+        let after = c.after.as_ref().expect("an insert has its row");
+        let mut data = Vec::new();
+        write_row(&mut data, &c.table, after);
+        inserts.insert(id_of(&data), data);
+    }
+    // Chunks of 3: pagination is exercised (4 rows: two chunks).
+    let snap = snapshot(db, &name, "types", None, 3, None).expect("snapshot");
+    assert_eq!(snap.plan.key_index, "PRIMARY");
+    assert_eq!(
+        snap.chunks.iter().map(|c| c.0).collect::<Vec<_>>(),
+        vec![3, 1]
+    );
+    assert_eq!(snap.rows.len(), 4);
+    for read in &snap.rows {
+        let id = id_of(read);
+        let insert = inserts.get(&id).expect("an insert for every read");
+        if read != insert {
+            // Name the columns that differ.
+            let (r, i): (serde_json::Value, serde_json::Value) = (
+                serde_json::from_slice(read).expect("json"),
+                serde_json::from_slice(insert).expect("json"),
+            );
+            let diff: Vec<String> = r
+                .as_object()
+                .expect("object")
+                .iter()
+                .filter(|(k, v)| i.get(k.as_str()) != Some(v))
+                .map(|(k, v)| format!("{k}: read {v} insert {}", i[k.as_str()]))
+                .collect();
+            panic!(
+                "row {id}: read and insert differ:\n  read   {}\n  insert {}\n  {diff:?}",
+                text(read),
+                text(insert)
+            );
+        }
+    }
+    let r4: serde_json::Value = serde_json::from_slice(&snap.rows[3]).expect("json");
+    assert_eq!(r4["ts3"], "2000-01-01T00:00:00.500Z", "TIMESTAMP in UTC");
+}
+
+#[test]
+fn reads_equal_inserts_with_full_metadata() {
+    reads_equal_inserts(MariaDb::shared());
+}
+
+#[test]
+fn reads_equal_inserts_with_minimal_metadata() {
+    let db = MariaDb::start(ServerOptions::with_args(["--binlog-row-metadata=MINIMAL"]));
+    assert_eq!(db.variable("binlog_row_metadata"), "MINIMAL");
+    reads_equal_inserts(&db);
+}
+
+/// Composite keys of collated text (case-insensitive utf8mb4 and latin1
+/// with bytes ≥ 0x80) page in the server's own order, every row once, for
+/// every chunk size.
+#[test]
+fn composite_collated_keys_page_every_row_once() {
+    let db = MariaDb::shared();
+    let name = db.fresh_database("snap_keys");
+    db.exec_in(
+        &name,
+        "CREATE TABLE k (
+           a VARCHAR(20) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NOT NULL,
+           b VARCHAR(20) CHARACTER SET latin1 NOT NULL,
+           n INT NOT NULL,
+           v INT,
+           PRIMARY KEY (a, b, n)
+         );
+         INSERT INTO k VALUES
+           ('a', 'x', 1, 1), ('A ', 'y', 1, 2), ('b', 'café', 1, 3), ('B', 'cafe', 2, 4),
+           ('é', 'x', 1, 5), ('😀', 'x', 1, 6), ('z', 'Ä', 1, 7), ('z', 'ä ', 2, 8),
+           ('', 'x', 1, 9), ('a''q', '\\\\', 1, 10), ('a', 'x', 2, 11), ('a', 'x', -3, 12);",
+    );
+    let want: Vec<String> = db
+        .query(&format!("SELECT v FROM `{name}`.k ORDER BY a, b, n"))
+        .into_iter()
+        .map(|r| r[0].clone().expect("v"))
+        .collect();
+    assert_eq!(want.len(), 12);
+    for chunk_size in [1, 2, 3, 5, 12, 100] {
+        let snap = snapshot(db, &name, "k", None, chunk_size, None).expect("snapshot");
+        let got: Vec<String> = snap
+            .rows
+            .iter()
+            .map(|d| {
+                let v: serde_json::Value = serde_json::from_slice(d).expect("json");
+                v["v"].to_string()
+            })
+            .collect();
+        assert_eq!(got, want, "chunk size {chunk_size}");
+    }
+}
+
+#[test]
+fn a_unique_not_null_key_pages_a_table_without_primary_key() {
+    let db = MariaDb::shared();
+    let name = db.fresh_database("snap_unique");
+    db.exec_in(
+        &name,
+        "CREATE TABLE u (x INT, code CHAR(3) NOT NULL, maybe INT NULL, UNIQUE KEY u_maybe (maybe), UNIQUE KEY u_code (code));
+         INSERT INTO u VALUES (1, 'ccc', NULL), (2, 'aaa', 5), (3, 'bbb', NULL);",
+    );
+    let snap = snapshot(db, &name, "u", None, 2, None).expect("snapshot");
+    assert_eq!(
+        snap.plan.key_index, "u_code",
+        "the nullable unique key is not used"
+    );
+    let xs: Vec<String> = snap.rows.iter().map(|d| text(d)).collect();
+    assert_eq!(
+        xs,
+        vec![
+            r#"{"x":2,"code":"aaa","maybe":5}"#,
+            r#"{"x":3,"code":"bbb","maybe":null}"#,
+            r#"{"x":1,"code":"ccc","maybe":null}"#
+        ]
+    );
+}
+
+#[test]
+fn a_table_without_a_usable_key_is_refused_by_name() {
+    let db = MariaDb::shared();
+    let name = db.fresh_database("snap_nokey");
+    db.exec_in(
+        &name,
+        "CREATE TABLE nk (x INT, y INT NULL, UNIQUE KEY (y), KEY (x)); INSERT INTO nk VALUES (1, 1);",
+    );
+    let err = snapshot(db, &name, "nk", None, 10, None)
+        .err()
+        .expect("refused");
+    let msg = err.to_string();
+    assert!(matches!(err, SnapshotError::NoKey { .. }), "{msg}");
+    assert!(msg.contains(&format!("`{name}`.`nk`")), "{msg}");
+    assert!(msg.contains("primary key"), "{msg}");
+    let err = snapshot(db, &name, "gone", None, 10, None)
+        .err()
+        .expect("no table");
+    assert!(matches!(err, SnapshotError::NoTable { .. }), "{err}");
+    assert!(err.to_string().contains("`gone`"), "{err}");
+}
+
+#[test]
+fn where_reads_a_subset_and_a_bad_one_is_one_clear_error() {
+    let db = MariaDb::shared();
+    let name = db.fresh_database("snap_where");
+    db.exec_in(
+        &name,
+        "CREATE TABLE w (id INT PRIMARY KEY, kind VARCHAR(10));
+         INSERT INTO w VALUES (1,'a'),(2,'b'),(3,'a'),(4,'a'),(5,'b'),(6,'a');",
+    );
+    let snap = snapshot(db, &name, "w", Some("kind = 'a' AND id > 1"), 2, None).expect("snapshot");
+    let ids: Vec<i64> = snap.rows.iter().map(|d| id_of(d)).collect();
+    assert_eq!(ids, vec![3, 4, 6]);
+    for (cond, expect) in [
+        ("kind = ", "SQL syntax"),
+        ("nosuch = 1", "nosuch"),
+        ("1) OR (1", "closes more"),
+        ("1; DELETE FROM w", "`;`"),
+    ] {
+        let err = snapshot(db, &name, "w", Some(cond), 2, None)
+            .err()
+            .expect("refused");
+        let msg = err.to_string();
+        assert!(
+            matches!(err, SnapshotError::BadWhere { .. }),
+            "{cond}: {msg}"
+        );
+        assert!(
+            msg.contains(&format!("`{cond}`")),
+            "names the condition: {msg}"
+        );
+        assert!(msg.contains(expect), "{cond}: {msg}");
+        assert!(!msg.contains('\n'), "one line: {msg}");
+    }
+    assert_eq!(
+        db.query_value(&format!("SELECT COUNT(*) FROM `{name}`.w")),
+        "6"
+    );
+}
+
+#[test]
+fn a_missing_select_privilege_names_the_table_and_the_grant() {
+    let db = MariaDb::shared();
+    let name = db.fresh_database("snap_priv");
+    db.exec_in(
+        &name,
+        "CREATE TABLE p (id INT PRIMARY KEY); INSERT INTO p VALUES (1);",
+    );
+    let user = format!("nosel_{}", std::process::id());
+    db.exec(&format!(
+        "CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY 'pw';
+         GRANT REPLICATION CLIENT ON *.* TO '{user}'@'%';
+         GRANT SELECT (id) ON `{name}`.p TO '{user}'@'%';
+         CREATE TABLE `{name}`.q (id INT PRIMARY KEY, secret INT);
+         GRANT SELECT (id) ON `{name}`.q TO '{user}'@'%';"
+    ));
+    // It sees the table (a column grant), but cannot read all of it.
+    let err = snapshot(db, &name, "q", None, 10, Some((&user, "pw")))
+        .err()
+        .expect("refused");
+    let msg = err.to_string();
+    assert!(matches!(err, SnapshotError::Query { .. }), "{msg}");
+    assert!(msg.contains(&format!("`{name}`.`q`")), "{msg}");
+    assert!(msg.contains("GRANT SELECT ON"), "{msg}");
+    // With SELECT on every column it works.
+    let snap = snapshot(db, &name, "p", None, 10, Some((&user, "pw"))).expect("snapshot");
+    assert_eq!(snap.rows.len(), 1);
+}
+
+/// On MariaDB the low watermark is the consistent snapshot's position:
+/// with nothing written, both watermarks are the end of the binlog.
+#[test]
+fn watermarks_are_binlog_positions_around_the_chunk() {
+    let db = MariaDb::shared();
+    let name = db.fresh_database("snap_marks");
+    db.exec_in(
+        &name,
+        "CREATE TABLE m (id INT PRIMARY KEY); INSERT INTO m VALUES (1),(2),(3);",
+    );
+    let before = db.master_status();
+    let snap = snapshot(db, &name, "m", None, 2, None).expect("snapshot");
+    let after = db.master_status();
+    assert_eq!(snap.chunks.len(), 2);
+    for (_, low, high) in &snap.chunks {
+        assert!(
+            *low >= before && *low <= *high && *high <= after,
+            "{low:?} {high:?}"
+        );
+    }
+}
