@@ -201,7 +201,7 @@ fn status_wait_follows_progress_until_the_end() {
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut lines = Vec::new();
-    let mut wait_for = |needle: &str, lines: &mut Vec<String>| loop {
+    let wait_for = |needle: &str, lines: &mut Vec<String>| loop {
         if lines.iter().any(|l: &String| l.contains(needle)) {
             return;
         }

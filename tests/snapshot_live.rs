@@ -17,12 +17,15 @@ use support::every_type::{insert_rows, TABLE};
 use support::pikachu::{reader_config, try_collect_changes};
 use support::{MariaDb, ServerOptions};
 
+/// A binlog position: file and offset.
+type Pos = (String, u64);
+
 /// What a snapshot of a table gave: each row's `data` JSON and each chunk's
 /// (rows, low, high).
 struct Snap {
     plan: TablePlan,
     rows: Vec<Vec<u8>>,
-    chunks: Vec<(usize, (String, u64), (String, u64))>,
+    chunks: Vec<(usize, Pos, Pos)>,
 }
 
 /// Reads `database`.`table` in chunks of `chunk_size` as `user` (None: the

@@ -122,7 +122,7 @@ impl Window {
     /// Takes note of one change of the stream (any table, any position:
     /// only this table's changes inside the window count).
     pub fn observe(&mut self, change: &Change) {
-        if &*change.table.database != self.db || &*change.table.name != self.table {
+        if *change.table.database != *self.db || *change.table.name != *self.table {
             return;
         }
         let pos = BinlogPos::new(&change.source.file, change.source.pos);
