@@ -1,7 +1,8 @@
 //! `pikachu snapshot start|status|cancel`: the subcommands' glue over the
 //! state store (`store::snapshot`). A request is a row in the store, so it
-//! works whether pikachu is running (it takes it up within about a second)
-//! or not (the next start does).
+//! works whether pikachu is running or not; once the pipeline is wired, a
+//! running pikachu takes it up within about a second, else the next start
+//! does (see docs/snapshot.md, "What remains").
 //!
 //! `start` checks the task and table against the config (exit 2), the
 //! `--where` condition's shape, and, when the server can be reached, the
@@ -187,7 +188,9 @@ fn start(
     };
     let line = if new {
         format!(
-            "snapshot {id} requested: task {} ({what}); a running pikachu takes it up within a second, else the next start does",
+            // WIRING (issue 12): say "a running pikachu takes it up within a
+            // second, else the next start does" once `pikachu run` does.
+            "snapshot {id} requested: task {} ({what}); recorded in the state store (this build of `pikachu run` does not read snapshots yet, see docs/snapshot.md)",
             task.task_id
         )
     } else {
