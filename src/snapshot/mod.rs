@@ -12,6 +12,7 @@
 //! - [`chunk`]: one chunk read with its low and high watermarks;
 //! - [`window`]: the watermark window (pure): which rows of a chunk the
 //!   stream has newer changes of;
+//! - [`payload`]: the body and deterministic id of a `read`;
 //! - [`cli`]: `pikachu snapshot start|status|cancel` over the state store
 //!   (`store::snapshot`).
 //!
@@ -21,6 +22,7 @@
 
 pub mod chunk;
 pub mod cli;
+pub mod payload;
 pub mod plan;
 pub mod values;
 pub mod window;
