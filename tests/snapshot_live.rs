@@ -239,6 +239,32 @@ fn a_unique_not_null_key_pages_a_table_without_primary_key() {
     );
 }
 
+/// MariaDB's INVISIBLE columns are in the binlog: the snapshot reads them
+/// too (its SELECT names every column), and `SELECT *` leaving them out is
+/// not mistaken for a missing privilege.
+#[test]
+fn invisible_columns_are_read_like_the_binlog_has_them() {
+    let db = MariaDb::shared();
+    let name = db.fresh_database("snap_invisible");
+    db.exec_in(
+        &name,
+        "CREATE TABLE iv (id INT PRIMARY KEY, hidden INT INVISIBLE DEFAULT 7, v INT);",
+    );
+    let start = db.master_status();
+    db.exec_in(&name, "INSERT INTO iv (id, hidden, v) VALUES (1, 5, 9);");
+    let changes = try_collect_changes(db, &name, &["iv"], &start, 1, Duration::from_secs(30))
+        .expect("binlog changes");
+    let mut insert = Vec::new();
+    write_row(
+        &mut insert,
+        &changes[0].table,
+        changes[0].after.as_ref().expect("row"),
+    );
+    let snap = snapshot(db, &name, "iv", None, 10, None).expect("snapshot");
+    assert_eq!(text(&snap.rows[0]), r#"{"id":1,"hidden":5,"v":9}"#);
+    assert_eq!(snap.rows[0], insert);
+}
+
 #[test]
 fn a_table_without_a_usable_key_is_refused_by_name() {
     let db = MariaDb::shared();

@@ -59,7 +59,7 @@ pub fn quote_ident(name: &str) -> String {
 
 const COLUMNS_SQL: &str = "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, \
      CHARACTER_OCTET_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, \
-     CHARACTER_SET_NAME, COLLATION_NAME \
+     CHARACTER_SET_NAME, COLLATION_NAME, EXTRA \
      FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
      ORDER BY ORDINAL_POSITION";
 
@@ -107,6 +107,9 @@ pub struct ColumnFacts {
     pub charset: Option<String>,
     /// `COLLATION_NAME`.
     pub collation: Option<String>,
+    /// `EXTRA` says `INVISIBLE`: left out of `SELECT *` (not of the binlog,
+    /// nor of the chunk's SELECT, which names every column).
+    pub invisible: bool,
 }
 
 impl ColumnFacts {
@@ -124,6 +127,7 @@ impl ColumnFacts {
             fsp: n(7),
             charset: s(8),
             collation: s(9),
+            invisible: s(10).is_some_and(|e| e.to_ascii_uppercase().contains("INVISIBLE")),
         }
     }
 }
@@ -489,7 +493,8 @@ pub async fn plan_table(
     if facts.is_empty() {
         return Err(no_table());
     }
-    check_readable(conn, db, table, facts.len()).await?;
+    let visible = facts.iter().filter(|f| !f.invisible).count();
+    check_readable(conn, db, table, visible).await?;
     let schema = schema::load(conn, mariadb, db, table)
         .await
         .map_err(|e| SnapshotError::Query {
@@ -612,7 +617,7 @@ async fn check_readable(
             table: table.to_string(),
             what: what.into(),
             reason: format!(
-                "SELECT * returns {seen} columns but information_schema lists {columns}; \
+                "SELECT * returns {seen} columns but information_schema lists {columns} visible ones; \
                  grant SELECT on the whole table: GRANT SELECT ON {}.{} TO <pikachu's user>",
                 quote_ident(db),
                 quote_ident(table)
