@@ -265,6 +265,83 @@ fn invisible_columns_are_read_like_the_binlog_has_them() {
     assert_eq!(snap.rows[0], insert);
 }
 
+/// An ALTER or a DROP between two chunks: the next chunk is refused with
+/// what changed (the caller plans the table again), not read with the old
+/// column list.
+#[test]
+fn a_definition_change_between_chunks_is_noticed() {
+    let db = MariaDb::shared();
+    let name = db.fresh_database("snap_alter");
+    db.exec_in(
+        &name,
+        "CREATE TABLE a (id INT PRIMARY KEY, v INT); INSERT INTO a VALUES (1,1),(2,2),(3,3),(4,4);",
+    );
+    let cfg = reader_config(db, &name, &["a"], &db.master_status()).expect("config");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let mut conn = connect::connect(&cfg.database).await.expect("connect");
+        let info = connect::server_info(&mut conn).await.expect("info");
+        chunk::prepare_session(&mut conn, &name, "a")
+            .await
+            .expect("session");
+        let plan = plan_table(&mut conn, true, &name, "a", None)
+            .await
+            .expect("plan");
+        let first = read_chunk(&mut conn, &info, &plan, None, 1, &Default::default())
+            .await
+            .expect("first chunk");
+        let after = first.last.expect("a key");
+        // Unchanged: fine.
+        let second = read_chunk(
+            &mut conn,
+            &info,
+            &plan,
+            Some(&after),
+            1,
+            &Default::default(),
+        )
+        .await
+        .expect("second chunk");
+        assert_eq!(second.rows.len(), 1);
+        for (ddl, expect) in [
+            (
+                "ALTER TABLE a ADD COLUMN w INT",
+                "is (id int(11), v int(11), w int(11))",
+            ),
+            ("ALTER TABLE a DROP COLUMN v", "is (id int(11), w int(11))"),
+        ] {
+            db.exec_in(&name, ddl);
+            let err = read_chunk(
+                &mut conn,
+                &info,
+                &plan,
+                Some(&after),
+                1,
+                &Default::default(),
+            )
+            .await
+            .expect_err("the definition changed");
+            assert!(matches!(err, SnapshotError::Changed { .. }), "{ddl}: {err}");
+            assert!(err.to_string().contains(expect), "{ddl}: {err}");
+        }
+        db.exec_in(&name, "DROP TABLE a");
+        let err = read_chunk(
+            &mut conn,
+            &info,
+            &plan,
+            Some(&after),
+            1,
+            &Default::default(),
+        )
+        .await
+        .expect_err("the table is gone");
+        assert!(matches!(err, SnapshotError::NoTable { .. }), "{err}");
+    });
+}
+
 #[test]
 fn a_table_without_a_usable_key_is_refused_by_name() {
     let db = MariaDb::shared();

@@ -259,14 +259,20 @@ async fn select_in_transaction(
         }
     };
     let mut rows = Vec::with_capacity(limit.min(65_536));
-    let mut result = conn
-        .exec_iter(sql, params)
-        .await
-        .map_err(err("reading a chunk"))?;
+    let mut result = match conn.exec_iter(sql, params).await {
+        Ok(r) => r,
+        Err(e) => {
+            // A column dropped or renamed since planning: say so, not
+            // "unknown column".
+            super::plan::check_definition(conn, plan).await?;
+            return Err(err("reading a chunk")(e));
+        }
+    };
     while let Some(row) = result.next().await.map_err(err("reading a chunk"))? {
         rows.push(convert_row(plan, row.unwrap(), opts)?);
     }
     drop(result);
+    super::plan::check_definition(conn, plan).await?;
     Ok((rows, snapshot))
 }
 

@@ -102,6 +102,17 @@ pub enum SnapshotError {
         /// What is wrong with it.
         detail: String,
     },
+    /// The table's definition changed since it was planned (an ALTER between
+    /// chunks): the chunk is not used; plan the table again and read it again.
+    #[error("the definition of `{db}`.`{table}` changed during the snapshot ({detail}); the chunk is read again with the new definition")]
+    Changed {
+        /// Database.
+        db: String,
+        /// Table.
+        table: String,
+        /// What changed.
+        detail: String,
+    },
     /// Reading the binlog position (watermark) failed.
     #[error("snapshot: cannot read the binlog position: {0}")]
     Position(#[from] crate::source::SourceError),

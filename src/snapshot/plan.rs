@@ -50,6 +50,9 @@ pub struct TablePlan {
     pub first_sql: String,
     /// SELECT of a further chunk (parameters: see [`TablePlan::next_params`]).
     pub next_sql: String,
+    /// The columns' names and `COLUMN_TYPE`s when planned, to notice an
+    /// ALTER between chunks.
+    pub definition: Vec<(String, String)>,
 }
 
 /// `` `name` `` with backticks doubled.
@@ -363,6 +366,13 @@ pub fn check_condition(cond: &str) -> Result<(), String> {
 pub(crate) fn query_err(db: &str, table: &str, what: &str, e: mysql_async::Error) -> SnapshotError {
     let mut reason = e.to_string();
     if let mysql_async::Error::Server(se) = &e {
+        // 1146: no such table (dropped mid-snapshot).
+        if se.code == 1146 {
+            return SnapshotError::NoTable {
+                db: db.to_string(),
+                table: table.to_string(),
+            };
+        }
         // 1142 table access denied, 1143 column access denied, 1044 db access denied.
         if matches!(se.code, 1142 | 1143 | 1044) {
             reason.push_str(&format!(
@@ -378,6 +388,42 @@ pub(crate) fn query_err(db: &str, table: &str, what: &str, e: mysql_async::Error
         what: what.to_string(),
         reason,
     }
+}
+
+/// Names and types of the columns, what a definition change is judged by.
+pub fn definition_of(facts: &[ColumnFacts]) -> Vec<(String, String)> {
+    facts
+        .iter()
+        .map(|f| (f.name.clone(), f.column_type.clone()))
+        .collect()
+}
+
+/// Checks that the table still has the definition it was planned with.
+/// Run inside the chunk's transaction, after its SELECT: the SELECT's
+/// metadata lock keeps an ALTER from completing between the two.
+pub async fn check_definition(conn: &mut Conn, plan: &TablePlan) -> Result<(), SnapshotError> {
+    let facts = column_facts(conn, &plan.db, &plan.table).await?;
+    if facts.is_empty() {
+        return Err(SnapshotError::NoTable {
+            db: plan.db.clone(),
+            table: plan.table.clone(),
+        });
+    }
+    let now = definition_of(&facts);
+    if now == plan.definition {
+        return Ok(());
+    }
+    let show = |d: &[(String, String)]| {
+        d.iter()
+            .map(|(n, t)| format!("{n} {t}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(SnapshotError::Changed {
+        db: plan.db.clone(),
+        table: plan.table.clone(),
+        detail: format!("was ({}), is ({})", show(&plan.definition), show(&now)),
+    })
 }
 
 /// The parameter expression a key column's bound value is compared with,
@@ -526,7 +572,9 @@ pub async fn plan_table(
         None => None,
     };
     let (first_sql, next_sql) = chunk_sql(db, table, &columns, &key, &key_index, &condition);
+    let definition = definition_of(&facts);
     Ok(TablePlan {
+        definition,
         db: db.to_string(),
         table: table.to_string(),
         event_table,
