@@ -107,17 +107,18 @@ fn id_of(data: &[u8]) -> i64 {
     v["id"].as_i64().expect("numeric id")
 }
 
-fn reads_equal_inserts(db: &MariaDb) {
-    let name = db.fresh_database("snap_types");
-    db.exec_in(&name, TABLE);
-    let start = db.master_status();
-    db.exec_in(&name, &insert_rows());
-    // A second time zone for the session that wrote: the snapshot reads UTC anyway.
-    db.exec_in(
-        &name,
-        "SET time_zone = '+05:30'; INSERT INTO types (id, ts3) VALUES (4, '2000-01-01 05:30:00.5')",
-    );
-    let changes = try_collect_changes(db, &name, &["types"], &start, 4, Duration::from_secs(30))
+/// Asserts that the snapshot of `database`.`table` (chunks of `chunk`)
+/// gives, row by row and byte for byte, the `data` of the `n` inserts the
+/// binlog has from `start`.
+fn assert_reads_equal_inserts(
+    db: &MariaDb,
+    database: &str,
+    table: &str,
+    start: &(String, u64),
+    n: usize,
+    chunk: usize,
+) -> Snap {
+    let changes = try_collect_changes(db, database, &[table], start, n, Duration::from_secs(30))
         .expect("binlog changes");
     let mut inserts = BTreeMap::new();
     for c in &changes {
@@ -126,14 +127,8 @@ fn reads_equal_inserts(db: &MariaDb) {
         write_row(&mut data, &c.table, after);
         inserts.insert(id_of(&data), data);
     }
-    // Chunks of 3: pagination is exercised (4 rows: two chunks).
-    let snap = snapshot(db, &name, "types", None, 3, None).expect("snapshot");
-    assert_eq!(snap.plan.key_index, "PRIMARY");
-    assert_eq!(
-        snap.chunks.iter().map(|c| c.0).collect::<Vec<_>>(),
-        vec![3, 1]
-    );
-    assert_eq!(snap.rows.len(), 4);
+    let snap = snapshot(db, database, table, None, chunk, None).expect("snapshot");
+    assert_eq!(snap.rows.len(), n);
     for read in &snap.rows {
         let id = id_of(read);
         let insert = inserts.get(&id).expect("an insert for every read");
@@ -151,14 +146,72 @@ fn reads_equal_inserts(db: &MariaDb) {
                 .map(|(k, v)| format!("{k}: read {v} insert {}", i[k.as_str()]))
                 .collect();
             panic!(
-                "row {id}: read and insert differ:\n  read   {}\n  insert {}\n  {diff:?}",
+                "{table} row {id}: read and insert differ:\n  read   {}\n  insert {}\n  {diff:?}",
                 text(read),
                 text(insert)
             );
         }
     }
+    snap
+}
+
+/// More edges than the every-type table: zero and partial dates, ENUM's
+/// '' value, fractions of every precision, trailing spaces and zero bytes,
+/// long CHAR, UCS2/UTF-16/UTF-32/Big5/cp1251 text, narrow DECIMALs, BIT(9).
+const EDGES: &str = "CREATE TABLE edges (
+  id INT PRIMARY KEY,
+  d DATE, dt1 DATETIME(1), dt4 DATETIME(4), ts2 TIMESTAMP(2) NULL DEFAULT NULL, ts6 TIMESTAMP(6) NULL DEFAULT NULL,
+  t3 TIME(3), t5 TIME(5), y YEAR,
+  e ENUM('x','y'), s SET('p','q','r','s','t','u','v','w','z'),
+  c CHAR(255), vc VARCHAR(10), bn BINARY(5), vbn VARBINARY(5),
+  u2 VARCHAR(10) CHARACTER SET ucs2, u16 VARCHAR(10) CHARACTER SET utf16, u32 VARCHAR(10) CHARACTER SET utf32,
+  b5 VARCHAR(10) CHARACTER SET big5, cy VARCHAR(10) CHARACTER SET cp1251, l1t TEXT CHARACTER SET latin1,
+  d50 DECIMAL(5,0), d44 DECIMAL(4,4), d1918 DECIMAL(19,18), bt9 BIT(9), f FLOAT, db DOUBLE,
+  mt MEDIUMTEXT, lb LONGBLOB, ti TINYINT(1), z INT(5) ZEROFILL
+) DEFAULT CHARSET=utf8mb4";
+
+const EDGE_ROWS: &str = "SET sql_mode = ''; SET time_zone = '+00:00';
+INSERT INTO edges VALUES (1,
+  '0000-00-00', '0000-00-00 00:00:00.0', '2020-00-00 10:00:00.1234', '0000-00-00 00:00:00', '1970-01-01 00:00:01.000001',
+  '-00:00:00.001', '838:59:59.99999', 1901,
+  'nope', 'z,p,w', 'pad   ', 'tail  ', 'ab', UNHEX('610000'), 'ŝĉ', '😀x', 'ÿ', '中文', 'Привет', 'naïve',
+  '-99999', '-0.9999', '9.999999999999999999', b'100000001', 3.4e38, 2.2250738585072014e-308,
+  REPEAT('m', 70000), UNHEX('00FF00'), -1, 42);
+INSERT INTO edges VALUES (2,
+  '2020-02-00', '9999-12-31 23:59:59.9', '1000-01-01 00:00:00.0001', '2038-01-19 03:14:07.99', '2001-02-03 04:05:06.123456',
+  '-838:59:59.000', '00:00:00.00001', 0,
+  '', '', '', '', '', '', '', '', '', '', '', '',
+  '0', '0.0001', '-0.000000000000000001', b'0', -0.0, -0.0,
+  '', '', 0, 0);";
+
+fn reads_equal_inserts(db: &MariaDb) {
+    let name = db.fresh_database("snap_types");
+    db.exec_in(&name, TABLE);
+    let start = db.master_status();
+    db.exec_in(&name, &insert_rows());
+    // A second time zone for the session that wrote: the snapshot reads UTC anyway.
+    db.exec_in(
+        &name,
+        "SET time_zone = '+05:30'; INSERT INTO types (id, ts3) VALUES (4, '2000-01-01 05:30:00.5')",
+    );
+    // Chunks of 3: pagination is exercised (4 rows: two chunks).
+    let snap = assert_reads_equal_inserts(db, &name, "types", &start, 4, 3);
+    assert_eq!(snap.plan.key_index, "PRIMARY");
+    assert_eq!(
+        snap.chunks.iter().map(|c| c.0).collect::<Vec<_>>(),
+        vec![3, 1]
+    );
     let r4: serde_json::Value = serde_json::from_slice(&snap.rows[3]).expect("json");
     assert_eq!(r4["ts3"], "2000-01-01T00:00:00.500Z", "TIMESTAMP in UTC");
+
+    db.exec_in(&name, EDGES);
+    let start = db.master_status();
+    db.exec_in(&name, EDGE_ROWS);
+    let snap = assert_reads_equal_inserts(db, &name, "edges", &start, 2, 1);
+    let r1: serde_json::Value = serde_json::from_slice(&snap.rows[0]).expect("json");
+    assert_eq!(r1["d"], "0000-00-00");
+    assert_eq!(r1["e"], "", "an invalid ENUM value is stored as index 0");
+    assert_eq!(r1["z"], 42, "ZEROFILL is not in the value");
 }
 
 #[test]
