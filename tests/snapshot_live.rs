@@ -395,6 +395,38 @@ fn a_definition_change_between_chunks_is_noticed() {
     });
 }
 
+/// Without a primary key, the key chosen is the unique NOT NULL index the
+/// server takes as the primary key: the one whose columns a MINIMAL row
+/// image logs (so the window can match the stream's deletes and updates).
+#[test]
+fn the_unique_key_chosen_is_the_one_a_minimal_row_image_logs() {
+    let db = MariaDb::start(ServerOptions::with_args(["--binlog-row-image=MINIMAL"]));
+    let name = db.fresh_database("snap_minimal");
+    db.exec_in(
+        &name,
+        "CREATE TABLE m (a INT NOT NULL, b INT NOT NULL, c INT NOT NULL, v INT,
+           UNIQUE KEY zz (a, b), UNIQUE KEY aa (c));
+         INSERT INTO m VALUES (1, 2, 3, 4);",
+    );
+    let start = db.master_status();
+    db.exec_in(&name, "DELETE FROM m");
+    let changes = try_collect_changes(&db, &name, &["m"], &start, 1, Duration::from_secs(30))
+        .expect("the delete");
+    let before = changes[0].before.as_ref().expect("a delete's row");
+    let logged: Vec<&str> = before
+        .iter()
+        .map(|(i, _)| changes[0].table.columns[i].name.as_str())
+        .collect();
+    db.exec_in(&name, "INSERT INTO m VALUES (1, 2, 3, 4)");
+    let snap = snapshot(&db, &name, "m", None, 10, None).expect("snapshot");
+    assert_eq!(snap.plan.key_index, "zz");
+    assert_eq!(
+        snap.plan.key_names(),
+        logged,
+        "the key is what the binlog logs"
+    );
+}
+
 #[test]
 fn a_table_without_a_usable_key_is_refused_by_name() {
     let db = MariaDb::shared();

@@ -66,9 +66,12 @@ const COLUMNS_SQL: &str = "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLAB
      FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
      ORDER BY ORDINAL_POSITION";
 
-const INDEXES_SQL: &str = "SELECT INDEX_NAME, NON_UNIQUE, COLUMN_NAME, SUB_PART \
-     FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
-     ORDER BY INDEX_NAME, SEQ_IN_INDEX";
+// No ORDER BY: the server lists the indexes in its own key order (PRIMARY,
+// then the unique ones without NULLable parts, …), the order in which it
+// takes the first unique NOT NULL index as the primary key of a table
+// without one (and logs its columns as the key under binlog_row_image=MINIMAL).
+const INDEXES_SQL: &str = "SELECT INDEX_NAME, NON_UNIQUE, SEQ_IN_INDEX, COLUMN_NAME, SUB_PART \
+     FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?";
 
 const ESTIMATE_SQL: &str = "SELECT TABLE_ROWS FROM information_schema.TABLES \
      WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?";
@@ -245,27 +248,34 @@ async fn index_facts(
         .exec(INDEXES_SQL, (db, table))
         .await
         .map_err(|e| query_err(db, table, "reading its indexes from information_schema", e))?;
-    let mut out: Vec<IndexFacts> = Vec::new();
+    // Indexes in the order the server lists them first; columns by position.
+    let mut out: Vec<(IndexFacts, Vec<u64>)> = Vec::new();
     for r in rows.into_iter().map(strings) {
         let s = |i: usize| r.get(i).cloned().flatten();
         let name = s(0).unwrap_or_default();
         let unique = s(1).as_deref() == Some("0");
-        let column = s(2).unwrap_or_default();
-        let prefix = s(3).is_some();
-        match out.last_mut() {
-            Some(ix) if ix.name == name => {
-                ix.columns.push(column);
+        let seq = s(2).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let column = s(3).unwrap_or_default();
+        let prefix = s(4).is_some();
+        match out.iter_mut().find(|(ix, _)| ix.name == name) {
+            Some((ix, seqs)) => {
+                let at = seqs.partition_point(|&q| q < seq);
+                seqs.insert(at, seq);
+                ix.columns.insert(at, column);
                 ix.prefix |= prefix;
             }
-            _ => out.push(IndexFacts {
-                name,
-                unique,
-                columns: vec![column],
-                prefix,
-            }),
+            None => out.push((
+                IndexFacts {
+                    name,
+                    unique,
+                    columns: vec![column],
+                    prefix,
+                },
+                vec![seq],
+            )),
         }
     }
-    Ok(out)
+    Ok(out.into_iter().map(|(ix, _)| ix).collect())
 }
 
 /// Whether a column of this kind can be part of the paging key.
@@ -276,9 +286,10 @@ fn key_kind_ok(kind: &ColumnKind) -> bool {
     )
 }
 
-/// The paging key: `PRIMARY`, else the unique index without prefix parts
-/// whose columns are all NOT NULL (and of key-able types) with the fewest
-/// columns (then by name, so the choice is stable).
+/// The paging key: `PRIMARY`, else the first unique index (in the server's
+/// key order, `indexes` as listed) without prefix parts whose columns are
+/// all NOT NULL and of key-able types: the one the server itself takes as
+/// the table's primary key, whose columns a MINIMAL row image carries.
 pub fn choose_key(
     indexes: &[IndexFacts],
     columns: &[ColumnFacts],
@@ -302,12 +313,9 @@ pub fn choose_key(
             return Some((pk.name.clone(), cols));
         }
     }
-    let mut candidates: Vec<(String, Vec<usize>)> = indexes
+    indexes
         .iter()
-        .filter_map(|ix| usable(ix).map(|cols| (ix.name.clone(), cols)))
-        .collect();
-    candidates.sort_by(|a, b| a.1.len().cmp(&b.1.len()).then_with(|| a.0.cmp(&b.0)));
-    candidates.into_iter().next()
+        .find_map(|ix| usable(ix).map(|cols| (ix.name.clone(), cols)))
 }
 
 /// Checks the shape of a `--where` condition before the server sees it:
@@ -836,15 +844,16 @@ mod tests {
         );
         let no_pk = [
             ix("u_ab", true, &["a", "b"], false),
-            ix("u_c", true, &["c"], false),       // nullable
-            ix("u_g", true, &["g"], false),       // geometry
-            ix("u_bp", true, &["b"], true),       // prefix
-            ix("k_a", false, &["a"], false),      // not unique
-            ix("u_ba", true, &["b", "a"], false), // same size: by name
+            ix("u_c", true, &["c"], false),  // nullable
+            ix("u_g", true, &["g"], false),  // geometry
+            ix("u_bp", true, &["b"], true),  // prefix
+            ix("k_a", false, &["a"], false), // not unique
+            ix("u_b", true, &["b"], false),  // smaller, but listed later
         ];
         assert_eq!(
             choose_key(&no_pk, &cols, &kinds),
-            Some(("u_ab".into(), vec![0, 1]))
+            Some(("u_ab".into(), vec![0, 1])),
+            "the first usable one in the server's order"
         );
         assert_eq!(choose_key(&no_pk[1..5], &cols, &kinds), None);
         assert_eq!(choose_key(&[], &cols, &kinds), None);
