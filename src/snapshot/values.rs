@@ -9,7 +9,7 @@
 
 use mysql_async::Value;
 
-use crate::source::value::{decode_value, ColumnKind, DecodeOptions};
+use crate::source::value::{decode_value, write_str_payload, ColumnKind, DecodeOptions};
 use crate::source::{decimal, temporal};
 
 /// Appends the JSON text of non-NULL `value` of a column of `kind` to `out`;
@@ -45,8 +45,9 @@ fn unexpected(kind: &ColumnKind, value: &Value) -> String {
     )
 }
 
-/// An integer value as its low `n` bytes, little endian (two's complement).
-fn int_bytes(kind: &ColumnKind, value: &Value, n: usize) -> Result<Vec<u8>, String> {
+/// An integer value as 8 bytes little endian (two's complement); the
+/// column's `n` low bytes are what the binlog has.
+fn int_bytes(kind: &ColumnKind, value: &Value) -> Result<[u8; 8], String> {
     let raw: u64 = match value {
         Value::Int(i) => *i as u64,
         Value::UInt(u) => *u,
@@ -61,7 +62,7 @@ fn int_bytes(kind: &ColumnKind, value: &Value, n: usize) -> Result<Vec<u8>, Stri
             .ok_or_else(|| unexpected(kind, value))?,
         _ => return Err(unexpected(kind, value)),
     };
-    Ok(raw.to_le_bytes()[..n.min(8)].to_vec())
+    Ok(raw.to_le_bytes())
 }
 
 fn decode(
@@ -172,12 +173,10 @@ fn render_inner(
     opts: &DecodeOptions,
 ) -> Result<(), String> {
     match kind {
-        ColumnKind::Int { bytes, .. } => decode(
-            kind,
-            &int_bytes(kind, value, usize::from(*bytes))?,
-            out,
-            opts,
-        ),
+        ColumnKind::Int { bytes, .. } => {
+            let le = int_bytes(kind, value)?;
+            decode(kind, &le[..usize::from(*bytes).min(8)], out, opts)
+        }
         ColumnKind::Float => match value {
             Value::Float(f) => decode(kind, &f.to_le_bytes(), out, opts),
             _ => Err(unexpected(kind, value)),
@@ -203,9 +202,9 @@ fn render_inner(
                     v
                 }
                 Value::Int(_) | Value::UInt(_) => {
-                    let mut le = int_bytes(kind, value, 8)?;
-                    le.reverse();
-                    le[8 - n..].to_vec()
+                    let mut be = int_bytes(kind, value)?;
+                    be.reverse();
+                    be[8 - n.min(8)..].to_vec()
                 }
                 _ => return Err(unexpected(kind, value)),
             };
@@ -231,19 +230,36 @@ fn render_inner(
         | ColumnKind::DateTime2 { .. }
         | ColumnKind::Timestamp
         | ColumnKind::Timestamp2 { .. } => render_temporal(kind, value, out, opts),
-        ColumnKind::Str { len_bytes, .. }
-        | ColumnKind::Json { len_bytes }
+        // Strings without the copy a length prefix would take.
+        ColumnKind::Str {
+            mode,
+            pad_to,
+            len_bytes,
+            ..
+        } => match value {
+            Value::Bytes(b) => {
+                let lb = u32::from(*len_bytes);
+                if lb < 8 && (b.len() as u64) >> (8 * lb) != 0 {
+                    return Err(format!(
+                        "a value of {} bytes is longer than a {lb}-byte length allows",
+                        b.len()
+                    ));
+                }
+                write_str_payload(*mode, *pad_to, b, out);
+                Ok(())
+            }
+            _ => Err(unexpected(kind, value)),
+        },
+        ColumnKind::Json { len_bytes }
         | ColumnKind::Geometry { len_bytes }
         | ColumnKind::Vector { len_bytes } => match value {
             Value::Bytes(b) => decode(kind, &length_prefixed(b, *len_bytes)?, out, opts),
             _ => Err(unexpected(kind, value)),
         },
-        ColumnKind::Enum { pack_len, .. } | ColumnKind::Set { pack_len, .. } => decode(
-            kind,
-            &int_bytes(kind, value, usize::from(*pack_len))?,
-            out,
-            opts,
-        ),
+        ColumnKind::Enum { pack_len, .. } | ColumnKind::Set { pack_len, .. } => {
+            let le = int_bytes(kind, value)?;
+            decode(kind, &le[..usize::from(*pack_len).min(8)], out, opts)
+        }
     }
 }
 
