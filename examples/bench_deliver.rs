@@ -112,6 +112,7 @@ fn task(url: &str, batch: Option<BatchConfig>) -> TaskConfig {
         headers: vec![],
         batch,
         on_failure: OnFailure::DeadLetter,
+        snapshot: Default::default(),
     }
 }
 

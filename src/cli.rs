@@ -76,6 +76,11 @@ pub enum Command {
     },
     /// Re-read a range of the server's binlog for the configured tasks (never writes the checkpoint).
     Replay(ReplayArgs),
+    /// Snapshots and backfills: deliver the rows that exist already (`start`, `status`, `cancel`).
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
     /// A tiny webhook receiver that prints every request it gets (for trying pikachu out).
     DemoReceiver {
         /// Address to listen on.
@@ -121,6 +126,37 @@ pub enum DlqCommand {
         /// Confirm deleting more than one.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+/// `pikachu snapshot …`: requests go through the state store, so they work
+/// whether pikachu is running (it takes them up within about a second) or
+/// not (the next start does). See `snapshot::cli`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Request a snapshot (backfill) of a task's table, optionally of the rows matching --where.
+    Start {
+        /// The task whose webhook gets the rows.
+        #[arg(long)]
+        task: String,
+        /// The table (`db.table` or `table`); default: the task's table.
+        #[arg(long)]
+        table: Option<String>,
+        /// Only rows matching this SQL condition, e.g. "created_at >= '2024-01-01'".
+        #[arg(long = "where")]
+        condition: Option<String>,
+    },
+    /// The snapshots and their progress; with --wait, follow them until they end.
+    Status {
+        /// Follow the running and pending snapshots (a progress bar on a terminal) until they end.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Cancel a task's pending and running snapshots.
+    Cancel {
+        /// The task.
+        #[arg(long)]
+        task: String,
     },
 }
 
@@ -233,6 +269,20 @@ mod tests {
             })
         ));
         assert_eq!(cli.config, PathBuf::from("a.yaml"));
+        let cli = parse(&[
+            "pikachu", "snapshot", "start", "-config", "a.yaml", "--task", "t", "--where", "id > 5",
+        ]);
+        match cli.command {
+            Some(Command::Snapshot {
+                command:
+                    SnapshotCommand::Start {
+                        task,
+                        table: None,
+                        condition: Some(c),
+                    },
+            }) => assert_eq!((task.as_str(), c.as_str()), ("t", "id > 5")),
+            other => panic!("{other:?}"),
+        }
         let cli = parse(&["pikachu", "check", "-offline", "-c", "a.yaml"]);
         assert!(matches!(
             cli.command,

@@ -23,6 +23,7 @@ pub mod preflight;
 pub mod replay;
 pub mod route;
 pub mod server;
+pub mod snapshot;
 pub mod source;
 pub mod store;
 pub mod telemetry;

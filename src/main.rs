@@ -59,6 +59,9 @@ fn main() -> ExitCode {
             runtime.block_on(dlq(&loaded.config, command))
         }
         Some(Command::Binlog { ref command }) => binlog_command(command),
+        Some(Command::Snapshot { ref command }) => {
+            pikachu::snapshot::cli::run(&cli, command, &runtime)
+        }
         Some(Command::Replay(ref args)) => replay_command(&cli, args, &runtime),
         None | Some(Command::Run) => {
             let loaded = match load(&cli) {

@@ -783,3 +783,65 @@ fn non_utf8_byte_names_its_line_and_column() {
     );
     assert!(shown.contains("UTF-8") && shown.contains("0xe9"), "{shown}");
 }
+
+#[test]
+fn snapshot_mode_and_chunk_size_are_checked() {
+    // An unknown mode on a task: file:line, the key, the choices.
+    let text = format!("{DB}tasks:\n{TASK_A}  snapshot: always\n");
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::Invalid(_)), "{e:?}");
+    let first = assert_located(
+        &e,
+        "config.yaml",
+        line_of(&text, "snapshot:", 0),
+        "snapshot",
+    );
+    assert!(
+        first.contains("initial") && first.contains("never"),
+        "{first}"
+    );
+    // A chunk size out of range, and of the wrong type.
+    for (bad, kind) in [("0", "range"), ("100001", "range"), ("\"big\"", "type")] {
+        let text = format!("{DB}snapshot:\n  chunk_size: {bad}\ntasks:\n{TASK_A}");
+        let e = err(&text);
+        match kind {
+            "range" => assert!(matches!(e, ConfigError::Invalid(_)), "{bad}: {e:?}"),
+            _ => assert!(matches!(e, ConfigError::WrongType(_)), "{bad}: {e:?}"),
+        }
+        assert_located(
+            &e,
+            "config.yaml",
+            line_of(&text, "chunk_size", 0),
+            "chunk_size",
+        );
+    }
+    // An unknown key under `snapshot`.
+    let text = format!("{DB}snapshot:\n  chunk: 10\ntasks:\n{TASK_A}");
+    let e = err(&text);
+    assert!(matches!(e, ConfigError::UnknownKey(_)), "{e:?}");
+    assert_located(&e, "config.yaml", line_of(&text, "chunk: 10", 0), "chunk");
+}
+
+#[test]
+fn snapshot_settings_load() {
+    let text = format!("{DB}snapshot:\n  chunk_size: 500\ntasks:\n{TASK_A}  snapshot: initial\n- task_id: b\n  name: B\n  table_name: orders\n  events: [insert]\n  callback_url: https://api.example.com/b\n");
+    let loaded = from_str(&text, "config.yaml", None).unwrap_or_else(|e| panic!("{e}"));
+    // Until `pikachu run` reads snapshots, `initial` says so (file:line).
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert!(
+        loaded.warnings[0].starts_with(&format!(
+            "config.yaml:{}:",
+            line_of(&text, "snapshot: initial", 0)
+        )) && loaded.warnings[0].contains("does not read snapshots yet"),
+        "{:?}",
+        loaded.warnings
+    );
+    let c = loaded.config;
+    assert_eq!(c.snapshot.chunk_size, 500);
+    assert_eq!(c.tasks[0].snapshot, pikachu::config::SnapshotMode::Initial);
+    assert_eq!(c.tasks[1].snapshot, pikachu::config::SnapshotMode::Never);
+    let c = from_str(&format!("{DB}tasks:\n{TASK_A}"), "config.yaml", None)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config;
+    assert_eq!(c.snapshot.chunk_size, 4096, "the default");
+}

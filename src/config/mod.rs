@@ -40,6 +40,40 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Key `callback_host`, as written (validated to be an http(s) URL).
     pub callback_host: Option<String>,
+    /// Key `snapshot`: how snapshots read.
+    pub snapshot: SnapshotConfig,
+}
+
+/// Key `snapshot` (top level): how snapshots and backfills read tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotConfig {
+    /// Rows per chunk (`snapshot.chunk_size`, 1..=100000), default 4096.
+    pub chunk_size: usize,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            chunk_size: crate::snapshot::DEFAULT_CHUNK_SIZE,
+        }
+    }
+}
+
+/// A task's `snapshot`: whether it starts with the rows that exist already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SnapshotMode {
+    /// Only changes made from the start position on (the Go tool's behaviour).
+    #[default]
+    Never,
+    /// Read the table's existing rows once (on the task's first start), while the stream flows.
+    Initial,
+}
+
+impl SnapshotMode {
+    pub const ALL: [(&'static str, SnapshotMode); 2] = [
+        ("never", SnapshotMode::Never),
+        ("initial", SnapshotMode::Initial),
+    ];
 }
 
 /// A string that never shows up in logs: `Debug` and `Display` print `***`.
@@ -209,6 +243,8 @@ pub struct TaskConfig {
     pub batch: Option<BatchConfig>,
     /// Default `dead_letter`.
     pub on_failure: OnFailure,
+    /// Key `snapshot`, default `never`.
+    pub snapshot: SnapshotMode,
 }
 
 /// A row change kind.

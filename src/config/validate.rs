@@ -94,6 +94,7 @@ pub(crate) fn finish(draft: Draft) -> Result<Config, ConfigError> {
         checkpoint: draft.checkpoint,
         shutdown_timeout: draft.shutdown_timeout,
         callback_host: draft.callback_host.map(|h| h.value),
+        snapshot: draft.snapshot,
     })
 }
 

@@ -198,6 +198,7 @@ mod tests {
             headers: Vec::new(),
             batch: None,
             on_failure: OnFailure::default(),
+            snapshot: Default::default(),
         }
     }
 

@@ -159,6 +159,65 @@ pub(crate) fn write_decimal(
     Ok(size)
 }
 
+/// MySQL `decimal2bin`: the binary form of DECIMAL(precision, scale) for a
+/// plain decimal text as the server prints it (`-12.50`: optional minus,
+/// digits, optional `.` and at most `scale` digits). The inverse of
+/// [`write_decimal`], used to render values read by a SELECT through the
+/// same code as the binlog's; text that does not fit is an error, never
+/// rounded.
+pub(crate) fn encode_text(text: &str, precision: u8, scale: u8) -> Result<Vec<u8>, String> {
+    let bad = || format!("`{text}` is not a DECIMAL({precision},{scale}) value");
+    if precision == 0 || scale > precision || usize::from(precision) > MAX_PRECISION {
+        return Err(bad());
+    }
+    let (neg, body) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text),
+    };
+    let (ip, fp) = body.split_once('.').unwrap_or((body, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if ip.is_empty() || !digits(ip) || !digits(fp) {
+        return Err(bad());
+    }
+    let intg = usize::from(precision - scale);
+    let frac = usize::from(scale);
+    let ip = ip.trim_start_matches('0');
+    if ip.len() > intg || fp.len() > frac {
+        return Err(bad());
+    }
+    // Zero-padded to exactly intg and frac digits.
+    let mut all = Vec::with_capacity(intg + frac);
+    all.resize(intg - ip.len(), b'0');
+    all.extend_from_slice(ip.as_bytes());
+    all.extend_from_slice(fp.as_bytes());
+    all.resize(intg + frac, b'0');
+    let mut out = Vec::with_capacity(bin_size(precision, scale));
+    let mut push = |group: &[u8], nbytes: usize| {
+        let v = group
+            .iter()
+            .fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0'));
+        let v = if neg { !v } else { v };
+        out.extend_from_slice(&v.to_be_bytes()[4 - nbytes..]);
+    };
+    let (int_digits, frac_digits) = all.split_at(intg);
+    let lead = intg % DIG_PER_DEC;
+    push(&int_digits[..lead], DIG2BYTES[lead]);
+    for g in int_digits[lead..].chunks(DIG_PER_DEC) {
+        push(g, 4);
+    }
+    let full = frac / DIG_PER_DEC * DIG_PER_DEC;
+    for g in frac_digits[..full].chunks(DIG_PER_DEC) {
+        push(g, 4);
+    }
+    let trail = frac % DIG_PER_DEC;
+    push(&frac_digits[full..], DIG2BYTES[trail]);
+    match out.first_mut() {
+        Some(b) => *b ^= 0x80,
+        None => return Err(bad()),
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -206,6 +265,31 @@ pub(crate) mod tests {
         out[0] ^= 0x80;
         assert_eq!(out.len(), bin_size(precision, scale));
         out
+    }
+
+    #[test]
+    fn encode_text_is_the_inverse() {
+        for (text, p, s) in [
+            ("12.50", 10, 2),
+            ("-0.01", 10, 2),
+            ("0.00", 10, 2),
+            ("7", 5, 0),
+            ("-123456789012.345678901", 30, 9),
+            (
+                "99999999999999999999999999999999999.999999999999999999999999999999",
+                65,
+                30,
+            ),
+        ] {
+            let bin = encode_text(text, p, s).expect("fits");
+            assert_eq!(bin, encode(text, p, s), "{text}");
+            assert_eq!(dec(&bin, p, s, false).unwrap().0, text);
+        }
+        assert!(encode_text("123.4", 3, 1).is_err());
+        assert!(encode_text("1.234", 5, 2).is_err());
+        assert!(encode_text("1e5", 5, 0).is_err());
+        assert!(encode_text("", 5, 0).is_err());
+        assert!(encode_text("-", 5, 0).is_err());
     }
 
     fn dec(bytes: &[u8], p: u8, s: u8, quoted: bool) -> Result<(String, usize), Fault> {

@@ -162,7 +162,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 
 /// Unix seconds → "YYYY-MM-DDTHH:MM:SS[.f]Z"; 0 → MySQL's zero timestamp
 /// "0000-00-00 00:00:00[.f]".
-fn write_unix(out: &mut Vec<u8>, secs: u64, usec: u32, fsp: u8) {
+pub(crate) fn write_unix(out: &mut Vec<u8>, secs: u64, usec: u32, fsp: u8) {
     out.push(b'"');
     if secs == 0 {
         out.extend_from_slice(b"0000-00-00 00:00:00");

@@ -624,6 +624,22 @@ pub fn decode_value(
     })
 }
 
+/// The JSON of a string-like value's bytes (without their length prefix):
+/// base64 (BINARY padded to `pad_to`), text in its charset, or MariaDB
+/// JSON text. Shared with the snapshot, which has the bytes without a prefix.
+pub(crate) fn write_str_payload(mode: TextMode, pad_to: u16, payload: &[u8], out: &mut Vec<u8>) {
+    match mode {
+        TextMode::Binary if payload.len() < usize::from(pad_to) => {
+            let mut padded = payload.to_vec();
+            padded.resize(usize::from(pad_to), 0);
+            write_base64(out, &padded)
+        }
+        TextMode::Binary => write_base64(out, payload),
+        TextMode::Text(cs) => charset::write_text(cs, payload, out),
+        TextMode::JsonText(cs) => charset::write_json_text(cs, payload, out),
+    }
+}
+
 fn decode_inner(
     kind: &ColumnKind,
     input: &[u8],
@@ -680,16 +696,7 @@ fn decode_inner(
             ..
         } => {
             let (payload, used) = length_prefixed(input, *len_bytes)?;
-            match mode {
-                TextMode::Binary if payload.len() < usize::from(*pad_to) => {
-                    let mut padded = payload.to_vec();
-                    padded.resize(usize::from(*pad_to), 0);
-                    write_base64(out, &padded)
-                }
-                TextMode::Binary => write_base64(out, payload),
-                TextMode::Text(cs) => charset::write_text(*cs, payload, out),
-                TextMode::JsonText(cs) => charset::write_json_text(*cs, payload, out),
-            }
+            write_str_payload(*mode, *pad_to, payload, out);
             Ok(used)
         }
         ColumnKind::Enum { pack_len, labels } => {

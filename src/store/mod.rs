@@ -22,6 +22,8 @@
 //! - `schema_history`: the definitions of the followed tables, each with the
 //!   binlog position it is valid from (see [`SchemaVersionRow`] and
 //!   `source::history`); forgotten when the position is set or reset.
+//! - `snapshots`, `snapshot_progress`: snapshot requests and, per table, the
+//!   last settled chunk (see [`snapshot`]).
 //!
 //! The schema is versioned with SQLite's `PRAGMA user_version`: each entry
 //! of [`MIGRATIONS`] is applied once, in order; the missing ones together
@@ -43,6 +45,7 @@ mod checkpoint;
 mod diagnose;
 pub mod lock;
 mod schema_history;
+pub mod snapshot;
 pub mod xa;
 pub use checkpoint::Checkpoint;
 pub use lock::{LockError, StateLock};
@@ -117,6 +120,32 @@ pub const MIGRATIONS: &[&str] = &[
         created_at  INTEGER NOT NULL,
         PRIMARY KEY (db, tbl, file, pos)
     );",
+    // 6: snapshot requests (`pikachu snapshot start`, `snapshot: initial`)
+    // and, per snapshot and table, the progress of the settled chunks.
+    "CREATE TABLE snapshots (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id     TEXT    NOT NULL,
+        tbl         TEXT,
+        condition   TEXT,
+        kind        TEXT    NOT NULL CHECK (kind IN ('initial', 'backfill')),
+        state       TEXT    NOT NULL
+                    CHECK (state IN ('pending', 'running', 'done', 'cancelled', 'failed')),
+        error       TEXT,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+    );
+    CREATE INDEX snapshots_task ON snapshots (task_id, state);
+    CREATE TABLE snapshot_progress (
+        snapshot_id    INTEGER NOT NULL REFERENCES snapshots (id) ON DELETE CASCADE,
+        db             TEXT    NOT NULL,
+        tbl            TEXT    NOT NULL,
+        last_key       TEXT,
+        rows_done      INTEGER NOT NULL DEFAULT 0,
+        rows_estimated INTEGER NOT NULL DEFAULT 0,
+        done           INTEGER NOT NULL DEFAULT 0,
+        updated_at     INTEGER NOT NULL,
+        PRIMARY KEY (snapshot_id, db, tbl)
+    ) WITHOUT ROWID;",
 ];
 
 /// A store error, with what was being done.

@@ -33,5 +33,6 @@ pub fn task(id: &str, url: &str) -> TaskConfig {
         headers: vec![],
         batch: None,
         on_failure: OnFailure::DeadLetter,
+        snapshot: Default::default(),
     }
 }

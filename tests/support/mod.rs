@@ -5,6 +5,7 @@
 //!   the test process itself ([`MariaDb::shared`], [`MariaDb::start`]).
 //! - [`receiver`]: a real HTTP webhook receiver whose answers tests can
 //!   script ([`Receiver`]).
+//! - [`every_type`]: the table with a column of every type.
 //! - [`tmpfs`]: a small filesystem to make read-only or fill up ([`TmpFs`]).
 //!
 //! Each test binary compiles this module on its own and may use only part
@@ -12,6 +13,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod config;
+pub mod every_type;
 pub mod mariadb;
 pub mod pikachu;
 pub mod receiver;

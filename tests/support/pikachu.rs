@@ -272,7 +272,27 @@ pub fn try_collect_payloads(
     n: usize,
     timeout: Duration,
 ) -> Result<Vec<serde_json::Value>, String> {
-    use pikachu::source::{connect, position::StartAt, reader};
+    let changes = try_collect_changes(db, database, tables, start, n, timeout)?;
+    changes
+        .iter()
+        .map(|c| {
+            let task = format!("task_{}", c.table.name);
+            let id = pikachu::event::payload::change_id(c, &task, 0);
+            let mut body = Vec::new();
+            pikachu::event::payload::render(&mut body, c, &task, &id);
+            serde_json::from_slice(&body).map_err(|e| format!("payload is not JSON: {e}"))
+        })
+        .collect()
+}
+
+/// The config of [`collect_payloads`]'s reader: `database` on `db` from
+/// `start`, one task per table.
+pub fn reader_config(
+    db: &MariaDb,
+    database: &str,
+    tables: &[&str],
+    start: &(String, u64),
+) -> Result<pikachu::config::Config, String> {
     let specs: Vec<TaskSpec> = tables
         .iter()
         .map(|t| {
@@ -285,9 +305,22 @@ pub fn try_collect_payloads(
         })
         .collect();
     let yaml = config_yaml(db, database, start, &specs);
-    let cfg = pikachu::config::from_str(&yaml, "test.yaml", None)
+    Ok(pikachu::config::from_str(&yaml, "test.yaml", None)
         .map_err(|e| format!("config: {e}"))?
-        .config;
+        .config)
+}
+
+/// As [`try_collect_payloads`], returning the changes themselves.
+pub fn try_collect_changes(
+    db: &MariaDb,
+    database: &str,
+    tables: &[&str],
+    start: &(String, u64),
+    n: usize,
+    timeout: Duration,
+) -> Result<Vec<pikachu::event::Change>, String> {
+    use pikachu::source::{connect, position::StartAt, reader};
+    let cfg = reader_config(db, database, tables, start)?;
     let wanted: Vec<(String, String)> = tables
         .iter()
         .map(|t| (database.to_string(), t.to_string()))
@@ -327,16 +360,7 @@ pub fn try_collect_payloads(
         let deadline = tokio::time::Instant::now() + timeout;
         while out.len() < n {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(reader::SourceEvent::Change(c))) => {
-                    let task = format!("task_{}", c.table.name);
-                    let id = pikachu::event::payload::change_id(&c, &task, 0);
-                    let mut body = Vec::new();
-                    pikachu::event::payload::render(&mut body, &c, &task, &id);
-                    out.push(
-                        serde_json::from_slice(&body)
-                            .map_err(|e| format!("payload is not JSON: {e}"))?,
-                    );
-                }
+                Ok(Some(reader::SourceEvent::Change(c))) => out.push(c),
                 Ok(Some(reader::SourceEvent::Commit(_) | reader::SourceEvent::Xa(_))) => {}
                 Ok(None) => break,
                 Err(_) => break,

@@ -1,0 +1,119 @@
+//! Snapshots and backfills (issue 12): reading the rows that exist already,
+//! consistently with the binlog stream and without locks (DBLog, the
+//! read-only variant of Debezium's incremental snapshot). See
+//! `docs/snapshot.md`.
+//!
+//! What is here is the part that does not depend on the run loop:
+//! - [`plan`]: which key a table is paged by, the SELECT of a chunk, a
+//!   `--where` condition checked;
+//! - [`values`]: the SELECT's values (binary protocol) rendered by the
+//!   binlog path's own decoder, so a `read` carries byte for byte the
+//!   `data` an `insert` of the same row carries;
+//! - [`chunk`]: one chunk read with its low and high watermarks;
+//! - [`window`]: the watermark window (pure): which rows of a chunk the
+//!   stream has newer changes of;
+//! - [`payload`]: the body and deterministic id of a `read`;
+//! - [`cli`]: `pikachu snapshot start|status|cancel` over the state store
+//!   (`store::snapshot`).
+//!
+//! Wiring the chunks into the running pipeline (interleaving them with the
+//! stream, delivering them, saving progress with the checkpoint) comes with
+//! the pipeline refactor; see "What remains" in `docs/snapshot.md`.
+
+pub mod chunk;
+pub mod cli;
+pub mod payload;
+pub mod plan;
+pub mod values;
+pub mod window;
+
+pub use chunk::{read_chunk, Chunk, Cursor, KeyPart, SnapRow};
+pub use plan::{plan_table, TablePlan};
+pub use window::{BinlogPos, RowKey, Settled, Window};
+
+/// Rows per chunk when the config does not say (`snapshot.chunk_size`).
+pub const DEFAULT_CHUNK_SIZE: usize = 4096;
+
+/// Why a table cannot be snapshotted, or a chunk could not be read. Each
+/// message names the table and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The table is not there (never was, or dropped mid-snapshot).
+    #[error("table `{db}`.`{table}` does not exist (or the user cannot see it); check the task's table_name")]
+    NoTable {
+        /// Database.
+        db: String,
+        /// Table.
+        table: String,
+    },
+    /// Neither a primary key nor a unique index of NOT NULL columns.
+    #[error("table `{db}`.`{table}` has no primary key and no unique index whose columns are all NOT NULL, so it cannot be read in chunks consistently with the stream; add a primary key (or a unique NOT NULL key) to snapshot it")]
+    NoKey {
+        /// Database.
+        db: String,
+        /// Table.
+        table: String,
+    },
+    /// A column type the snapshot cannot render exactly as the binlog path does.
+    #[error("table `{db}`.`{table}`: column `{column}` has type {column_type}, which snapshots do not support yet (its value could not be rendered exactly as the binlog path renders it)")]
+    UnsupportedColumn {
+        /// Database.
+        db: String,
+        /// Table.
+        table: String,
+        /// Column.
+        column: String,
+        /// `COLUMN_TYPE` as information_schema shows it.
+        column_type: String,
+    },
+    /// The `--where` condition is not usable.
+    #[error("the --where condition `{condition}` for `{db}`.`{table}` is not valid: {reason}")]
+    BadWhere {
+        /// Database.
+        db: String,
+        /// Table.
+        table: String,
+        /// The condition as given.
+        condition: String,
+        /// The server's or our own reason.
+        reason: String,
+    },
+    /// The server refused a statement (privileges, a dropped table, …).
+    #[error("snapshot of `{db}`.`{table}`: {what}: {reason}")]
+    Query {
+        /// Database.
+        db: String,
+        /// Table.
+        table: String,
+        /// What was being done (`reading a chunk`).
+        what: String,
+        /// The server's message (with a hint for missing privileges).
+        reason: String,
+    },
+    /// A value the server sent does not fit its column's type.
+    #[error("snapshot of `{db}`.`{table}`: column `{column}`: {detail}")]
+    Value {
+        /// Database.
+        db: String,
+        /// Table.
+        table: String,
+        /// Column.
+        column: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The table's definition changed since it was planned (an ALTER between
+    /// chunks): the chunk is not used; plan the table again and read it again.
+    #[error("the definition of `{db}`.`{table}` changed during the snapshot ({detail}); the chunk is read again with the new definition")]
+    Changed {
+        /// Database.
+        db: String,
+        /// Table.
+        table: String,
+        /// What changed.
+        detail: String,
+    },
+    /// Reading the binlog position (watermark) failed.
+    #[error("snapshot: cannot read the binlog position: {0}")]
+    Position(#[from] crate::source::SourceError),
+}
