@@ -7,7 +7,7 @@
 
 use encoding_rs::Encoding;
 
-use super::value::{write_base64_body, write_json_str};
+use super::bytes::{write_base64_body, write_json_str};
 
 /// The binary pseudo-collation: bytes, not text.
 pub const BINARY_COLLATION: u16 = 63;

@@ -6,26 +6,14 @@
 //! of the first byte is flipped so that the binary form sorts. The output
 //! always has exactly `scale` fraction digits.
 
-use super::value::{take, Fault};
+use super::bytes::{take, Fault};
 
 /// Largest precision MySQL's decimal code accepts (DECIMAL_MAX_POSSIBLE_PRECISION).
 pub(crate) const MAX_PRECISION: usize = 81;
 
 const DIG_PER_DEC: usize = 9;
 const DIG2BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
-/// 10^0 … 10^9.
-pub(crate) const POW10: [u32; 10] = [
-    1,
-    10,
-    100,
-    1_000,
-    10_000,
-    100_000,
-    1_000_000,
-    10_000_000,
-    100_000_000,
-    1_000_000_000,
-];
+pub(crate) use super::bytes::POW10;
 
 /// Bytes taken by DECIMAL(precision, scale); caller ensures scale ≤ precision.
 pub(crate) fn bin_size(precision: u8, scale: u8) -> usize {

@@ -4,7 +4,7 @@
 //! (EWKT) when the SRID is not 0. Coordinates are printed in storage order
 //! (x y) in the shortest round-trip form, integers without a fraction.
 
-use super::value::{le_uint, take, Fault};
+use super::bytes::{le_uint, take, Fault};
 
 /// GEOMETRYCOLLECTIONs nest; real data never gets near this.
 const MAX_DEPTH: usize = 32;

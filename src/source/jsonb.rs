@@ -6,11 +6,11 @@
 //! bytes), which is what `SELECT` shows. OPAQUE scalars print as MySQL's
 //! JSON functions print them (see docs/types.md).
 
-use super::decimal;
-use super::temporal::{write_datetime_packed, write_time_packed};
-use super::value::{
+use super::bytes::{
     le_uint, write_base64_body, write_f64, write_i64, write_json_str, write_u64, DecodeError, Fault,
 };
+use super::decimal;
+use super::temporal::{write_datetime_packed, write_time_packed};
 
 const SMALL_OBJECT: u8 = 0x00;
 const LARGE_OBJECT: u8 = 0x01;

@@ -5,6 +5,7 @@
 //! It produces [`crate::event::Change`]s and transaction boundaries.
 
 pub mod binlogs;
+mod bytes;
 pub mod charset;
 pub mod connect;
 pub mod decimal;

@@ -7,7 +7,7 @@
 //! `my_time_packed_from_binary`, `my_timestamp_from_binary`,
 //! `TIME_from_longlong_*_packed`).
 
-use super::value::{be_uint, le_uint, take, write_padded, Fault};
+use super::bytes::{be_uint, le_uint, take, write_padded, Fault};
 
 const DATETIMEF_INT_OFS: i64 = 0x80_0000_0000;
 const TIMEF_INT_OFS: i64 = 0x80_0000;
