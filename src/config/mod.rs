@@ -44,6 +44,9 @@ pub struct Config {
     pub snapshot: SnapshotConfig,
 }
 
+/// Rows per chunk when the config does not say (`snapshot.chunk_size`).
+pub const DEFAULT_CHUNK_SIZE: usize = 4096;
+
 /// Key `snapshot` (top level): how snapshots and backfills read tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotConfig {
@@ -54,7 +57,7 @@ pub struct SnapshotConfig {
 impl Default for SnapshotConfig {
     fn default() -> Self {
         SnapshotConfig {
-            chunk_size: crate::snapshot::DEFAULT_CHUNK_SIZE,
+            chunk_size: DEFAULT_CHUNK_SIZE,
         }
     }
 }

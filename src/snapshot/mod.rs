@@ -31,8 +31,7 @@ pub use chunk::{read_chunk, Chunk, Cursor, KeyPart, SnapRow};
 pub use plan::{plan_table, TablePlan};
 pub use window::{BinlogPos, RowKey, Settled, Window};
 
-/// Rows per chunk when the config does not say (`snapshot.chunk_size`).
-pub const DEFAULT_CHUNK_SIZE: usize = 4096;
+pub use crate::config::DEFAULT_CHUNK_SIZE;
 
 /// Why a table cannot be snapshotted, or a chunk could not be read. Each
 /// message names the table and says what to do.

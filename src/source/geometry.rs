@@ -189,7 +189,7 @@ pub(crate) fn write_geometry(data: &[u8], out: &mut Vec<u8>) -> Result<(), Fault
     out.push(b'"');
     if srid != 0 {
         out.extend_from_slice(b"SRID=");
-        super::value::write_u64(out, srid);
+        super::bytes::write_u64(out, srid);
         out.push(b';');
     }
     write_geom(&mut w, out, 0, None, true)?;

@@ -15,6 +15,7 @@ pub mod file;
 pub mod geometry;
 pub mod history;
 pub mod jsonb;
+pub mod options;
 pub mod position;
 pub mod reader;
 pub mod rows;

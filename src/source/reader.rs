@@ -24,10 +24,10 @@ use super::connect::{self, Flavour, ServerInfo};
 pub use super::decoder::{Commit, TableFilter, XaAt, XaEvent};
 use super::decoder::{Decoder, DecoderOptions, Output};
 use super::error::{At, SourceError};
-use super::history::{HistPos, SchemaHistory, TableKey};
+use super::history::{HistPos, SchemaHistory};
+pub use super::options::ReaderOptions;
 use super::position::StartAt;
-use super::schema_sync::{self, HistoryStore};
-use super::value::DecodeOptions;
+use super::schema_sync;
 use crate::config::DatabaseConfig;
 use crate::event::Change;
 
@@ -108,24 +108,6 @@ impl Events {
     pub fn is_empty(&self) -> bool {
         self.batch.len() == 0 && self.rx.is_empty()
     }
-}
-
-/// Settings of one reader.
-#[derive(Clone)]
-pub struct ReaderOptions {
-    pub db: DatabaseConfig,
-    pub heartbeat: Duration,
-    pub decode: DecodeOptions,
-    pub filter: TableFilter,
-    /// The file the start position was saved in, as it was then: the
-    /// stream stops with [`SourceError::HistoryChanged`] if the server's
-    /// file of that name was created at another time (see
-    /// [`super::binlogs`]). Reconnects check the file of the last commit.
-    pub expect_file: Option<FileIdentity>,
-    /// The tables `filter` wants, for the schema history.
-    pub tables: Vec<TableKey>,
-    /// Where the schema history is kept between runs (`None`: in memory).
-    pub history_store: Option<std::sync::Arc<dyn HistoryStore>>,
 }
 
 /// Opens the binlog stream at `start`.

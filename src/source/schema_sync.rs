@@ -34,35 +34,9 @@ use super::error::SourceError;
 use super::history::{
     difference, Definition, HistPos, SchemaHistory, TableKey, Unchecked, Version,
 };
+pub use super::options::{HistoryStore, ReaderOptions, StoredVersion};
 use super::position::{self, StartAt};
-use super::reader::ReaderOptions;
 use super::schema::{self, TableSchema};
-
-/// One stored version of a table's definition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredVersion {
-    /// Database.
-    pub db: String,
-    /// Table.
-    pub table: String,
-    /// Valid from this binlog file…
-    pub file: String,
-    /// …and position.
-    pub pos: u64,
-    /// The [`Definition`], as JSON.
-    pub definition: String,
-    /// The server the positions belong to (flavour, server_id, uuid).
-    pub server: String,
-}
-
-/// Where the schema history is kept between runs (the state store; wired
-/// by the app). Calls block (disk I/O): they run on a blocking thread.
-pub trait HistoryStore: Send + Sync {
-    /// Every stored version.
-    fn load(&self) -> Result<Vec<StoredVersion>, String>;
-    /// Stores versions durably (replacing those at the same table and position).
-    fn save(&self, versions: &[StoredVersion]) -> Result<(), String>;
-}
 
 /// The identity the stored positions are tied to.
 pub fn server_identity(info: &ServerInfo) -> String {
