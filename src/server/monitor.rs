@@ -114,44 +114,8 @@ impl Monitor {
 
     async fn retention(&mut self) {
         let needed = self.needed_file();
-        let due = match self.refreshed {
-            None => true,
-            Some(t) => {
-                let every = if self.refresh_failed {
-                    RETENTION_RETRY
-                } else {
-                    RETENTION_EVERY
-                };
-                t.elapsed() >= every || needed != self.needed
-            }
-        };
-        if due {
-            self.refreshed = Some(Instant::now());
-            self.needed = needed.clone();
-            self.refresh_failed = false;
-            match retention::server_binlogs(&self.db).await {
-                Ok(b) => {
-                    self.health.metrics.set_retention(b.retention);
-                    self.next_time = None;
-                    if let Some(next) = needed
-                        .as_deref()
-                        .and_then(|n| retention::next_file(n, &b.files))
-                    {
-                        match self.cache.get(&self.db, next).await {
-                            Ok(t) => self.next_time = Some(t),
-                            Err(e) => {
-                                self.refresh_failed = true;
-                                tracing::debug!(error = %e, file = next, "cannot read the first event time of a binlog file");
-                            }
-                        }
-                    }
-                    self.binlogs = Some(b);
-                }
-                Err(e) => {
-                    self.refresh_failed = true;
-                    tracing::debug!(error = %e, "cannot read the binlog retention settings");
-                }
-            }
+        if self.retention_due(&needed) {
+            self.refresh_retention(needed).await;
         }
         let h = match (&self.needed, &self.binlogs) {
             (Some(file), Some(b)) => retention::headroom(file, b, self.next_time, unix_now()),
@@ -161,25 +125,78 @@ impl Monitor {
         if let Headroom::Seconds { file, secs } = &h {
             if *secs < WARN_BELOW_SECS && self.warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
                 self.warned = Some(Instant::now());
-                let retention = self
-                    .binlogs
-                    .as_ref()
-                    .and_then(|b| b.retention)
-                    .map(crate::telemetry::human_duration)
-                    .unwrap_or_default();
-                let gone = self
-                    .binlogs
-                    .as_ref()
-                    .is_some_and(|b| !b.files.iter().any(|f| f == file));
-                if gone {
-                    tracing::warn!(file = %file, "binlog {file}, which pikachu needs to resume from, is no longer on the server (purged): a restart cannot resume there");
-                } else if *secs <= 0.0 {
-                    tracing::warn!(file = %file, headroom_seconds = *secs as i64, "the server may purge binlog {file} at its next rotation, and pikachu still needs it (binlog retention {retention}): if pikachu stops now, the changes from there on are lost; raise binlog_expire_logs_seconds");
-                } else {
-                    tracing::warn!(file = %file, headroom_seconds = *secs as i64, "binlog {file}, which pikachu still needs, may be purged by the server in {} (binlog retention {retention}): if pikachu is stopped or behind for longer, those changes are lost; raise binlog_expire_logs_seconds", crate::telemetry::human_duration(*secs));
-                }
+                self.warn_headroom(file, *secs);
             }
         }
         self.health.metrics.set_headroom(h);
+    }
+
+    /// Whether the server's binlogs are read again now: never read yet, the
+    /// period is over (shorter after a failure), or the file needed moved.
+    fn retention_due(&self, needed: &Option<String>) -> bool {
+        match self.refreshed {
+            None => true,
+            Some(t) => {
+                let every = if self.refresh_failed {
+                    RETENTION_RETRY
+                } else {
+                    RETENTION_EVERY
+                };
+                t.elapsed() >= every || *needed != self.needed
+            }
+        }
+    }
+
+    /// Reads the server's binlogs and retention, and the first event time
+    /// of the file after the one still needed.
+    async fn refresh_retention(&mut self, needed: Option<String>) {
+        self.refreshed = Some(Instant::now());
+        self.needed = needed;
+        self.refresh_failed = false;
+        let b = match retention::server_binlogs(&self.db).await {
+            Ok(b) => b,
+            Err(e) => {
+                self.refresh_failed = true;
+                tracing::debug!(error = %e, "cannot read the binlog retention settings");
+                return;
+            }
+        };
+        self.health.metrics.set_retention(b.retention);
+        self.next_time = None;
+        let next = self
+            .needed
+            .as_deref()
+            .and_then(|n| retention::next_file(n, &b.files));
+        if let Some(next) = next {
+            match self.cache.get(&self.db, next).await {
+                Ok(t) => self.next_time = Some(t),
+                Err(e) => {
+                    self.refresh_failed = true;
+                    tracing::debug!(error = %e, file = next, "cannot read the first event time of a binlog file");
+                }
+            }
+        }
+        self.binlogs = Some(b);
+    }
+
+    /// The WARN for binlog `file`, still needed, with `secs` of headroom.
+    fn warn_headroom(&self, file: &str, secs: f64) {
+        let retention = self
+            .binlogs
+            .as_ref()
+            .and_then(|b| b.retention)
+            .map(crate::telemetry::human_duration)
+            .unwrap_or_default();
+        let gone = self
+            .binlogs
+            .as_ref()
+            .is_some_and(|b| !b.files.iter().any(|f| f == file));
+        if gone {
+            tracing::warn!(file = %file, "binlog {file}, which pikachu needs to resume from, is no longer on the server (purged): a restart cannot resume there");
+        } else if secs <= 0.0 {
+            tracing::warn!(file = %file, headroom_seconds = secs as i64, "the server may purge binlog {file} at its next rotation, and pikachu still needs it (binlog retention {retention}): if pikachu stops now, the changes from there on are lost; raise binlog_expire_logs_seconds");
+        } else {
+            tracing::warn!(file = %file, headroom_seconds = secs as i64, "binlog {file}, which pikachu still needs, may be purged by the server in {} (binlog retention {retention}): if pikachu is stopped or behind for longer, those changes are lost; raise binlog_expire_logs_seconds", crate::telemetry::human_duration(secs));
+        }
     }
 }
