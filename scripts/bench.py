@@ -34,7 +34,8 @@ same receiver with the same concurrency, in the same round.
 
 Settings (environment): BENCH_ROWS (200000), BENCH_RUNS (5), BENCH_BIG_ROWS
 (1000000; 0 skips), BENCH_PROFILES (bulk,oltp), BENCH_READERS (all),
-BENCH_CORES (2,1), BENCH_SKIP (comma list of: delivery, latency, big, wrk),
+BENCH_CORES (2,1), BENCH_SKIP (comma list of: delivery, latency, big, wrk, snapshot),
+BENCH_SNAPSHOT_ROWS (1000000),
 PIKACHU_BASELINE, BENCH_NO_DOCS=1.
 """
 
@@ -43,6 +44,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -61,6 +63,7 @@ RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 CORES = [int(c) for c in os.environ.get("BENCH_CORES", "2,1").split(",") if c]
 BASELINE = os.environ.get("PIKACHU_BASELINE") or None
 BIG_ROWS = int(os.environ.get("BENCH_BIG_ROWS", "1000000"))
+SNAP_ROWS = int(os.environ.get("BENCH_SNAPSHOT_ROWS", "1000000"))
 PROFILES = os.environ.get("BENCH_PROFILES", "bulk,oltp").split(",")
 SKIP = set(filter(None, os.environ.get("BENCH_SKIP", "").split(",")))
 DB = "pikachu_bench"
@@ -457,6 +460,86 @@ def delivery(rng, tmp):
     return out
 
 
+def snapshot_fill(n):
+    table = f"{DB}.snap"
+    root_sql(f"DROP TABLE IF EXISTS {table}; " + TABLE.format(name=table) + ";")
+    step = 100_000
+    for a in range(1, n + 1, step):
+        root_sql(insert(table, a, min(a + step - 1, n)), database=DB)
+    root_sql(f"ANALYZE TABLE {table}")
+
+
+def raw_read_once():
+    """`mariadb --quick -e "SELECT * FROM snap" > /dev/null`: wall s."""
+    _, wall, cpu, rss = measure(["mariadb", "--quick", "-h", "127.0.0.1", "-P", str(PORT), "-u", USER,
+                                 f"-p{PASSWORD}", DB, "-e", "SELECT * FROM snap"], stdout_file="/dev/null")
+    return {"wall": wall, "cpu": cpu, "rss_kib": rss}
+
+
+def snapshot_once(binary, tmp, n):
+    """`pikachu run` with `snapshot: initial` on `snap`, batches of 500 to a
+    local receiver: wall s from the start to the last row received, CPU,
+    peak RSS."""
+    recv = subprocess.Popen([RECEIVER], stdout=subprocess.PIPE, text=True)
+    fd, usage = tempfile.mkstemp()
+    os.close(fd)
+    proc = None
+    try:
+        url = recv.stdout.readline().strip()
+        shutil.rmtree(os.path.join(tmp, "state"), ignore_errors=True)
+        cfg = pikachu_config(tmp, url=url, batch=500, tables=("snap",))
+        with open(cfg) as f:
+            text = f.read()
+        text = text.replace('  batch:\n', '  snapshot: initial\n  batch:\n')
+        with open(cfg, "w") as f:
+            f.write(text)
+        t0 = time.monotonic()
+        proc = subprocess.Popen(["/usr/bin/time", "-f", "%M %U %S", "-o", usage, binary, "-config", cfg],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stats_url = url.replace("/hook", "/stats")
+        while True:
+            stats = json.load(urllib.request.urlopen(stats_url))
+            if stats["changes"] >= n:
+                break
+            if proc.poll() is not None:
+                raise SystemExit("bench: pikachu stopped during the snapshot")
+            if time.monotonic() - t0 > 600:
+                raise SystemExit(f"bench: the snapshot did not finish in 600 s ({stats})")
+            time.sleep(0.05)
+        wall = time.monotonic() - t0
+        child = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        for pid in child:
+            os.kill(int(pid), signal.SIGTERM)
+        proc.wait(timeout=60)
+        with open(usage) as f:
+            fields = f.read().split()
+        rss, user, system = int(fields[-3]), float(fields[-2]), float(fields[-1])
+        return {"wall": wall, "cpu": user + system, "rss_kib": rss, "requests": stats["requests"]}
+    finally:
+        if proc and proc.poll() is None:
+            proc.kill()
+        recv.terminate()
+        recv.wait()
+        os.unlink(usage)
+
+
+def snapshot_bench(tmp):
+    """Interleaved rounds of the raw read and pikachu's snapshot (and the baseline's, if it has one)."""
+    log(f"  filling snap with {SNAP_ROWS:,} rows…")
+    snapshot_fill(SNAP_ROWS)
+    out = {}
+    for r in range(RUNS):
+        res = raw_read_once()
+        out.setdefault("raw", []).append(res)
+        log(f"  raw read run {r + 1}: {SNAP_ROWS / res['wall']:>10,.0f} rows/s")
+        res = snapshot_once(PIKACHU, tmp, SNAP_ROWS)
+        out.setdefault("pikachu", []).append(res)
+        log(f"  snapshot run {r + 1}: {SNAP_ROWS / res['wall']:>10,.0f} rows/s, "
+            f"peak RSS {res['rss_kib'] / 1024:.1f} MiB")
+    root_sql(f"DROP TABLE {DB}.snap")
+    return out
+
+
 def latency():
     env = dict(os.environ, PIKACHU_BIN=PIKACHU, PIKACHU_MARIADB_PORT=str(PORT),
                BENCH_RATE=os.environ.get("BENCH_RATE", "1000"),
@@ -490,7 +573,7 @@ def core_label(cores):
     return "one core (reader and MariaDB pinned to the same core)" if cores == 1 else "two cores"
 
 
-def report(ranges, results, deliv, lat, big):
+def report(ranges, results, deliv, lat, big, snap=None):
     lines = []
     w = lines.append
     w(f"Generated by `scripts/bench.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
@@ -560,6 +643,21 @@ def report(ranges, results, deliv, lat, big):
         w(f"| **median** | | | **{statistics.median(j['p50_ms'] for j in lat):.2f}** | "
           f"**{statistics.median(j['p99_ms'] for j in lat):.2f}** | |")
         w("")
+    if snap:
+        raw, ours = snap["raw"], snap["pikachu"]
+        w(f"### Snapshot: {SNAP_ROWS:,} rows of the mixed-type table, `snapshot: initial`, "
+          "batches of 500 to a local receiver, against the raw read of the same table")
+        w("")
+        w("| reader | rows/s | wall s | CPU s | peak RSS MiB |")
+        w("|---|---:|---:|---:|---:|")
+        w(f"| `mariadb --quick -e \"SELECT * FROM snap\" > /dev/null` | {SNAP_ROWS / med(raw, 'wall'):,.0f} | "
+          f"{med(raw, 'wall'):.2f} | {med(raw, 'cpu'):.2f} | {med(raw, 'rss_kib') / 1024:.1f} |")
+        w(f"| pikachu snapshot, delivered | {SNAP_ROWS / med(ours, 'wall'):,.0f} | {med(ours, 'wall'):.2f} | "
+          f"{med(ours, 'cpu'):.2f} | {med(ours, 'rss_kib') / 1024:.1f} |")
+        w("")
+        w(f"Snapshot: **{med(raw, 'wall') / med(ours, 'wall') * 100:.0f}%** of the raw read's rate "
+          f"(pikachu's wall includes delivery and its start), peak RSS {med(ours, 'rss_kib') / 1024:.1f} MiB.")
+        w("")
     if big:
         w(f"### One transaction of {big['rows']:,} rows ({big['bytes'] / 1e6:.0f} MB of binlog), `replay --output null`")
         w("")
@@ -620,7 +718,11 @@ def main():
             big = dict(rng, **res)
             log(f"  big: {BIG_ROWS / res['wall']:,.0f} rows/s, peak RSS {res['rss_kib'] / 1024:.1f} MiB")
             root_sql(f"DROP TABLE {DB}.big")
-        text = report(ranges, results, deliv, lat, big)
+        snap = None
+        if "snapshot" not in SKIP and SNAP_ROWS > 0:
+            log("snapshot:")
+            snap = snapshot_bench(tmp)
+        text = report(ranges, results, deliv, lat, big, snap)
         print(text)
         if os.environ.get("BENCH_NO_DOCS") != "1":
             write_docs(text)

@@ -826,16 +826,7 @@ fn snapshot_mode_and_chunk_size_are_checked() {
 fn snapshot_settings_load() {
     let text = format!("{DB}snapshot:\n  chunk_size: 500\ntasks:\n{TASK_A}  snapshot: initial\n- task_id: b\n  name: B\n  table_name: orders\n  events: [insert]\n  callback_url: https://api.example.com/b\n");
     let loaded = from_str(&text, "config.yaml", None).unwrap_or_else(|e| panic!("{e}"));
-    // Until `pikachu run` reads snapshots, `initial` says so (file:line).
-    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
-    assert!(
-        loaded.warnings[0].starts_with(&format!(
-            "config.yaml:{}:",
-            line_of(&text, "snapshot: initial", 0)
-        )) && loaded.warnings[0].contains("does not read snapshots yet"),
-        "{:?}",
-        loaded.warnings
-    );
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     let c = loaded.config;
     assert_eq!(c.snapshot.chunk_size, 500);
     assert_eq!(c.tasks[0].snapshot, pikachu::config::SnapshotMode::Initial);

@@ -659,18 +659,7 @@ fn task(v: Val<'_>, warnings: &mut Vec<String>) -> R<DraftTask> {
         None => OnFailure::default(),
     };
     let snapshot = match f.get("snapshot") {
-        Some(v) => {
-            let mode = v.choice(&SnapshotMode::ALL, "snapshot mode")?;
-            if mode == SnapshotMode::Initial {
-                // WIRING (issue 12): remove when `pikachu run` reads snapshots.
-                let s = v.spot();
-                warnings.push(format!(
-                    "{}:{}: `{}: initial` is accepted, but this build of `pikachu run` does not read snapshots yet (docs/snapshot.md)",
-                    s.origin, s.line, v.path
-                ));
-            }
-            mode
-        }
+        Some(v) => v.choice(&SnapshotMode::ALL, "snapshot mode")?,
         None => SnapshotMode::default(),
     };
     Ok(DraftTask {

@@ -8,6 +8,9 @@
 //! The table of names and meanings is in README.md ("Metrics").
 
 pub mod retention;
+mod snapshot;
+
+pub use snapshot::{RunningSnapshot, SnapshotFigures};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,6 +132,8 @@ pub struct Metrics {
     retention: Family<Vec<(String, String)>, FloatGauge>,
     headroom: Family<FileLabels, FloatGauge>,
     last_headroom: Mutex<Headroom>,
+    /// What the snapshots report.
+    pub snapshots: SnapshotFigures,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -277,6 +282,7 @@ impl Metrics {
             Unit::Seconds,
             headroom.clone(),
         );
+        let snapshots = SnapshotFigures::register(&mut reg);
         let build = Family::<VersionLabels, Gauge>::default();
         reg.register("build_info", "pikachu's version", build.clone());
         build
@@ -325,6 +331,7 @@ impl Metrics {
             retention,
             headroom,
             last_headroom: Mutex::new(Headroom::Unknown),
+            snapshots,
         }
     }
 

@@ -15,6 +15,7 @@ use crate::config::TaskConfig;
 use crate::deliver::{self, Job, OrderingKeys};
 use crate::event::{payload, Change};
 use crate::route::Router;
+use crate::snapshot::payload::{read_id, render_read, ReadSource};
 use crate::source::binlogs::History;
 
 /// Payload buffer size before the first change is rendered; it grows to
@@ -85,6 +86,70 @@ impl FanOut {
             task_ids: &self.task_ids,
             history: self.history,
             state: &mut self.state,
+        }
+    }
+}
+
+/// Where a snapshot read comes from, for [`FanOut::read_job`].
+#[derive(Debug, Clone, Copy)]
+pub struct ReadMeta<'a> {
+    /// The snapshot's id.
+    pub snapshot_id: i64,
+    /// The chunk's number in its table.
+    pub chunk: u64,
+    /// The paging key's column indexes (the read's id names its values).
+    pub key: &'a [usize],
+    /// When the chunk was read, seconds since the epoch.
+    pub read_at: i64,
+}
+
+impl FanOut {
+    /// The job of one snapshot read for task `task`: `read` holds the row
+    /// as an insert would (`after`), with the chunk's high watermark as its
+    /// position. Rendered as `"event":"read"` with the snapshot's source
+    /// and a deterministic id; ordered with the row's changes (its
+    /// ordering keys are an insert's).
+    pub fn read_job<'a>(
+        &'a mut self,
+        task: usize,
+        read: &'a Change,
+        meta: &ReadMeta<'_>,
+    ) -> Rendered<'a> {
+        let task_id = &self.task_ids[task];
+        let image = read.after.as_ref();
+        let empty = crate::event::RowImage::default();
+        let image = image.unwrap_or(&empty);
+        let id = read_id(meta.snapshot_id, &read.table, image, meta.key, task_id);
+        let st = &mut self.state;
+        if st.body.capacity() == 0 {
+            st.body.reserve(st.body_hint);
+        }
+        st.body.clear();
+        let source = ReadSource {
+            snapshot_id: meta.snapshot_id,
+            chunk: meta.chunk,
+            file: &read.source.file,
+            pos: read.source.pos,
+        };
+        render_read(
+            &mut st.body,
+            &read.table,
+            image,
+            task_id,
+            &id,
+            &source,
+            meta.read_at,
+        );
+        st.body_hint = st.body_hint.max(st.body.len() + 64);
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        Rendered {
+            task,
+            change: read,
+            id,
+            seq,
+            body: &mut st.body,
+            scratch: &mut st.scratch,
         }
     }
 }

@@ -10,19 +10,23 @@ use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::fanout::FanOut;
+use super::fanout::{FanOut, ReadMeta, Rendered};
 use super::sink::Sink;
+use super::snapshots::{self, ChunkOutcome, ChunkRead, Progress, Request, Snapshots};
 use super::PipelineError;
 use crate::checkpoint::{self, CheckpointError, CommitTracker};
 use crate::config::Config;
-use crate::event::Change;
-use crate::event::Commit;
+use crate::event::{Change, ChangeKind, Commit, SourcePosition};
 use crate::server::Health;
-use crate::source::reader::{Events, SourceEvent, XaEvent};
+use crate::snapshot::{BinlogPos, Settled};
+use crate::source::reader::{Events, ReaderStatus, SourceEvent, XaEvent};
 use crate::xa::{GroupEnd, Outcome, Release, XaHold};
 
 /// Far enough in the future to stand for "no deadline".
 const NO_DEADLINE: Duration = Duration::from_secs(86_400);
+/// How often a chunk waiting for its high watermark checks whether an idle
+/// stream has passed it (no transaction end comes to say so).
+const IDLE_CHECK: Duration = Duration::from_millis(50);
 
 /// Whether to go on reading.
 pub(super) enum Flow {
@@ -59,6 +63,11 @@ pub(super) struct Intake<'a, S> {
     pub in_trx: bool,
     /// Set on a stop request: the end of the grace period.
     pub draining: Option<Instant>,
+    /// Snapshot chunks: the open window, the chunk waiting for its high
+    /// watermark, the progress waiting for settlement.
+    pub snaps: Snapshots,
+    /// The binlog reader's state (how far it has sent, for an idle stream).
+    pub reader: std::sync::Arc<ReaderStatus>,
 }
 
 /// What one turn of the loop got.
@@ -71,6 +80,10 @@ enum Turn {
     Stop,
     /// Stop reading: the checkpoint could not be saved.
     Failed(PipelineError),
+    /// A request of the snapshot reader.
+    Snapshot(Request),
+    /// An idle stream may have passed the waiting chunk's high watermark.
+    IdleCheck,
 }
 
 impl<S: Sink> Intake<'_, S> {
@@ -84,17 +97,21 @@ impl<S: Sink> Intake<'_, S> {
         let mut checkpoint_tick = tokio::time::interval(self.config.checkpoint.interval);
         checkpoint_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            let ev = match self.turn(rx, saver, &mut checkpoint_tick).await {
-                Turn::Event(ev) => ev,
+            let flow = match self.turn(rx, saver, &mut checkpoint_tick).await {
+                Turn::Event(ev) => {
+                    let is_commit = matches!(ev, SourceEvent::Commit(_));
+                    let flow = self.on_event(ev).await;
+                    if is_commit {
+                        self.advance(self.sink.settled());
+                    }
+                    flow
+                }
+                Turn::Snapshot(req) => self.on_snapshot(req).await,
+                Turn::IdleCheck => self.idle_check(rx).await,
                 Turn::Again => continue,
                 Turn::Stop => return None,
                 Turn::Failed(e) => return Some(e),
             };
-            let is_commit = matches!(ev, SourceEvent::Commit(_));
-            let flow = self.on_event(ev).await;
-            if is_commit {
-                self.commits.advance(self.sink.settled());
-            }
             match flow {
                 Ok(Flow::Go) => {}
                 Ok(Flow::Stop) => return None,
@@ -129,9 +146,17 @@ impl<S: Sink> Intake<'_, S> {
             }
             settled = self.sink.settled_changed() => {
                 let Some(w) = settled else { return Turn::Stop };
-                self.commits.advance(w);
+                self.advance(w);
                 Turn::Again
             }
+            req = self.snaps.next_request() => match req {
+                Some(req) => Turn::Snapshot(req),
+                None => {
+                    self.snaps.requests = None;
+                    Turn::Again
+                }
+            },
+            _ = tokio::time::sleep(IDLE_CHECK), if self.snaps.waiting_high().is_some() => Turn::IdleCheck,
             _ = checkpoint_tick.tick() => match self.save_settled(saver).await {
                 Ok(_) => Turn::Again,
                 Err(e) => Turn::Failed(PipelineError::Setup(format!("cannot save the checkpoint: {e}"))),
@@ -141,6 +166,13 @@ impl<S: Sink> Intake<'_, S> {
                 None => Turn::Stop,
             },
         }
+    }
+
+    /// The sink's watermark moved to `w`: the commit tracker and the
+    /// snapshots' progress follow.
+    pub fn advance(&mut self, w: u64) {
+        self.commits.advance(w);
+        self.snaps.settle(w);
     }
 
     /// Saves the settled position (if any) and, in the same store
@@ -165,30 +197,61 @@ impl<S: Sink> Intake<'_, S> {
     async fn on_event(&mut self, ev: SourceEvent) -> Result<Flow, PipelineError> {
         match ev {
             SourceEvent::Change(change) => {
+                if let Flow::Stop = self
+                    .emit_if_passed(&change.source.file, change.source.pos)
+                    .await?
+                {
+                    return Ok(Flow::Stop);
+                }
                 self.in_trx = true;
                 self.health.metrics.change_read(&change);
                 self.health
                     .last_event_time
                     .store(i64::from(change.timestamp), Ordering::Relaxed);
                 match self.hold.hold(change).await? {
-                    Some(change) => self.submit(&change).await,
+                    Some(change) => {
+                        if let Some(w) = &mut self.snaps.window {
+                            w.observe(&change);
+                        }
+                        self.submit(&change).await
+                    }
                     None => Ok(Flow::Go),
                 }
             }
             SourceEvent::Xa(x) => {
+                if self.snaps.waiting_high().is_some() {
+                    let (file, pos) = (x.at().file.clone(), x.at().pos);
+                    if let Flow::Stop = self.emit_if_passed(&file, pos).await? {
+                        return Ok(Flow::Stop);
+                    }
+                }
                 self.in_trx = true;
                 self.on_xa(x).await
             }
             SourceEvent::Commit(c) => {
                 self.in_trx = false;
+                let at = self
+                    .snaps
+                    .window
+                    .is_some()
+                    .then(|| BinlogPos::new(&c.file, c.pos));
                 if let GroupEnd::Committed(release) = self.hold.end_group().await? {
-                    if let Flow::Stop = self.release(release).await? {
+                    if let Flow::Stop = self.release(release, at.clone()).await? {
                         return Ok(Flow::Stop);
                     }
                 }
                 let finished = std::mem::take(&mut self.finished);
                 self.commits
                     .record_with_xa(self.fan_out.next_seq(), c, finished);
+                if let Some(at) = at {
+                    // Reads go after this transaction end, before what follows.
+                    self.snaps.last_commit = Some(at.clone());
+                    if self.snaps.waiting_high().is_some_and(|h| at >= *h) {
+                        if let Flow::Stop = self.emit_chunk().await? {
+                            return Ok(Flow::Stop);
+                        }
+                    }
+                }
                 Ok(match self.draining {
                     Some(_) => Flow::Stop,
                     None => Flow::Go,
@@ -208,7 +271,12 @@ impl<S: Sink> Intake<'_, S> {
                 Outcome::Commit(held, release) => {
                     tracing::debug!(xid = %at.xid, rows = held.rows, "XA COMMIT: delivering the prepared transaction's rows");
                     self.finished.push(held.id);
-                    return self.release(release).await;
+                    let at = self
+                        .snaps
+                        .window
+                        .is_some()
+                        .then(|| BinlogPos::new(&at.file, at.pos));
+                    return self.release(release, at).await;
                 }
                 Outcome::Rollback(held) => {
                     tracing::debug!(xid = %at.xid, rows = held.rows, "XA ROLLBACK: the prepared transaction's rows are dropped");
@@ -225,10 +293,18 @@ impl<S: Sink> Intake<'_, S> {
         Ok(Flow::Go)
     }
 
-    /// Submits released XA rows, in order.
-    async fn release(&mut self, mut release: Release) -> Result<Flow, PipelineError> {
+    /// Submits released XA rows, in order. `at` is where they became
+    /// visible (their XA COMMIT), for an open snapshot window.
+    async fn release(
+        &mut self,
+        mut release: Release,
+        at: Option<BinlogPos>,
+    ) -> Result<Flow, PipelineError> {
         while let Some(chunk) = release.next_chunk().await? {
             for change in &chunk {
+                if let (Some(w), Some(at)) = (&mut self.snaps.window, &at) {
+                    w.observe_at(change, at.clone());
+                }
                 if let Flow::Stop = self.submit(change).await? {
                     return Ok(Flow::Stop);
                 }
@@ -251,26 +327,182 @@ impl<S: Sink> Intake<'_, S> {
         } = self;
         let mut jobs = fan_out.jobs(change);
         while let Some(job) = jobs.next() {
-            let send = sink.send(job);
-            tokio::pin!(send);
-            let sent = loop {
-                let deadline = draining.unwrap_or_else(|| Instant::now() + NO_DEADLINE);
-                tokio::select! {
-                    r = &mut send => break r,
-                    _ = cancel.cancelled(), if draining.is_none() => {
-                        *draining = Some(Instant::now() + config.shutdown_timeout);
-                    }
-                    _ = tokio::time::sleep_until(deadline), if draining.is_some() => {
-                        tracing::warn!("delivery did not make room within the shutdown grace period; stopping");
-                        return Ok(Flow::Stop);
-                    }
-                }
-            };
-            if let Err(e) = sent {
-                tracing::error!(error = %e, "cannot hand a change to delivery");
+            if let Flow::Stop = send_job(sink, job, cancel, draining, config.shutdown_timeout).await
+            {
                 return Ok(Flow::Stop);
             }
         }
         Ok(Flow::Go)
     }
+
+    /// A request of the snapshot reader.
+    async fn on_snapshot(&mut self, req: Request) -> Result<Flow, PipelineError> {
+        match req {
+            Request::Open { window, ack } => {
+                self.snaps.window = Some(*window);
+                self.snaps.waiting = None;
+                self.snaps.last_commit = None;
+                let _ = ack.send(());
+                Ok(Flow::Go)
+            }
+            Request::Chunk { read, reply } => {
+                let Some(w) = &mut self.snaps.window else {
+                    // Never opened (cannot happen with one reader): read it again.
+                    let _ = reply.send(ChunkOutcome::Reread("no window was open".into()));
+                    return Ok(Flow::Go);
+                };
+                let low = BinlogPos::new(&read.chunk.low.file, read.chunk.low.pos);
+                let high = BinlogPos::new(&read.chunk.high.file, read.chunk.high.pos);
+                w.set_bounds(low, high.clone());
+                self.snaps.waiting = Some((read, reply));
+                if self.snaps.last_commit.as_ref().is_some_and(|c| *c >= high) {
+                    return self.emit_chunk().await;
+                }
+                Ok(Flow::Go)
+            }
+            Request::Finish { snapshot_id, reply } => {
+                self.snaps.progress.push_back(Progress::Finish {
+                    upto: self.fan_out.next_seq(),
+                    snapshot_id,
+                    reply,
+                });
+                self.snaps.settle(self.sink.settled());
+                Ok(Flow::Go)
+            }
+        }
+    }
+
+    /// An idle stream that passed the waiting chunk's high watermark (with
+    /// everything before it taken in) emits the chunk.
+    async fn idle_check(&mut self, rx: &Events) -> Result<Flow, PipelineError> {
+        let Some(high) = self.snaps.waiting_high() else {
+            return Ok(Flow::Go);
+        };
+        // In this order: what the reader had sent, then whether all of it is taken in.
+        let sent = self.reader.sent_upto();
+        if snapshots::idle_past(high, sent, rx.is_empty()) {
+            return self.emit_chunk().await;
+        }
+        Ok(Flow::Go)
+    }
+
+    /// Emits the waiting chunk before an event at `file`:`pos` past its
+    /// high watermark.
+    async fn emit_if_passed(&mut self, file: &str, pos: u64) -> Result<Flow, PipelineError> {
+        match self.snaps.waiting_high() {
+            Some(h) if BinlogPos::new(file, pos) > *h => self.emit_chunk().await,
+            _ => Ok(Flow::Go),
+        }
+    }
+
+    /// Settles the waiting chunk's window and submits its rows as reads
+    /// (here in the sequence: after everything up to the high watermark,
+    /// before what follows), or asks for it again.
+    async fn emit_chunk(&mut self) -> Result<Flow, PipelineError> {
+        let (Some((read, reply)), Some(window)) =
+            (self.snaps.waiting.take(), self.snaps.window.take())
+        else {
+            return Ok(Flow::Go);
+        };
+        let ChunkRead {
+            snapshot_id,
+            task,
+            task_id,
+            plan,
+            chunk,
+            number,
+            rows_estimated,
+            read_at,
+        } = *read;
+        let (rows, dropped) = match window.settle(chunk.rows, |r| &r.key) {
+            Settled::Reread { reason } => {
+                let _ = reply.send(ChunkOutcome::Reread(reason));
+                return Ok(Flow::Go);
+            }
+            Settled::Emit { rows, dropped } => (rows, dropped),
+        };
+        let n = rows.len();
+        let file: std::sync::Arc<str> = chunk.high.file.as_str().into();
+        let meta = ReadMeta {
+            snapshot_id,
+            chunk: number,
+            key: &plan.key,
+            read_at,
+        };
+        for row in rows {
+            let change = Change {
+                kind: ChangeKind::Insert,
+                table: plan.event_table.clone(),
+                before: None,
+                after: Some(row.image),
+                source: SourcePosition {
+                    file: file.clone(),
+                    pos: chunk.high.pos,
+                    gtid: None,
+                    row: 0,
+                    row_in_trx: 0,
+                },
+                timestamp: u32::try_from(read_at).unwrap_or(0),
+            };
+            let Intake {
+                config,
+                cancel,
+                fan_out,
+                sink,
+                draining,
+                ..
+            } = self;
+            let job = fan_out.read_job(task, &change, &meta);
+            if let Flow::Stop = send_job(sink, job, cancel, draining, config.shutdown_timeout).await
+            {
+                // Not recorded: read again after a restart.
+                return Ok(Flow::Stop);
+            }
+        }
+        self.snaps.progress.push_back(Progress::Chunk {
+            upto: self.fan_out.next_seq(),
+            snapshot_id,
+            task_id,
+            db: plan.db.clone(),
+            table: plan.table.clone(),
+            last_key: chunk.last.as_ref().map(|c| c.to_json()),
+            rows: n as u64,
+            rows_estimated,
+            table_done: chunk.done,
+        });
+        let _ = reply.send(ChunkOutcome::Emitted { rows: n, dropped });
+        self.snaps.settle(self.sink.settled());
+        Ok(Flow::Go)
+    }
+}
+
+/// Hands one job to the sink, waiting while it is full; a stop request
+/// starts the grace period, after which it gives up (`Flow::Stop`).
+async fn send_job<S: Sink>(
+    sink: &mut S,
+    job: Rendered<'_>,
+    cancel: &CancellationToken,
+    draining: &mut Option<Instant>,
+    grace: Duration,
+) -> Flow {
+    let send = sink.send(job);
+    tokio::pin!(send);
+    let sent = loop {
+        let deadline = draining.unwrap_or_else(|| Instant::now() + NO_DEADLINE);
+        tokio::select! {
+            r = &mut send => break r,
+            _ = cancel.cancelled(), if draining.is_none() => {
+                *draining = Some(Instant::now() + grace);
+            }
+            _ = tokio::time::sleep_until(deadline), if draining.is_some() => {
+                tracing::warn!("delivery did not make room within the shutdown grace period; stopping");
+                return Flow::Stop;
+            }
+        }
+    };
+    if let Err(e) = sent {
+        tracing::error!(error = %e, "cannot hand a change to delivery");
+        return Flow::Stop;
+    }
+    Flow::Go
 }

@@ -21,9 +21,10 @@
 mod fanout;
 mod intake;
 mod sink;
+mod snapshots;
 mod start;
 
-pub use fanout::{FanOut, Jobs, Rendered};
+pub use fanout::{FanOut, Jobs, ReadMeta, Rendered};
 pub use sink::{NullSink, Settlement, Sink, SinkError, WebhookSink, WriteSink};
 
 use std::sync::atomic::Ordering;
@@ -158,8 +159,23 @@ async fn pipeline(
         start.at,
         tx,
         reader_cancel.clone(),
-        reader_status,
+        reader_status.clone(),
     ));
+    snapshots::request_initial(&config, &store).map_err(PipelineError::Setup)?;
+    let (to_intake, requests) = tokio::sync::mpsc::channel(1);
+    let snapshot_reader = tokio::spawn(
+        snapshots::Runner {
+            config: config.clone(),
+            info: info.clone(),
+            store: store.clone(),
+            to_intake,
+            metrics: health.metrics.clone(),
+            cancel: reader_cancel.clone(),
+        }
+        .run(),
+    );
+    let mut snaps = snapshots::Snapshots::idle(store.clone(), health.metrics.clone());
+    snaps.requests = Some(requests);
     health.monitor_running.store(true, Ordering::Relaxed);
     health.connected.store(true, Ordering::Relaxed);
     health.dispatcher_running.store(true, Ordering::Relaxed);
@@ -191,10 +207,14 @@ async fn pipeline(
         finished: Vec::new(),
         in_trx: false,
         draining: None,
+        snaps,
+        reader: reader_status,
     };
     let fatal = intake.run(&mut rx, &mut saver).await;
     reader_cancel.cancel();
     let fatal = drain(&mut intake, &mut saver, fatal).await;
+    // It stops at the cancel (within the chunk it reads, if any).
+    let _ = tokio::time::timeout(SERVER_GRACE, snapshot_reader).await;
     finish(reader, fatal).await
 }
 
@@ -238,7 +258,7 @@ async fn drain<S: Sink>(
     let health = intake.health;
     health.monitor_running.store(false, Ordering::Relaxed);
     let settlement = intake.sink.close(intake.config.shutdown_timeout).await;
-    intake.commits.advance(settlement.watermark);
+    intake.advance(settlement.watermark);
     health.dispatcher_running.store(false, Ordering::Relaxed);
     let unsettled = settlement.unsettled;
     match intake.save_settled(saver).await {

@@ -246,6 +246,7 @@ impl Health {
             "position": self.position(),
             "connected": self.is_connected(),
             "dead_letters": self.dead_letters(),
+            "snapshots": self.metrics.snapshots.running(),
         });
         if let (Some(r), Some(o)) = (reason, doc.as_object_mut()) {
             o.insert("reason".into(), r.into());

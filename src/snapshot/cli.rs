@@ -1,8 +1,7 @@
 //! `pikachu snapshot start|status|cancel`: the subcommands' glue over the
 //! state store (`store::snapshot`). A request is a row in the store, so it
-//! works whether pikachu is running or not; once the pipeline is wired, a
-//! running pikachu takes it up within about a second, else the next start
-//! does (see docs/snapshot.md, "What remains").
+//! works whether pikachu is running or not: a running pikachu takes it up
+//! within about a second, else the next start does.
 //!
 //! `start` checks the task and table against the config (exit 2), the
 //! `--where` condition's shape, and, when the server can be reached, the
@@ -188,9 +187,7 @@ fn start(
     };
     let line = if new {
         format!(
-            // WIRING (issue 12): say "a running pikachu takes it up within a
-            // second, else the next start does" once `pikachu run` does.
-            "snapshot {id} requested: task {} ({what}); recorded in the state store (this build of `pikachu run` does not read snapshots yet, see docs/snapshot.md)",
+            "snapshot {id} requested: task {} ({what}); a running pikachu takes it up within a second, else the next `pikachu run` does (follow it with `pikachu snapshot status --wait`)",
             task.task_id
         )
     } else {
@@ -458,6 +455,7 @@ mod tests {
             rows_done: done,
             rows_estimated: est,
             done: finished,
+            chunks: 0,
             updated_at: 0,
         }
     }

@@ -16,9 +16,9 @@
 //! - [`cli`]: `pikachu snapshot start|status|cancel` over the state store
 //!   (`store::snapshot`).
 //!
-//! Wiring the chunks into the running pipeline (interleaving them with the
-//! stream, delivering them, saving progress with the checkpoint) comes with
-//! the pipeline refactor; see "What remains" in `docs/snapshot.md`.
+//! The running pipeline drives these (`pipeline::snapshots`: the reader
+//! beside the binlog reader, the window in the loop, progress at
+//! settlement); see "In the running pipeline" in `docs/snapshot.md`.
 
 pub mod chunk;
 pub mod cli;
@@ -32,6 +32,19 @@ pub use plan::{plan_table, TablePlan};
 pub use window::{BinlogPos, RowKey, Settled, Window};
 
 pub use crate::config::DEFAULT_CHUNK_SIZE;
+
+impl SnapshotError {
+    /// Whether reading again after reconnecting may succeed (a lost
+    /// connection, a position that could not be read); the other errors
+    /// stop the snapshot with their message.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SnapshotError::Connection { .. } => true,
+            SnapshotError::Position(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
 
 /// Why a table cannot be snapshotted, or a chunk could not be read. Each
 /// message names the table and says what to do.
@@ -87,6 +100,18 @@ pub enum SnapshotError {
         /// What was being done (`reading a chunk`).
         what: String,
         /// The server's message (with a hint for missing privileges).
+        reason: String,
+    },
+    /// The connection to the server was lost (read again after reconnecting).
+    #[error("snapshot of `{db}`.`{table}`: {what}: the connection was lost: {reason}")]
+    Connection {
+        /// Database.
+        db: String,
+        /// Table.
+        table: String,
+        /// What was being done.
+        what: String,
+        /// The driver's message.
         reason: String,
     },
     /// A value the server sent does not fit its column's type.

@@ -373,6 +373,14 @@ pub fn check_condition(cond: &str) -> Result<(), String> {
 /// hint when it is a missing privilege.
 pub(crate) fn query_err(db: &str, table: &str, what: &str, e: mysql_async::Error) -> SnapshotError {
     let mut reason = e.to_string();
+    if matches!(e, mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)) {
+        return SnapshotError::Connection {
+            db: db.to_string(),
+            table: table.to_string(),
+            what: what.to_string(),
+            reason,
+        };
+    }
     if let mysql_async::Error::Server(se) = &e {
         // 1146: no such table (dropped mid-snapshot).
         if se.code == 1146 {

@@ -76,15 +76,31 @@ pub enum Settled<R> {
 }
 
 /// The changes the stream carried for one chunk's table between its watermarks.
+///
+/// In the running pipeline the window is opened ([`Window::open`]) before
+/// the chunk's low watermark is taken, because the stream may pass L
+/// while the chunk's SELECT runs: it records the keys the table's changes
+/// touch from then on, with their positions, and keeps those in (L, H]
+/// once the chunk's watermarks are known ([`Window::set_bounds`]).
 #[derive(Debug, Clone)]
 pub struct Window {
+    /// The chunk's database.
     db: String,
+    /// The chunk's table.
     table: String,
+    /// The paging key's columns, in key order.
     key_names: Vec<String>,
-    low: BinlogPos,
-    high: BinlogPos,
+    /// (L, H], once known.
+    bounds: Option<(BinlogPos, BinlogPos)>,
+    /// Keys touched in (L, H].
     touched: HashSet<RowKey>,
+    /// Before the bounds are known: every key touched, with its position.
+    early: Vec<(BinlogPos, RowKey)>,
+    /// Why the window cannot tell which rows are safe (a change in (L, H]
+    /// whose key cannot be read).
     unknown: Option<String>,
+    /// Before the bounds are known: such changes, with their positions.
+    early_unknown: Vec<(BinlogPos, String)>,
 }
 
 impl Window {
@@ -97,45 +113,113 @@ impl Window {
         low: BinlogPos,
         high: BinlogPos,
     ) -> Window {
+        let mut w = Window::open(db, table, key_names);
+        w.bounds = Some((low, high));
+        w
+    }
+
+    /// A window whose watermarks are not known yet: it records what it
+    /// observes until [`Window::set_bounds`].
+    pub fn open(db: &str, table: &str, key_names: Vec<String>) -> Window {
         Window {
             db: db.to_string(),
             table: table.to_string(),
             key_names,
-            low,
-            high,
+            bounds: None,
             touched: HashSet::new(),
+            early: Vec::new(),
             unknown: None,
+            early_unknown: Vec::new(),
         }
     }
 
-    /// Whether a change at `pos` falls in the window.
+    /// Sets the chunk's watermarks: of what was observed so far, only the
+    /// changes in (low, high] count.
+    pub fn set_bounds(&mut self, low: BinlogPos, high: BinlogPos) {
+        self.bounds = Some((low, high));
+        for (pos, key) in std::mem::take(&mut self.early) {
+            if self.contains(&pos) {
+                self.touched.insert(key);
+            }
+        }
+        for (pos, reason) in std::mem::take(&mut self.early_unknown) {
+            if self.contains(&pos) {
+                self.unknown = Some(reason);
+            }
+        }
+    }
+
+    /// Whether this window is over `db`.`table`.
+    pub fn is_for(&self, db: &str, table: &str) -> bool {
+        self.db == db && self.table == table
+    }
+
+    /// Whether a change at `pos` falls in the window (false while the
+    /// bounds are not known).
     pub fn contains(&self, pos: &BinlogPos) -> bool {
-        self.low < *pos && *pos <= self.high
+        match &self.bounds {
+            Some((low, high)) => low < pos && pos <= high,
+            None => false,
+        }
     }
 
     /// Whether the stream, at `pos`, has passed the high watermark: the
-    /// chunk can be settled and emitted.
+    /// chunk can be settled and emitted (false while it is not known).
     pub fn is_reached(&self, pos: &BinlogPos) -> bool {
-        *pos >= self.high
+        self.bounds.as_ref().is_some_and(|(_, high)| pos >= high)
     }
 
-    /// Takes note of one change of the stream (any table, any position:
-    /// only this table's changes inside the window count).
+    /// The high watermark, once known.
+    pub fn high(&self) -> Option<&BinlogPos> {
+        self.bounds.as_ref().map(|(_, h)| h)
+    }
+
+    /// Takes note of one change of the stream at its own position (any
+    /// table, any position: only this table's changes inside the window
+    /// count).
     pub fn observe(&mut self, change: &Change) {
+        let pos = BinlogPos::new(&change.source.file, change.source.pos);
+        self.observe_at(change, pos);
+    }
+
+    /// Takes note of one change as if it stood at `pos` in the stream: the
+    /// rows of an XA transaction count where its XA COMMIT is (where they
+    /// became visible), not where it was prepared.
+    pub fn observe_at(&mut self, change: &Change, pos: BinlogPos) {
         if *change.table.database != *self.db || *change.table.name != *self.table {
             return;
         }
-        let pos = BinlogPos::new(&change.source.file, change.source.pos);
-        if !self.contains(&pos) {
+        if self.bounds.is_some() && !self.contains(&pos) {
             return;
         }
+        match self.keys_of(change) {
+            Ok(keys) => {
+                for k in keys {
+                    match &self.bounds {
+                        Some(_) => {
+                            self.touched.insert(k);
+                        }
+                        None => self.early.push((pos.clone(), k)),
+                    }
+                }
+            }
+            Err(reason) => match &self.bounds {
+                Some(_) => self.unknown = Some(reason),
+                None => self.early_unknown.push((pos, reason)),
+            },
+        }
+    }
+
+    /// The keys a change touches (before and after image), or why they
+    /// cannot be read.
+    fn keys_of(&self, change: &Change) -> Result<Vec<RowKey>, String> {
         let idx: Option<Vec<usize>> = self
             .key_names
             .iter()
             .map(|k| change.table.columns.iter().position(|c| &c.name == k))
             .collect();
         let Some(idx) = idx else {
-            self.unknown = Some(format!(
+            return Err(format!(
                 "a change at {}:{} has no column of the key ({}) of `{}`.`{}`",
                 change.source.file,
                 change.source.pos,
@@ -143,35 +227,32 @@ impl Window {
                 self.db,
                 self.table
             ));
-            return;
+        };
+        let lacks = || {
+            format!(
+                "a change at {}:{} of `{}`.`{}` lacks a key column in its row image",
+                change.source.file, change.source.pos, self.db, self.table
+            )
         };
         let before = change.before.as_ref();
-        // An after image without a key column (binlog_row_image=MINIMAL: the
-        // update did not change it) has the before image's value there.
-        let after = change.after.as_ref().map(|a| {
+        let mut keys = Vec::with_capacity(2);
+        if let Some(b) = before {
+            keys.push(RowKey::of_image(b, &idx).ok_or_else(lacks)?);
+        }
+        if let Some(a) = change.after.as_ref() {
+            // An after image without a key column (binlog_row_image=MINIMAL:
+            // the update did not change it) has the before image's value there.
             let mut out = Vec::new();
             for (n, &i) in idx.iter().enumerate() {
                 if n > 0 {
                     out.push(0);
                 }
-                out.extend_from_slice(a.get(i).or_else(|| before.and_then(|b| b.get(i)))?);
+                let v = a.get(i).or_else(|| before.and_then(|b| b.get(i)));
+                out.extend_from_slice(v.ok_or_else(lacks)?);
             }
-            Some(RowKey(out))
-        });
-        let keys = [before.map(|b| RowKey::of_image(b, &idx)), after];
-        for k in keys.into_iter().flatten() {
-            match k {
-                Some(k) => {
-                    self.touched.insert(k);
-                }
-                None => {
-                    self.unknown = Some(format!(
-                        "a change at {}:{} of `{}`.`{}` lacks a key column in its row image",
-                        change.source.file, change.source.pos, self.db, self.table
-                    ))
-                }
-            }
+            keys.push(RowKey(out));
         }
+        Ok(keys)
     }
 
     /// How many distinct keys the window's changes touched.
@@ -352,6 +433,46 @@ mod tests {
         assert!(w.is_reached(&BinlogPos::new("bin.000003", 4)));
         let rows = vec![key(&["1"]), key(&["2"])];
         assert_eq!(emitted(w.settle(rows, |r| r)), vec![key(&["1"])]);
+    }
+
+    #[test]
+    fn a_window_opened_before_its_watermarks_keeps_only_what_falls_between_them() {
+        let t = table(&["id"], vec![0]);
+        let mut w = Window::open("d", "t", vec!["id".into()]);
+        let i = ChangeKind::Insert;
+        assert!(!w.is_reached(&BinlogPos::new("bin.000009", 4)), "no H yet");
+        // Seen while the chunk was read: one before L, one inside.
+        w.observe(&change(&t, i, None, Some(&[Some("1")]), "bin.000001", 90));
+        w.observe(&change(&t, i, None, Some(&[Some("2")]), "bin.000001", 150));
+        // A key-less change before L does not matter either.
+        w.observe(&change(&t, i, None, Some(&[None]), "bin.000001", 95));
+        w.set_bounds(
+            BinlogPos::new("bin.000001", 100),
+            BinlogPos::new("bin.000001", 200),
+        );
+        assert_eq!(w.high(), Some(&BinlogPos::new("bin.000001", 200)));
+        // After the bounds: filtered as it comes; an XA row counts at its commit.
+        w.observe(&change(&t, i, None, Some(&[Some("3")]), "bin.000001", 300));
+        w.observe_at(
+            &change(&t, i, None, Some(&[Some("4")]), "bin.000001", 50),
+            BinlogPos::new("bin.000001", 180),
+        );
+        let rows = vec![key(&["1"]), key(&["2"]), key(&["3"]), key(&["4"])];
+        assert_eq!(
+            emitted(w.settle(rows, |r| r)),
+            vec![key(&["1"]), key(&["3"])]
+        );
+        // A key-less change inside the window, seen early, still means: read again.
+        let mut w = Window::open("d", "t", vec!["id".into()]);
+        w.observe(&change(&t, i, None, Some(&[None]), "bin.000001", 150));
+        w.set_bounds(
+            BinlogPos::new("bin.000001", 100),
+            BinlogPos::new("bin.000001", 200),
+        );
+        assert!(matches!(
+            w.settle(vec![key(&["1"])], |r| r),
+            Settled::Reread { .. }
+        ));
     }
 
     #[test]

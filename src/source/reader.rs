@@ -354,6 +354,12 @@ pub struct ReaderStatus {
     pub server_id_clash: std::sync::Mutex<Option<String>>,
     /// Fast check of `server_id_clash` for the per-event loop.
     clashing: std::sync::atomic::AtomicBool,
+    /// Where the reader stood when it last waited for the server with
+    /// nothing left to send: every event before this position (binlog file,
+    /// offset) has been sent downstream. A snapshot's high watermark that
+    /// no transaction end reaches (after a rotation, on an idle server) is
+    /// known to be passed by it.
+    sent_upto: std::sync::Mutex<Option<(String, u64)>>,
 }
 
 /// Disconnects by a replica with the same server_id, within [`CLASH_WINDOW`],
@@ -380,11 +386,28 @@ impl Default for ReaderStatus {
             waiting: Default::default(),
             server_id_clash: Default::default(),
             clashing: Default::default(),
+            sent_upto: Default::default(),
         }
     }
 }
 
 impl ReaderStatus {
+    /// Where the reader stood when it last waited for the server with
+    /// everything before it sent downstream (see the field).
+    pub fn sent_upto(&self) -> Option<(String, u64)> {
+        self.sent_upto.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Records that every event before `pos` of `file` has been sent.
+    fn note_sent_upto(&self, file: &str, pos: u64) {
+        if let Ok(mut s) = self.sent_upto.lock() {
+            match &mut *s {
+                Some((f, p)) if f == file => *p = pos,
+                other => *other = Some((file.to_string(), pos)),
+            }
+        }
+    }
+
     fn set_connected(&self, c: bool) {
         use std::sync::atomic::Ordering::Relaxed;
         self.connected.store(c, Relaxed);
@@ -767,6 +790,8 @@ async fn stream_events(
                     }
                     *progress = pending.clone();
                 }
+                // Nothing decoded is left unsent: all before `next_pos` is downstream.
+                status.note_sent_upto(decoder.file(), next_pos);
                 status
                     .waiting
                     .store(true, std::sync::atomic::Ordering::Relaxed);

@@ -146,6 +146,9 @@ pub const MIGRATIONS: &[&str] = &[
         updated_at     INTEGER NOT NULL,
         PRIMARY KEY (snapshot_id, db, tbl)
     ) WITHOUT ROWID;",
+    // 7: the number of settled chunks per snapshot and table (the next
+    // chunk's number in the reads' `source.chunk` after a restart).
+    "ALTER TABLE snapshot_progress ADD COLUMN chunks INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// A store error, with what was being done.

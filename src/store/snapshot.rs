@@ -100,6 +100,8 @@ pub struct TableProgress {
     pub rows_estimated: u64,
     /// Every chunk of the table settled.
     pub done: bool,
+    /// Chunks settled (the next chunk's number).
+    pub chunks: u64,
     /// Unix milliseconds of the last advance.
     pub updated_at: i64,
 }
@@ -227,7 +229,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT db, tbl, last_key, rows_done, rows_estimated, done, updated_at
+                "SELECT db, tbl, last_key, rows_done, rows_estimated, done, updated_at, chunks
                  FROM snapshot_progress WHERE snapshot_id = ?1 ORDER BY db, tbl",
             )
             .map_err(fail())?;
@@ -242,6 +244,7 @@ impl Store {
                         rows_estimated: r.get::<_, i64>(4)? as u64,
                         done: r.get(5)?,
                         updated_at: r.get(6)?,
+                        chunks: r.get::<_, i64>(7)? as u64,
                     })
                 })
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
@@ -298,11 +301,12 @@ impl Store {
             }
             tx.execute(
                 "INSERT INTO snapshot_progress
-                   (snapshot_id, db, tbl, last_key, rows_done, rows_estimated, done, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                   (snapshot_id, db, tbl, last_key, rows_done, rows_estimated, done, updated_at, chunks)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1)
                  ON CONFLICT (snapshot_id, db, tbl) DO UPDATE SET
                    last_key = COALESCE(excluded.last_key, last_key),
                    rows_done = rows_done + excluded.rows_done,
+                   chunks = chunks + 1,
                    rows_estimated = excluded.rows_estimated,
                    done = excluded.done,
                    updated_at = excluded.updated_at",
