@@ -7,6 +7,7 @@
 //! nothing twice; `pikachu snapshot start/status/cancel` work against a
 //! running process.
 
+mod ops;
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ops::{free_port, get, server_yaml, Scrape};
 use serde_json::Value;
 use support::pikachu::{config_yaml, Pikachu, TaskSpec};
 use support::{MariaDb, Receiver};
@@ -434,13 +436,15 @@ fn start_status_and_cancel_against_a_running_pikachu() {
     fill(db, &name, 20_000);
     let start = db.master_status();
     let receiver = Receiver::start();
-    let cfg = yaml(
+    let port = free_port();
+    let mut cfg = yaml(
         db,
         &name,
         &start,
         &[task("t", &receiver.url("/t"), "")],
         "snapshot:\n  chunk_size: 100\n",
     );
+    cfg.push_str(&server_yaml(port, ""));
     let p = Pikachu::start(&cfg);
     let dir = p.dir.path().to_path_buf();
     p.wait_log("binlog", Duration::from_secs(30));
@@ -476,6 +480,38 @@ fn start_status_and_cancel_against_a_running_pikachu() {
         "the second snapshot to run",
         || snapshot_state(&dir).contains("running"),
     );
+    // Running: /health lists it, the metrics count it.
+    let table = format!("{name}.t");
+    let health = get(port, "/health").expect("health").json();
+    let running = health["snapshots"].as_array().cloned().unwrap_or_default();
+    assert!(
+        running
+            .iter()
+            .any(|s| s["task"] == "t" && s["table"] == table.as_str()),
+        "{health}"
+    );
+    let scrape = Scrape::parse(&get(port, "/metrics").expect("metrics").body);
+    assert_eq!(
+        scrape.value("pikachu_snapshot_running", &[]),
+        Some(1.0),
+        "{}",
+        scrape.text
+    );
+    let est = scrape
+        .value(
+            "pikachu_snapshot_rows_estimated",
+            &[("task", "t"), ("table", &table)],
+        )
+        .unwrap_or(0.0);
+    assert!((10_000.0..40_000.0).contains(&est), "estimate {est}");
+    wait_until(Duration::from_secs(30), "rows counted", || {
+        let s = Scrape::parse(&get(port, "/metrics").expect("metrics").body);
+        s.value(
+            "pikachu_snapshot_rows_total",
+            &[("task", "t"), ("table", &table)],
+        )
+        .is_some_and(|v| v >= 250.0 + 100.0)
+    });
     let (code, out, err) = snapshot_cli(&dir, &["cancel", "--task", "t"]);
     assert_eq!(code, 0, "{out}{err}");
     wait_until(Duration::from_secs(30), "the cancel to be taken up", || {

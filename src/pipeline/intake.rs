@@ -26,7 +26,7 @@ use crate::xa::{GroupEnd, Outcome, Release, XaHold};
 const NO_DEADLINE: Duration = Duration::from_secs(86_400);
 /// How often a chunk waiting for its high watermark checks whether an idle
 /// stream has passed it (no transaction end comes to say so).
-const IDLE_CHECK: Duration = Duration::from_millis(50);
+const IDLE_CHECK: Duration = Duration::from_millis(10);
 
 /// Whether to go on reading.
 pub(super) enum Flow {
@@ -106,7 +106,7 @@ impl<S: Sink> Intake<'_, S> {
                     }
                     flow
                 }
-                Turn::Snapshot(req) => self.on_snapshot(req).await,
+                Turn::Snapshot(req) => self.on_snapshot(req, rx).await,
                 Turn::IdleCheck => self.idle_check(rx).await,
                 Turn::Again => continue,
                 Turn::Stop => return None,
@@ -336,7 +336,7 @@ impl<S: Sink> Intake<'_, S> {
     }
 
     /// A request of the snapshot reader.
-    async fn on_snapshot(&mut self, req: Request) -> Result<Flow, PipelineError> {
+    async fn on_snapshot(&mut self, req: Request, rx: &Events) -> Result<Flow, PipelineError> {
         match req {
             Request::Open { window, ack } => {
                 self.snaps.window = Some(*window);
@@ -358,7 +358,8 @@ impl<S: Sink> Intake<'_, S> {
                 if self.snaps.last_commit.as_ref().is_some_and(|c| *c >= high) {
                     return self.emit_chunk().await;
                 }
-                Ok(Flow::Go)
+                // An idle stream may be past it already: no need to wait for a check.
+                self.idle_check(rx).await
             }
             Request::Finish { snapshot_id, reply } => {
                 self.snaps.progress.push_back(Progress::Finish {
