@@ -494,8 +494,11 @@ def snapshot_once(binary, tmp, n):
         with open(cfg, "w") as f:
             f.write(text)
         t0 = time.monotonic()
+        # BENCH_SNAPSHOT_LOG=FILE keeps pikachu's log (with RUST_LOG=pikachu=debug: per-chunk timings).
+        log_path = os.environ.get("BENCH_SNAPSHOT_LOG")
+        err = open(log_path, "a") if log_path else subprocess.DEVNULL
         proc = subprocess.Popen(["/usr/bin/time", "-f", "%M %U %S", "-o", usage, binary, "-config", cfg],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=err)
         stats_url = url.replace("/hook", "/stats")
         while True:
             stats = json.load(urllib.request.urlopen(stats_url))

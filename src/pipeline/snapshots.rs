@@ -511,6 +511,7 @@ impl Runner {
             if !self.is_running(row.id) {
                 return Ok(TableEnd::Cancelled);
             }
+            let t0 = Instant::now();
             let window = Box::new(Window::open(db, table, plan.key_names()));
             let (ack, opened) = oneshot::channel();
             if self
@@ -522,6 +523,7 @@ impl Runner {
             {
                 return Ok(TableEnd::Stopped);
             }
+            let t_open = t0.elapsed();
             let read_at = crate::metrics::unix_now();
             let chunk = match read_chunk(
                 &mut conn,
@@ -561,6 +563,7 @@ impl Runner {
                 Err(e) => return Err(e),
             };
             failures = 0;
+            let t_read = t0.elapsed();
             let last = chunk.last.clone();
             let done = chunk.done;
             let read = Box::new(ChunkRead {
@@ -586,6 +589,7 @@ impl Runner {
                 o = outcome => o,
                 _ = self.cancel.cancelled() => return Ok(TableEnd::Stopped),
             };
+            tracing::debug!(snapshot = row.id, table = %name, chunk = number, open_us = t_open.as_micros() as u64, read_us = (t_read - t_open).as_micros() as u64, emit_us = (t0.elapsed() - t_read).as_micros() as u64, "snapshot: chunk timings");
             match outcome {
                 Ok(ChunkOutcome::Emitted {
                     rows: r,

@@ -819,11 +819,12 @@ async fn stream_events(
         };
         status.note_event(&event);
         status.clear_clash_after(opened);
-        next_pos = match (event.header().event_type_raw(), event.header().log_pos()) {
-            (super::decoder::ROTATE, _) => 4,
-            (_, 0) => next_pos,
-            (_, end) => u64::from(end),
-        };
+        next_pos = next_event_pos(
+            event.header().event_type_raw(),
+            event.header().log_pos(),
+            event.data(),
+            next_pos,
+        );
         if matches!(event.header().event_type_raw(), 27 | 41) {
             // Idle: the server has nothing more to send. A reset while the
             // stream sits on the current file leaves it idle for ever.
@@ -919,8 +920,48 @@ async fn drain_into_batch(
     true
 }
 
+/// Where the event after this one starts: a ROTATE names it (its position
+/// field: 4 for a new file, the start position for the fake ROTATE that
+/// opens a stream at a position), others end where their `log_pos` says
+/// (0: an artificial event, no move).
+fn next_event_pos(event_type: u8, log_pos: u32, data: &[u8], before: u64) -> u64 {
+    match (event_type, log_pos) {
+        (super::decoder::ROTATE, _) => data
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .filter(|&p| p >= 4)
+            .unwrap_or(4),
+        (_, 0) => before,
+        (_, end) => u64::from(end),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn next_event_pos_follows_rotates_and_log_pos() {
+        let mut fake = 195_592_451u64.to_le_bytes().to_vec();
+        fake.extend_from_slice(b"mysql-bin.000001");
+        // The fake ROTATE opening a stream at a position: the stream goes on from there.
+        assert_eq!(
+            next_event_pos(super::super::decoder::ROTATE, 0, &fake, 0),
+            195_592_451
+        );
+        let mut real = 4u64.to_le_bytes().to_vec();
+        real.extend_from_slice(b"mysql-bin.000002");
+        assert_eq!(
+            next_event_pos(super::super::decoder::ROTATE, 900, &real, 800),
+            4
+        );
+        assert_eq!(
+            next_event_pos(super::super::decoder::ROTATE, 0, b"ab", 800),
+            4
+        );
+        assert_eq!(next_event_pos(2, 0, b"", 800), 800);
+        assert_eq!(next_event_pos(2, 1234, b"", 800), 1234);
+    }
+
     use super::*;
 
     #[test]
