@@ -210,9 +210,7 @@ impl<S: Sink> Intake<'_, S> {
                     .store(i64::from(change.timestamp), Ordering::Relaxed);
                 match self.hold.hold(change).await? {
                     Some(change) => {
-                        if let Some(w) = &mut self.snaps.window {
-                            w.observe(&change);
-                        }
+                        self.snaps.observe(&change, None);
                         self.submit(&change).await
                     }
                     None => Ok(Flow::Go),
@@ -230,11 +228,7 @@ impl<S: Sink> Intake<'_, S> {
             }
             SourceEvent::Commit(c) => {
                 self.in_trx = false;
-                let at = self
-                    .snaps
-                    .window
-                    .is_some()
-                    .then(|| BinlogPos::new(&c.file, c.pos));
+                let at = (!self.snaps.windows.is_empty()).then(|| BinlogPos::new(&c.file, c.pos));
                 if let GroupEnd::Committed(release) = self.hold.end_group().await? {
                     if let Flow::Stop = self.release(release, at.clone()).await? {
                         return Ok(Flow::Stop);
@@ -271,11 +265,8 @@ impl<S: Sink> Intake<'_, S> {
                 Outcome::Commit(held, release) => {
                     tracing::debug!(xid = %at.xid, rows = held.rows, "XA COMMIT: delivering the prepared transaction's rows");
                     self.finished.push(held.id);
-                    let at = self
-                        .snaps
-                        .window
-                        .is_some()
-                        .then(|| BinlogPos::new(&at.file, at.pos));
+                    let at =
+                        (!self.snaps.windows.is_empty()).then(|| BinlogPos::new(&at.file, at.pos));
                     return self.release(release, at).await;
                 }
                 Outcome::Rollback(held) => {
@@ -302,8 +293,8 @@ impl<S: Sink> Intake<'_, S> {
     ) -> Result<Flow, PipelineError> {
         while let Some(chunk) = release.next_chunk().await? {
             for change in &chunk {
-                if let (Some(w), Some(at)) = (&mut self.snaps.window, &at) {
-                    w.observe_at(change, at.clone());
+                if let Some(at) = &at {
+                    self.snaps.observe(change, Some(at));
                 }
                 if let Flow::Stop = self.submit(change).await? {
                     return Ok(Flow::Stop);
@@ -339,18 +330,26 @@ impl<S: Sink> Intake<'_, S> {
     async fn on_snapshot(&mut self, req: Request, rx: &Events) -> Result<Flow, PipelineError> {
         match req {
             Request::Open { window, ack } => {
-                self.snaps.window = Some(*window);
-                self.snaps.waiting = None;
-                self.snaps.last_commit = None;
+                self.snaps.open(*window);
                 let _ = ack.send(());
                 Ok(Flow::Go)
             }
+            Request::Discard => {
+                self.snaps.discard();
+                Ok(Flow::Go)
+            }
             Request::Chunk { read, reply } => {
-                let Some(w) = &mut self.snaps.window else {
+                let Some(w) = self.snaps.windows.front_mut() else {
                     // Never opened (cannot happen with one reader): read it again.
                     let _ = reply.send(ChunkOutcome::Reread("no window was open".into()));
                     return Ok(Flow::Go);
                 };
+                if self.snaps.waiting.is_some() || w.high().is_some() {
+                    // A chunk handed over before the one before it was
+                    // emitted (cannot happen with one reader): read it again.
+                    let _ = reply.send(ChunkOutcome::Reread("a chunk is waiting already".into()));
+                    return Ok(Flow::Go);
+                }
                 let low = BinlogPos::new(&read.chunk.low.file, read.chunk.low.pos);
                 let high = BinlogPos::new(&read.chunk.high.file, read.chunk.high.pos);
                 w.set_bounds(low, high.clone());
@@ -400,9 +399,11 @@ impl<S: Sink> Intake<'_, S> {
     /// (here in the sequence: after everything up to the high watermark,
     /// before what follows), or asks for it again.
     async fn emit_chunk(&mut self) -> Result<Flow, PipelineError> {
-        let (Some((read, reply)), Some(window)) =
-            (self.snaps.waiting.take(), self.snaps.window.take())
-        else {
+        let Some((read, reply)) = self.snaps.waiting.take() else {
+            return Ok(Flow::Go);
+        };
+        let Some(window) = self.snaps.windows.pop_front() else {
+            let _ = reply.send(ChunkOutcome::Reread("no window was open".into()));
             return Ok(Flow::Go);
         };
         let ChunkRead {

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SnapshotMode, TaskConfig};
+use crate::event::Change;
 use crate::metrics::Metrics;
 use crate::snapshot::chunk::prepare_session;
 use crate::snapshot::plan::estimate_rows;
@@ -63,6 +64,9 @@ pub(super) enum Request {
         /// What became of it.
         reply: oneshot::Sender<ChunkOutcome>,
     },
+    /// Close every open window (the chunk read ahead is dropped: the chunk
+    /// before it has to be read again, or the read ahead failed).
+    Discard,
     /// Every chunk of the snapshot is emitted: mark it done once its reads
     /// are settled; answered then.
     Finish {
@@ -150,14 +154,19 @@ impl Progress {
     }
 }
 
-/// The loop's side: the requests, the open window, the chunk waiting for
+/// The loop's side: the requests, the open windows, the chunk waiting for
 /// its high watermark, and the progress waiting for settlement.
+///
+/// At most two windows are open: the chunk handed over (the front, whose
+/// rows wait for its high watermark) and the next one, which the reader
+/// reads meanwhile. A chunk is handed over only once the one before it is
+/// emitted, so the waiting chunk is always the front window's.
 pub(super) struct Snapshots {
     /// From the snapshot reader; `None` once it is gone (or never ran).
     pub requests: Option<mpsc::Receiver<Request>>,
-    /// The open window.
-    pub window: Option<Window>,
-    /// The chunk waiting for its high watermark.
+    /// The open windows, oldest first.
+    pub windows: VecDeque<Window>,
+    /// The chunk of the front window, waiting for its high watermark.
     pub waiting: Option<(Box<ChunkRead>, oneshot::Sender<ChunkOutcome>)>,
     /// Progress waiting for settlement, in sequence order.
     pub progress: VecDeque<Progress>,
@@ -174,7 +183,7 @@ impl Snapshots {
     pub fn idle(store: Arc<Mutex<Store>>, metrics: Arc<Metrics>) -> Snapshots {
         Snapshots {
             requests: None,
-            window: None,
+            windows: VecDeque::new(),
             waiting: None,
             progress: VecDeque::new(),
             last_commit: None,
@@ -194,7 +203,36 @@ impl Snapshots {
     /// The high watermark of the chunk waiting for it.
     pub fn waiting_high(&self) -> Option<&BinlogPos> {
         self.waiting.as_ref()?;
-        self.window.as_ref()?.high()
+        self.windows.front()?.high()
+    }
+
+    /// Opens a window behind those open: a transaction end seen before it
+    /// still counts for the chunks already open, not for a first one.
+    pub fn open(&mut self, window: Window) {
+        if self.windows.is_empty() {
+            self.last_commit = None;
+        }
+        self.windows.push_back(window);
+    }
+
+    /// Closes every window; a chunk still waiting is asked for again.
+    pub fn discard(&mut self) {
+        self.windows.clear();
+        if let Some((_, reply)) = self.waiting.take() {
+            let _ = reply.send(ChunkOutcome::Reread("its window was discarded".into()));
+        }
+    }
+
+    /// Takes note of one change of the stream in every open window (at
+    /// `at` instead of its own position when given: XA rows count where
+    /// their XA COMMIT is).
+    pub fn observe(&mut self, change: &Change, at: Option<&BinlogPos>) {
+        for w in &mut self.windows {
+            match at {
+                Some(at) => w.observe_at(change, at.clone()),
+                None => w.observe(change),
+            }
+        }
     }
 
     /// Records the progress whose reads the watermark `settled` covers.
@@ -469,7 +507,11 @@ impl Runner {
         Ok(conn)
     }
 
-    /// Reads one table in chunks, from where its progress says.
+    /// Reads one table in chunks, from where its progress says. While the
+    /// loop waits for chunk N's high watermark and emits it, the next chunk
+    /// is read (its window opened before chunk N is handed over); it is
+    /// handed over once chunk N is emitted, and dropped if chunk N has to
+    /// be read again, so saved progress never skips a chunk.
     async fn run_table(
         &self,
         row: &SnapshotRow,
@@ -478,141 +520,89 @@ impl Runner {
         table: &str,
         progress: Option<&TableProgress>,
     ) -> Result<TableEnd, SnapshotError> {
-        let mariadb = self.info.flavour == Flavour::MariaDb;
-        let mut conn = self.session(db, table).await?;
-        let cond = row.condition.as_deref();
-        let mut plan = Arc::new(plan_table(&mut conn, mariadb, db, table, cond).await?);
-        let estimated = estimate_rows(&mut conn, db, table).await?;
-        let mut cursor = match progress.and_then(|p| p.last_key.as_deref()) {
-            Some(k) => Some(Cursor::from_json(k).map_err(|detail| SnapshotError::Value {
-                db: db.to_string(),
-                table: table.to_string(),
-                column: "(key)".into(),
-                detail,
-            })?),
-            None => None,
-        };
-        let mut number = progress.map_or(0, |p| p.chunks);
-        let before = progress.map_or(0, |p| p.rows_done);
-        let name = format!("{db}.{table}");
-        let task_id = self.config.tasks[task].task_id.clone();
-        self.metrics
-            .snapshots
-            .table_started(row.id, &task_id, &name, before, estimated);
-        tracing::info!(snapshot = row.id, task = %task_id, table = %name, rows_estimated = estimated, resumed_after_rows = before, "snapshot: reading table");
+        let mut t = TableRun::start(self, row, task, db, table, progress).await?;
         let started = Instant::now();
-        let (mut rows, mut dropped, mut failures) = (0u64, 0u64, 0u32);
-        let opts = DecodeOptions::default();
-        let limit = self.config.snapshot.chunk_size.max(1);
+        // The chunk read ahead (its window open in the loop), not handed over.
+        let mut ahead: Option<Result<(Chunk, i64), SnapshotError>> = None;
         loop {
             if self.cancel.is_cancelled() {
                 return Ok(TableEnd::Stopped);
             }
             if !self.is_running(row.id) {
+                if ahead.is_some() && !t.discard().await {
+                    return Ok(TableEnd::Stopped);
+                }
                 return Ok(TableEnd::Cancelled);
             }
             let t0 = Instant::now();
-            let window = Box::new(Window::open(db, table, plan.key_names()));
-            let (ack, opened) = oneshot::channel();
-            if self
-                .to_intake
-                .send(Request::Open { window, ack })
-                .await
-                .is_err()
-                || opened.await.is_err()
-            {
-                return Ok(TableEnd::Stopped);
-            }
-            let t_open = t0.elapsed();
-            let read_at = crate::metrics::unix_now();
-            let chunk = match read_chunk(
-                &mut conn,
-                &self.info,
-                &plan,
-                cursor.as_ref(),
-                limit,
-                &opts,
-            )
-            .await
-            {
-                Ok(c) => c,
-                Err(SnapshotError::Changed { detail, .. }) => {
-                    tracing::info!(snapshot = row.id, table = %name, "snapshot: the table's definition changed ({detail}); planning it again");
-                    plan = Arc::new(plan_table(&mut conn, mariadb, db, table, cond).await?);
-                    continue;
-                }
-                Err(e) if e.is_transient() && failures < RECONNECTS => {
-                    failures += 1;
-                    tracing::warn!(snapshot = row.id, table = %name, attempt = failures, "{e}; reconnecting");
-                    let wait = crate::backoff::full_jitter(
-                        Duration::from_millis(200),
-                        Duration::from_secs(5),
-                        failures,
-                        crate::backoff::rand01(),
-                    );
-                    if !wait_or_stop(&self.cancel, wait).await {
+            let read = match ahead.take() {
+                Some(read) => read,
+                None => {
+                    let Some(ack) = t.open().await else {
+                        return Ok(TableEnd::Stopped);
+                    };
+                    if ack.await.is_err() {
                         return Ok(TableEnd::Stopped);
                     }
-                    match self.session(db, table).await {
-                        Ok(c) => conn = c,
-                        Err(e) if e.is_transient() => {}
-                        Err(e) => return Err(e),
+                    t.read(t.cursor.clone().as_ref()).await
+                }
+            };
+            let (chunk, read_at) = match read {
+                Ok(c) => c,
+                Err(e) => {
+                    if !t.discard().await || !t.recover(e).await? {
+                        return Ok(TableEnd::Stopped);
                     }
                     continue;
                 }
-                Err(e) => return Err(e),
             };
-            failures = 0;
-            let t_read = t0.elapsed();
-            let last = chunk.last.clone();
-            let done = chunk.done;
-            let read = Box::new(ChunkRead {
-                snapshot_id: row.id,
-                task,
-                task_id: task_id.clone(),
-                plan: plan.clone(),
-                chunk,
-                number,
-                rows_estimated: estimated,
-                read_at,
-            });
-            let (reply, outcome) = oneshot::channel();
-            if self
-                .to_intake
-                .send(Request::Chunk { read, reply })
-                .await
-                .is_err()
-            {
+            t.failures = 0;
+            let (last, done) = (chunk.last.clone(), chunk.done);
+            // The next chunk's window opens before this chunk is handed over.
+            let ack = match done {
+                true => None,
+                false => match t.open().await {
+                    Some(ack) => Some(ack),
+                    None => return Ok(TableEnd::Stopped),
+                },
+            };
+            let Some(outcome) = t.hand_over(chunk, read_at).await else {
                 return Ok(TableEnd::Stopped);
+            };
+            let t_handed = t0.elapsed();
+            if let Some(ack) = ack {
+                if ack.await.is_err() {
+                    return Ok(TableEnd::Stopped);
+                }
+                let after = last.clone().or_else(|| t.cursor.clone());
+                ahead = Some(t.read(after.as_ref()).await);
             }
+            let t_ahead = t0.elapsed();
             let outcome = tokio::select! {
                 o = outcome => o,
                 _ = self.cancel.cancelled() => return Ok(TableEnd::Stopped),
             };
-            tracing::debug!(snapshot = row.id, table = %name, chunk = number, open_us = t_open.as_micros() as u64, read_us = (t_read - t_open).as_micros() as u64, emit_us = (t0.elapsed() - t_read).as_micros() as u64, "snapshot: chunk timings");
+            tracing::debug!(snapshot = row.id, table = %t.name, chunk = t.number, read_ahead_us = (t_ahead - t_handed).as_micros() as u64, wait_us = (t0.elapsed() - t_ahead).as_micros() as u64, "snapshot: chunk timings");
             match outcome {
-                Ok(ChunkOutcome::Emitted {
-                    rows: r,
-                    dropped: d,
-                }) => {
-                    rows += r as u64;
-                    dropped += d as u64;
-                    number += 1;
-                    if last.is_some() {
-                        cursor = last;
-                    }
+                Ok(ChunkOutcome::Emitted { rows, dropped }) => {
+                    t.emitted(rows, dropped, last);
                     if done {
                         break;
                     }
                 }
                 Ok(ChunkOutcome::Reread(reason)) => {
-                    tracing::debug!(snapshot = row.id, table = %name, "snapshot: chunk read again: {reason}");
+                    tracing::debug!(snapshot = row.id, table = %t.name, "snapshot: chunk read again: {reason}");
+                    // The chunk read ahead starts after it: dropped, with
+                    // every window still open.
+                    ahead = None;
+                    if !t.discard().await {
+                        return Ok(TableEnd::Stopped);
+                    }
                 }
                 Err(_) => return Ok(TableEnd::Stopped),
             }
         }
-        let secs = started.elapsed().as_secs_f64();
-        tracing::info!(snapshot = row.id, task = %task_id, table = %name, rows, dropped_for_newer_changes = dropped, secs = format!("{secs:.1}"), rows_per_sec = format!("{:.0}", rows as f64 / secs.max(1e-3)), "snapshot: table read");
+        t.finished(started);
         Ok(TableEnd::Done)
     }
 
@@ -628,6 +618,207 @@ impl Runner {
             // Unreadable: go on (a cancel is also seen by the progress).
             Err(_) => true,
         }
+    }
+}
+
+/// One table being read: its connection, plan, cursor and counts.
+struct TableRun<'a> {
+    /// The snapshot reader.
+    runner: &'a Runner,
+    /// The snapshot.
+    snapshot_id: i64,
+    /// The snapshot's condition (`--where`).
+    condition: Option<String>,
+    /// The task's index.
+    task: usize,
+    /// The task's id.
+    task_id: String,
+    /// Database.
+    db: String,
+    /// Table.
+    table: String,
+    /// `db.table`, for messages and metrics.
+    name: String,
+    /// The snapshot connection.
+    conn: mysql_async::Conn,
+    /// How the table is read (planned again when its definition changes).
+    plan: Arc<TablePlan>,
+    /// The server's estimate of the table's rows.
+    estimated: u64,
+    /// The last key of the last chunk emitted.
+    cursor: Option<Cursor>,
+    /// The next chunk's number.
+    number: u64,
+    /// Rows submitted.
+    rows: u64,
+    /// Rows dropped for newer changes.
+    dropped: u64,
+    /// Connection failures in a row.
+    failures: u32,
+    /// Rows per chunk.
+    limit: usize,
+    /// How values are rendered.
+    opts: DecodeOptions,
+}
+
+impl<'a> TableRun<'a> {
+    /// Connects, plans the table and takes up its progress.
+    async fn start(
+        runner: &'a Runner,
+        row: &SnapshotRow,
+        task: usize,
+        db: &str,
+        table: &str,
+        progress: Option<&TableProgress>,
+    ) -> Result<TableRun<'a>, SnapshotError> {
+        let mariadb = runner.info.flavour == Flavour::MariaDb;
+        let mut conn = runner.session(db, table).await?;
+        let cond = row.condition.as_deref();
+        let plan = Arc::new(plan_table(&mut conn, mariadb, db, table, cond).await?);
+        let estimated = estimate_rows(&mut conn, db, table).await?;
+        let cursor = match progress.and_then(|p| p.last_key.as_deref()) {
+            Some(k) => Some(Cursor::from_json(k).map_err(|detail| SnapshotError::Value {
+                db: db.to_string(),
+                table: table.to_string(),
+                column: "(key)".into(),
+                detail,
+            })?),
+            None => None,
+        };
+        let before = progress.map_or(0, |p| p.rows_done);
+        let name = format!("{db}.{table}");
+        let task_id = runner.config.tasks[task].task_id.clone();
+        runner
+            .metrics
+            .snapshots
+            .table_started(row.id, &task_id, &name, before, estimated);
+        tracing::info!(snapshot = row.id, task = %task_id, table = %name, rows_estimated = estimated, resumed_after_rows = before, "snapshot: reading table");
+        Ok(TableRun {
+            runner,
+            snapshot_id: row.id,
+            condition: row.condition.clone(),
+            task,
+            task_id,
+            db: db.to_string(),
+            table: table.to_string(),
+            name,
+            conn,
+            plan,
+            estimated,
+            cursor,
+            number: progress.map_or(0, |p| p.chunks),
+            rows: 0,
+            dropped: 0,
+            failures: 0,
+            limit: runner.config.snapshot.chunk_size.max(1),
+            opts: DecodeOptions::default(),
+        })
+    }
+
+    /// Asks the loop to open a window for the next chunk; the receiver is
+    /// answered once it is open. `None`: the pipeline is stopping.
+    async fn open(&self) -> Option<oneshot::Receiver<()>> {
+        let window = Box::new(Window::open(&self.db, &self.table, self.plan.key_names()));
+        let (ack, opened) = oneshot::channel();
+        let sent = self.runner.to_intake.send(Request::Open { window, ack });
+        sent.await.ok().map(|_| opened)
+    }
+
+    /// Asks the loop to close its windows; false: the pipeline is stopping.
+    async fn discard(&self) -> bool {
+        self.runner.to_intake.send(Request::Discard).await.is_ok()
+    }
+
+    /// Reads the chunk after `after`, and when it was read.
+    async fn read(&mut self, after: Option<&Cursor>) -> Result<(Chunk, i64), SnapshotError> {
+        let read_at = crate::metrics::unix_now();
+        let info = &self.runner.info;
+        let chunk = read_chunk(
+            &mut self.conn,
+            info,
+            &self.plan,
+            after,
+            self.limit,
+            &self.opts,
+        )
+        .await?;
+        Ok((chunk, read_at))
+    }
+
+    /// After a failed read: plans the table again if its definition
+    /// changed, reconnects (with backoff) if the connection was lost.
+    /// Ok(false): the pipeline is stopping; an error: the snapshot fails.
+    async fn recover(&mut self, e: SnapshotError) -> Result<bool, SnapshotError> {
+        let (id, name) = (self.snapshot_id, &self.name);
+        match e {
+            SnapshotError::Changed { detail, .. } => {
+                tracing::info!(snapshot = id, table = %name, "snapshot: the table's definition changed ({detail}); planning it again");
+                let mariadb = self.runner.info.flavour == Flavour::MariaDb;
+                let cond = self.condition.as_deref();
+                let plan = plan_table(&mut self.conn, mariadb, &self.db, &self.table, cond).await?;
+                self.plan = Arc::new(plan);
+                Ok(true)
+            }
+            e if e.is_transient() && self.failures < RECONNECTS => {
+                self.failures += 1;
+                tracing::warn!(snapshot = id, table = %name, attempt = self.failures, "{e}; reconnecting");
+                let wait = crate::backoff::full_jitter(
+                    Duration::from_millis(200),
+                    Duration::from_secs(5),
+                    self.failures,
+                    crate::backoff::rand01(),
+                );
+                if !wait_or_stop(&self.runner.cancel, wait).await {
+                    return Ok(false);
+                }
+                match self.runner.session(&self.db, &self.table).await {
+                    Ok(c) => self.conn = c,
+                    Err(e) if e.is_transient() => {}
+                    Err(e) => return Err(e),
+                }
+                Ok(true)
+            }
+            e => Err(e),
+        }
+    }
+
+    /// Hands a chunk read to the loop (its window is the front one); the
+    /// receiver gets what became of it. `None`: the pipeline is stopping.
+    async fn hand_over(
+        &self,
+        chunk: Chunk,
+        read_at: i64,
+    ) -> Option<oneshot::Receiver<ChunkOutcome>> {
+        let read = Box::new(ChunkRead {
+            snapshot_id: self.snapshot_id,
+            task: self.task,
+            task_id: self.task_id.clone(),
+            plan: self.plan.clone(),
+            chunk,
+            number: self.number,
+            rows_estimated: self.estimated,
+            read_at,
+        });
+        let (reply, outcome) = oneshot::channel();
+        let sent = self.runner.to_intake.send(Request::Chunk { read, reply });
+        sent.await.ok().map(|_| outcome)
+    }
+
+    /// A chunk ending at `last` was emitted.
+    fn emitted(&mut self, rows: usize, dropped: usize, last: Option<Cursor>) {
+        self.rows += rows as u64;
+        self.dropped += dropped as u64;
+        self.number += 1;
+        if last.is_some() {
+            self.cursor = last;
+        }
+    }
+
+    /// Every chunk emitted: says so.
+    fn finished(&self, started: Instant) {
+        let secs = started.elapsed().as_secs_f64();
+        let rate = self.rows as f64 / secs.max(1e-3);
+        tracing::info!(snapshot = self.snapshot_id, task = %self.task_id, table = %self.name, rows = self.rows, dropped_for_newer_changes = self.dropped, secs = format!("{secs:.1}"), rows_per_sec = format!("{rate:.0}"), "snapshot: table read");
     }
 }
 
@@ -662,5 +853,89 @@ mod tests {
             "events still to take in"
         );
         assert!(!idle_past(&h, None, true));
+    }
+
+    fn snapshots() -> (tempfile::TempDir, Snapshots) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        let snaps = Snapshots::idle(
+            Arc::new(Mutex::new(store)),
+            Arc::new(Metrics::new::<&str>(&[])),
+        );
+        (dir, snaps)
+    }
+
+    fn update_of(id: &str, file: &str, pos: u64) -> Change {
+        use crate::event::{ChangeKind, Column, RowImage, SourcePosition, Table};
+        let table = Arc::new(Table {
+            database: "d".into(),
+            name: "t".into(),
+            columns: vec![Column::new("id"), Column::new("v")],
+            primary_key: vec![0],
+        });
+        let image = |v: &str| {
+            let mut img = RowImage::default();
+            img.push_json(id.as_bytes());
+            img.push_json(v.as_bytes());
+            img
+        };
+        Change {
+            kind: ChangeKind::Update,
+            table,
+            before: Some(image("1")),
+            after: Some(image("2")),
+            source: SourcePosition {
+                file: file.into(),
+                pos,
+                gtid: None,
+                row: 0,
+                row_in_trx: 0,
+            },
+            timestamp: 0,
+        }
+    }
+
+    #[test]
+    fn a_change_counts_for_every_open_window() {
+        // Chunk N handed over (bounds known), chunk N+1 read ahead (open
+        // since before N was handed over): a change in both windows must
+        // drop its row from either chunk.
+        let (_dir, mut s) = snapshots();
+        let key = || vec!["id".to_string()];
+        s.open(Window::open("d", "t", key()));
+        s.open(Window::open("d", "t", key()));
+        s.windows[0].set_bounds(BinlogPos::new("b.1", 100), BinlogPos::new("b.1", 300));
+        s.observe(&update_of("7", "b.1", 200), None);
+        s.observe(&update_of("8", "b.1", 400), None);
+        s.windows[1].set_bounds(BinlogPos::new("b.1", 150), BinlogPos::new("b.1", 500));
+        assert_eq!(
+            s.windows[0].touched(),
+            1,
+            "only the change at 200 is in (100, 300]"
+        );
+        assert_eq!(s.windows[1].touched(), 2, "both changes are in (150, 500]");
+        // XA rows count where their XA COMMIT is.
+        s.observe(
+            &update_of("9", "b.1", 120),
+            Some(&BinlogPos::new("b.1", 450)),
+        );
+        assert_eq!(s.windows[0].touched(), 1);
+        assert_eq!(s.windows[1].touched(), 3);
+    }
+
+    #[test]
+    fn a_second_window_keeps_the_last_commit_and_discard_closes_all() {
+        let (_dir, mut s) = snapshots();
+        let key = || vec!["id".to_string()];
+        s.last_commit = Some(BinlogPos::new("b.1", 90));
+        s.open(Window::open("d", "t", key()));
+        assert_eq!(s.last_commit, None, "a first window starts afresh");
+        s.last_commit = Some(BinlogPos::new("b.1", 95));
+        s.open(Window::open("d", "t", key()));
+        assert_eq!(s.last_commit, Some(BinlogPos::new("b.1", 95)));
+        assert_eq!(s.windows.len(), 2);
+        s.discard();
+        assert!(s.windows.is_empty());
+        assert!(s.waiting_high().is_none());
     }
 }
