@@ -35,7 +35,8 @@ same receiver with the same concurrency, in the same round.
 Settings (environment): BENCH_ROWS (200000), BENCH_RUNS (5), BENCH_BIG_ROWS
 (1000000; 0 skips), BENCH_PROFILES (bulk,oltp), BENCH_READERS (all),
 BENCH_CORES (2,1), BENCH_SKIP (comma list of: delivery, latency, big, wrk, snapshot),
-BENCH_SNAPSHOT_ROWS (1000000),
+BENCH_SNAPSHOT_ROWS (1000000), BENCH_SNAPSHOT_CHUNK (snapshot.chunk_size; default:
+pikachu's), BENCH_SNAPSHOT_LOG (a file for pikachu's log in the snapshot runs),
 PIKACHU_BASELINE, BENCH_NO_DOCS=1.
 """
 
@@ -491,6 +492,8 @@ def snapshot_once(binary, tmp, n):
         with open(cfg) as f:
             text = f.read()
         text = text.replace('  batch:\n', '  snapshot: initial\n  batch:\n')
+        if os.environ.get("BENCH_SNAPSHOT_CHUNK"):
+            text += f"snapshot:\n  chunk_size: {int(os.environ['BENCH_SNAPSHOT_CHUNK'])}\n"
         with open(cfg, "w") as f:
             f.write(text)
         t0 = time.monotonic()

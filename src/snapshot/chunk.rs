@@ -197,14 +197,13 @@ pub async fn read_chunk(
         .query_drop("COMMIT")
         .await
         .map_err(err("ending the chunk's transaction"));
-    let (rows, snapshot) = result?;
+    let (rows, last, snapshot) = result?;
     end?;
     let high = position::latest(conn, info).await?;
     let low = snapshot.unwrap_or(before);
     let done = rows.len() < limit;
-    let last = rows.last().map(|(_, c)| c.clone());
     Ok(Chunk {
-        rows: rows.into_iter().map(|(r, _)| r).collect(),
+        rows,
         low,
         high,
         last,
@@ -212,7 +211,9 @@ pub async fn read_chunk(
     })
 }
 
-type Rows = Vec<(SnapRow, Cursor)>;
+/// A chunk's rows, the cursor after the last, and (MariaDB) the
+/// snapshot's position.
+type Selected = (Vec<SnapRow>, Option<Cursor>, Option<FilePos>);
 
 async fn select_in_transaction(
     conn: &mut Conn,
@@ -221,7 +222,7 @@ async fn select_in_transaction(
     after: Option<&Cursor>,
     limit: usize,
     opts: &DecodeOptions,
-) -> Result<(Rows, Option<FilePos>), SnapshotError> {
+) -> Result<Selected, SnapshotError> {
     let err = |what: &str| {
         let (db, table, what) = (plan.db.clone(), plan.table.clone(), what.to_string());
         move |e: mysql_async::Error| query_err(&db, &table, &what, e)
@@ -268,73 +269,95 @@ async fn select_in_transaction(
             return Err(err("reading a chunk")(e));
         }
     };
+    // Each row's buffer sized from the row before (rows of a table are
+    // alike): a chunk held in memory takes what its rows need.
+    let mut hint = 64 * plan.columns.len();
+    let mut last = None;
     while let Some(row) = result.next().await.map_err(err("reading a chunk"))? {
-        rows.push(convert_row(plan, row.unwrap(), opts)?);
+        let values = row.unwrap();
+        let r = convert_row(plan, &values, opts, hint)?;
+        hint = r.image.byte_len() + r.image.byte_len() / 4 + 16;
+        rows.push(r);
+        last = Some(values);
     }
     drop(result);
     super::plan::check_definition(conn, plan).await?;
-    Ok((rows, snapshot))
+    // Only the last row's key is where the next chunk starts.
+    let cursor = last.map(|v| cursor_of(plan, &v)).transpose()?;
+    Ok((rows, cursor, snapshot))
 }
 
-/// Renders one SELECT row, and takes its key and cursor.
+/// Renders one SELECT row and takes its key; `capacity`: bytes to reserve
+/// for its JSON.
 pub fn convert_row(
     plan: &TablePlan,
-    values: Vec<Value>,
+    values: &[Value],
     opts: &DecodeOptions,
-) -> Result<(SnapRow, Cursor), SnapshotError> {
+    capacity: usize,
+) -> Result<SnapRow, SnapshotError> {
+    let value_err = |column: String, detail: String| SnapshotError::Value {
+        db: plan.db.clone(),
+        table: plan.table.clone(),
+        column,
+        detail,
+    };
     if values.len() != plan.columns.len() {
-        return Err(SnapshotError::Value {
-            db: plan.db.clone(),
-            table: plan.table.clone(),
-            column: "*".into(),
-            detail: format!(
+        return Err(value_err(
+            "*".into(),
+            format!(
                 "the SELECT returned {} columns, the table has {}; its definition changed, the chunk is read again",
                 values.len(),
                 plan.columns.len()
             ),
-        });
+        ));
     }
-    let mut image = RowImage::with_capacity(values.len(), 64 * values.len());
-    for (c, v) in plan.columns.iter().zip(&values) {
+    let mut image = RowImage::with_capacity(values.len(), capacity);
+    for (c, v) in plan.columns.iter().zip(values) {
         if *v == Value::NULL {
             image.push_null();
             continue;
         }
-        values::render(&c.kind, v, image.buf_mut(), opts).map_err(|detail| {
+        values::render(&c.kind, v, image.buf_mut(), opts)
+            .map_err(|detail| value_err(c.name.clone(), detail))?;
+        image.end_value();
+    }
+    for &i in &plan.key {
+        if values.get(i).is_none_or(|v| *v == Value::NULL) {
+            let column = plan.columns.get(i).map(|c| c.name.clone());
+            return Err(value_err(
+                column.unwrap_or_default(),
+                "a key column is NULL".into(),
+            ));
+        }
+    }
+    let key = RowKey::of_image(&image, &plan.key).ok_or_else(|| {
+        value_err(
+            "(key)".into(),
+            "a key column is missing from the row".into(),
+        )
+    })?;
+    Ok(SnapRow { key, image })
+}
+
+/// The cursor after a row: its key columns' values.
+pub fn cursor_of(plan: &TablePlan, values: &[Value]) -> Result<Cursor, SnapshotError> {
+    let mut parts = Vec::with_capacity(plan.key.len());
+    for &i in &plan.key {
+        let part = values.get(i).and_then(KeyPart::from_value);
+        parts.push(part.ok_or_else(|| {
             SnapshotError::Value {
                 db: plan.db.clone(),
                 table: plan.table.clone(),
-                column: c.name.clone(),
-                detail,
+                column: plan
+                    .columns
+                    .get(i)
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default(),
+                detail: "a key column is NULL".into(),
             }
-        })?;
-        image.end_value();
+        })?);
     }
-    let mut parts = Vec::with_capacity(plan.key.len());
-    for &i in &plan.key {
-        let part =
-            values
-                .get(i)
-                .and_then(KeyPart::from_value)
-                .ok_or_else(|| SnapshotError::Value {
-                    db: plan.db.clone(),
-                    table: plan.table.clone(),
-                    column: plan
-                        .columns
-                        .get(i)
-                        .map(|c| c.name.clone())
-                        .unwrap_or_default(),
-                    detail: "a key column is NULL".into(),
-                })?;
-        parts.push(part);
-    }
-    let key = RowKey::of_image(&image, &plan.key).ok_or_else(|| SnapshotError::Value {
-        db: plan.db.clone(),
-        table: plan.table.clone(),
-        column: "(key)".into(),
-        detail: "a key column is missing from the row".into(),
-    })?;
-    Ok((SnapRow { key, image }, Cursor(parts)))
+    Ok(Cursor(parts))
 }
 
 #[cfg(test)]
