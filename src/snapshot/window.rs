@@ -5,6 +5,14 @@
 //! (an insert's, a delete's, an update's old and new key) is dropped; the
 //! others are emitted when the stream reaches H, before any later change.
 //!
+//! A change after H counts too when it is observed before the chunk is
+//! emitted: the loop submits every change it observes, so such a change
+//! (newer than the chunk's row) is delivered before the row and the row
+//! would overwrite it. That happens when the stream is past H by the time
+//! the chunk is handed over (the next chunk is read while the one before
+//! waits for its H). Changes after H observed once the chunk is waiting
+//! cannot be: the loop emits the chunk before the first event past H.
+//!
 //! A change at exactly L is already in the chunk's state (L is the position
 //! the snapshot corresponds to, or precedes), so it does not count; one at
 //! exactly H does. A change whose key cannot be read (a key column absent
@@ -80,8 +88,8 @@ pub enum Settled<R> {
 /// In the running pipeline the window is opened ([`Window::open`]) before
 /// the chunk's low watermark is taken, because the stream may pass L
 /// while the chunk's SELECT runs: it records the keys the table's changes
-/// touch from then on, with their positions, and keeps those in (L, H]
-/// once the chunk's watermarks are known ([`Window::set_bounds`]).
+/// touch from then on, with their positions, and keeps those after L once
+/// the chunk's watermarks are known ([`Window::set_bounds`]).
 #[derive(Debug, Clone)]
 pub struct Window {
     /// The chunk's database.
@@ -92,11 +100,11 @@ pub struct Window {
     key_names: Vec<String>,
     /// (L, H], once known.
     bounds: Option<(BinlogPos, BinlogPos)>,
-    /// Keys touched in (L, H].
+    /// Keys touched after L.
     touched: HashSet<RowKey>,
     /// Before the bounds are known: every key touched, with its position.
     early: Vec<(BinlogPos, RowKey)>,
-    /// Why the window cannot tell which rows are safe (a change in (L, H]
+    /// Why the window cannot tell which rows are safe (a change after L
     /// whose key cannot be read).
     unknown: Option<String>,
     /// Before the bounds are known: such changes, with their positions.
@@ -133,17 +141,17 @@ impl Window {
         }
     }
 
-    /// Sets the chunk's watermarks: of what was observed so far, only the
-    /// changes in (low, high] count.
+    /// Sets the chunk's watermarks: of what was observed so far, the
+    /// changes after `low` count.
     pub fn set_bounds(&mut self, low: BinlogPos, high: BinlogPos) {
         self.bounds = Some((low, high));
         for (pos, key) in std::mem::take(&mut self.early) {
-            if self.contains(&pos) {
+            if self.counts(&pos) {
                 self.touched.insert(key);
             }
         }
         for (pos, reason) in std::mem::take(&mut self.early_unknown) {
-            if self.contains(&pos) {
+            if self.counts(&pos) {
                 self.unknown = Some(reason);
             }
         }
@@ -154,11 +162,16 @@ impl Window {
         self.db == db && self.table == table
     }
 
-    /// Whether a change at `pos` falls in the window (false while the
-    /// bounds are not known).
-    pub fn contains(&self, pos: &BinlogPos) -> bool {
+    /// Whether a change at `pos` counts for the chunk: it is after the
+    /// low watermark (false while the bounds are not known). Not only
+    /// those up to the high watermark: every change observed is submitted
+    /// before the chunk is emitted, and a change the loop takes in past H
+    /// before the chunk is handed over (the next chunk is read while the
+    /// one before waits, so the stream is often past H by then) is newer
+    /// than the chunk's row and delivered before it.
+    pub fn counts(&self, pos: &BinlogPos) -> bool {
         match &self.bounds {
-            Some((low, high)) => low < pos && pos <= high,
+            Some((low, _)) => low < pos,
             None => false,
         }
     }
@@ -189,7 +202,7 @@ impl Window {
         if *change.table.database != *self.db || *change.table.name != *self.table {
             return;
         }
-        if self.bounds.is_some() && !self.contains(&pos) {
+        if self.bounds.is_some() && !self.counts(&pos) {
             return;
         }
         match self.keys_of(change) {
@@ -370,7 +383,8 @@ mod tests {
             "bin.000002",
             10,
         ));
-        // Outside the window: before (at or below L) and after H.
+        // Key 3 at L: in the chunk's state. Key 4 after H: observed (so
+        // submitted) before the chunk is emitted, newer than its row.
         w.observe(&change(
             &t,
             i,
@@ -417,7 +431,7 @@ mod tests {
         ];
         assert_eq!(
             emitted(w.settle(rows, |r| r)),
-            vec![key(&["3"]), key(&["4"]), key(&["5"])]
+            vec![key(&["3"]), key(&["5"])]
         );
     }
 
@@ -436,7 +450,7 @@ mod tests {
     }
 
     #[test]
-    fn a_window_opened_before_its_watermarks_keeps_only_what_falls_between_them() {
+    fn a_window_opened_before_its_watermarks_keeps_what_follows_the_low_one() {
         let t = table(&["id"], vec![0]);
         let mut w = Window::open("d", "t", vec!["id".into()]);
         let i = ChangeKind::Insert;
@@ -446,18 +460,28 @@ mod tests {
         w.observe(&change(&t, i, None, Some(&[Some("2")]), "bin.000001", 150));
         // A key-less change before L does not matter either.
         w.observe(&change(&t, i, None, Some(&[None]), "bin.000001", 95));
+        // Past H before the chunk is handed over (the loop ran ahead of
+        // the reader): submitted before the chunk, so it counts.
+        w.observe(&change(&t, i, None, Some(&[Some("5")]), "bin.000001", 250));
         w.set_bounds(
             BinlogPos::new("bin.000001", 100),
             BinlogPos::new("bin.000001", 200),
         );
         assert_eq!(w.high(), Some(&BinlogPos::new("bin.000001", 200)));
-        // After the bounds: filtered as it comes; an XA row counts at its commit.
-        w.observe(&change(&t, i, None, Some(&[Some("3")]), "bin.000001", 300));
+        // After the bounds: filtered as it comes (at or before L: not
+        // counted); an XA row counts at its commit.
+        w.observe(&change(&t, i, None, Some(&[Some("3")]), "bin.000001", 100));
         w.observe_at(
             &change(&t, i, None, Some(&[Some("4")]), "bin.000001", 50),
             BinlogPos::new("bin.000001", 180),
         );
-        let rows = vec![key(&["1"]), key(&["2"]), key(&["3"]), key(&["4"])];
+        let rows = vec![
+            key(&["1"]),
+            key(&["2"]),
+            key(&["3"]),
+            key(&["4"]),
+            key(&["5"]),
+        ];
         assert_eq!(
             emitted(w.settle(rows, |r| r)),
             vec![key(&["1"]), key(&["3"])]
