@@ -153,33 +153,10 @@ pub(crate) fn decode(
             "the file is empty; it needs at least `database:` and `tasks:`".to_owned(),
         ));
     }
-    let top = root.fields(
-        &[
-            "database",
-            "log",
-            "server",
-            "dispatcher",
-            "tasks",
-            "callback_host",
-            "state_dir",
-            "start",
-            "checkpoint",
-            "shutdown_timeout",
-            "snapshot",
-        ],
-        GO_TOP,
-        warnings,
-    )?;
+    let top = top_fields(&root, warnings)?;
 
     let database = database(top.require("database")?, warnings)?;
-    let log = match top.get("log") {
-        Some(v) => log(v, warnings)?,
-        None => LogConfig {
-            level: LogLevel::default(),
-            format: LogFormat::default(),
-            file: None,
-        },
-    };
+    let log = log_or_default(&top, warnings)?;
     let server = match top.get("server") {
         Some(v) => server(v, warnings)?,
         None => default_server(),
@@ -188,19 +165,7 @@ pub(crate) fn decode(
         Some(v) => dispatcher(v, warnings)?,
         None => (default_dispatcher(), None),
     };
-    let shutdown_timeout = match (top.get("shutdown_timeout"), go_shutdown) {
-        (Some(v), go) => {
-            if let Some(go) = go {
-                warnings.push(format!(
-                    "{}:{}: `dispatcher.shutdown_timeout` is overridden by `shutdown_timeout`",
-                    go.spot.origin, go.spot.line
-                ));
-            }
-            v.duration_in(Duration::ZERO, HOUR)?
-        }
-        (None, Some(go)) => go.value,
-        (None, None) => Duration::from_secs(30),
-    };
+    let shutdown_timeout = shutdown_timeout(&top, go_shutdown, warnings)?;
     let state_dir = match top.get("state_dir") {
         Some(v) => PathBuf::from(v.non_empty_string()?),
         None => PathBuf::from("./data"),
@@ -209,57 +174,16 @@ pub(crate) fn decode(
         Some(v) => start(v)?,
         None => StartPosition::Latest,
     };
-    let checkpoint = match top.get("checkpoint") {
-        Some(v) => {
-            let f = v.fields(&["interval"], &[], warnings)?;
-            CheckpointConfig {
-                interval: f.duration_in_or("interval", MS, HOUR, Duration::from_secs(1))?,
-            }
-        }
-        None => CheckpointConfig {
-            interval: Duration::from_secs(1),
-        },
-    };
-    let snapshot = match top.get("snapshot") {
-        Some(v) => {
-            let f = v.fields(&["chunk_size"], &[], warnings)?;
-            let mut s = SnapshotConfig::default();
-            if let Some(v) = f.get("chunk_size") {
-                s.chunk_size = v.count_in(MAX_CHUNK_SIZE)?;
-            }
-            s
-        }
-        None => SnapshotConfig::default(),
-    };
-    let callback_host = match top.get("callback_host") {
-        Some(v) => Some(Located {
-            value: v.string()?,
-            spot: v.spot(),
-            path: v.path.clone(),
-        }),
-        None => None,
-    };
+    let checkpoint = checkpoint_or_default(&top, warnings)?;
+    let snapshot = snapshot_or_default(&top, warnings)?;
+    let callback_host = callback_host(&top)?;
 
     let tasks_spot = match top.key_loc("tasks") {
         Some(loc) => Spot::new(main, loc),
         None => Spot::new(main, &root.node.referenced),
     };
-    let mut tasks = match top.get("tasks") {
-        Some(v) => task_list(v, warnings)?,
-        None => Vec::new(),
-    };
-    if let Some(doc) = tasks_doc {
-        tasks.extend(tasks_file(doc, warnings)?);
-    }
-    // Report the main file's remarks in line order (sections are decoded out of order).
-    let line_of = |w: &String| {
-        w.strip_prefix(main.origin)
-            .and_then(|rest| rest.strip_prefix(':'))
-            .and_then(|rest| rest.split(':').next())
-            .and_then(|line| line.parse::<u64>().ok())
-            .unwrap_or(u64::MAX)
-    };
-    warnings.sort_by_key(line_of);
+    let tasks = all_tasks(&top, tasks_doc, warnings)?;
+    sort_by_line(warnings, main.origin);
 
     Ok(Draft {
         database,
@@ -275,6 +199,131 @@ pub(crate) fn decode(
         tasks,
         tasks_spot,
     })
+}
+
+/// The top-level keys of the main document (unknown keys rejected, the Go tool's warned about).
+fn top_fields<'a>(root: &Val<'a>, warnings: &mut Vec<String>) -> R<Fields<'a>> {
+    root.fields(
+        &[
+            "database",
+            "log",
+            "server",
+            "dispatcher",
+            "tasks",
+            "callback_host",
+            "state_dir",
+            "start",
+            "checkpoint",
+            "shutdown_timeout",
+            "snapshot",
+        ],
+        GO_TOP,
+        warnings,
+    )
+}
+
+/// The `log` section, or the default log settings when it is absent.
+fn log_or_default(top: &Fields<'_>, warnings: &mut Vec<String>) -> R<LogConfig> {
+    Ok(match top.get("log") {
+        Some(v) => log(v, warnings)?,
+        None => LogConfig {
+            level: LogLevel::default(),
+            format: LogFormat::default(),
+            file: None,
+        },
+    })
+}
+
+/// `shutdown_timeout`, else the Go `dispatcher.shutdown_timeout`, else 30 s (warns when both are set).
+fn shutdown_timeout(
+    top: &Fields<'_>,
+    go_shutdown: Option<Located<Duration>>,
+    warnings: &mut Vec<String>,
+) -> R<Duration> {
+    Ok(match (top.get("shutdown_timeout"), go_shutdown) {
+        (Some(v), go) => {
+            if let Some(go) = go {
+                warnings.push(format!(
+                    "{}:{}: `dispatcher.shutdown_timeout` is overridden by `shutdown_timeout`",
+                    go.spot.origin, go.spot.line
+                ));
+            }
+            v.duration_in(Duration::ZERO, HOUR)?
+        }
+        (None, Some(go)) => go.value,
+        (None, None) => Duration::from_secs(30),
+    })
+}
+
+/// The `checkpoint` section, or a 1 s checkpoint interval when it is absent.
+fn checkpoint_or_default(top: &Fields<'_>, warnings: &mut Vec<String>) -> R<CheckpointConfig> {
+    Ok(match top.get("checkpoint") {
+        Some(v) => {
+            let f = v.fields(&["interval"], &[], warnings)?;
+            CheckpointConfig {
+                interval: f.duration_in_or("interval", MS, HOUR, Duration::from_secs(1))?,
+            }
+        }
+        None => CheckpointConfig {
+            interval: Duration::from_secs(1),
+        },
+    })
+}
+
+/// The `snapshot` section, or the default snapshot settings when it is absent.
+fn snapshot_or_default(top: &Fields<'_>, warnings: &mut Vec<String>) -> R<SnapshotConfig> {
+    Ok(match top.get("snapshot") {
+        Some(v) => {
+            let f = v.fields(&["chunk_size"], &[], warnings)?;
+            let mut s = SnapshotConfig::default();
+            if let Some(v) = f.get("chunk_size") {
+                s.chunk_size = v.count_in(MAX_CHUNK_SIZE)?;
+            }
+            s
+        }
+        None => SnapshotConfig::default(),
+    })
+}
+
+/// `callback_host` with where it was written, if given.
+fn callback_host(top: &Fields<'_>) -> R<Option<Located<String>>> {
+    Ok(match top.get("callback_host") {
+        Some(v) => Some(Located {
+            value: v.string()?,
+            spot: v.spot(),
+            path: v.path.clone(),
+        }),
+        None => None,
+    })
+}
+
+/// The tasks of the main document's `tasks` key, then those of the tasks document.
+fn all_tasks(
+    top: &Fields<'_>,
+    tasks_doc: Option<Doc<'_>>,
+    warnings: &mut Vec<String>,
+) -> R<Vec<DraftTask>> {
+    let mut tasks = match top.get("tasks") {
+        Some(v) => task_list(v, warnings)?,
+        None => Vec::new(),
+    };
+    if let Some(doc) = tasks_doc {
+        tasks.extend(tasks_file(doc, warnings)?);
+    }
+    Ok(tasks)
+}
+
+/// Sorts the warnings by their line in the file `origin` (those without one last).
+fn sort_by_line(warnings: &mut [String], origin: &str) {
+    // Report the main file's remarks in line order (sections are decoded out of order).
+    let line_of = |w: &String| {
+        w.strip_prefix(origin)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .and_then(|rest| rest.split(':').next())
+            .and_then(|line| line.parse::<u64>().ok())
+            .unwrap_or(u64::MAX)
+    };
+    warnings.sort_by_key(line_of);
 }
 
 fn database(v: Val<'_>, warnings: &mut Vec<String>) -> R<DatabaseConfig> {

@@ -408,266 +408,368 @@ fn lossy(b: &[u8]) -> String {
 
 /// Fills `d` with what event `ev` says, by type.
 fn describe(dec: &Decoder, ev: &Event, d: &mut Map<String, Value>) -> Result<(), String> {
-    let t = ev.header().event_type_raw();
-    let data = ev.data();
-    let mut put = |k: &str, v: Value| {
-        d.insert(k.to_string(), v);
+    match ev.header().event_type_raw() {
+        2 | 165 => describe_query(dec, ev, d),
+        4 => describe_rotate(ev, d),
+        5 => describe_intvar(ev, d),
+        13 => describe_rand(ev, d),
+        14 => describe_user_var(ev, d),
+        15 => describe_format_description(ev, d),
+        16 => describe_xid(ev, d),
+        19 => describe_table_map(ev, d),
+        26 => describe_incident(ev, d),
+        29 => describe_rows_query(ev, d),
+        t @ (33 | 34 | 42) => describe_mysql_gtid(t, ev, d),
+        35 => describe_previous_gtids(ev.data(), d),
+        38 => describe_xa_prepare(ev, d),
+        40 => Ok(()),
+        160 => describe_annotate_rows(ev.data(), d),
+        161 => describe_binlog_checkpoint(ev.data(), d),
+        162 => describe_mariadb_gtid(ev, d),
+        163 => describe_gtid_list(ev.data(), d),
+        t if rows_kind(t).is_some() => describe_rows(t, ev, d),
+        _ => Ok(()),
+    }
+}
+
+/// Sets key `k` of `d` to `v`.
+fn put(d: &mut Map<String, Value>, k: &str, v: Value) {
+    d.insert(k.to_string(), v);
+}
+
+/// The message for an event of type `what` that could not be parsed.
+fn corrupt(what: &str, e: std::io::Error) -> String {
+    format!("corrupt {what}: {e}")
+}
+
+/// QUERY (2) and MariaDB QUERY_COMPRESSED (165): the schema and the statement.
+fn describe_query(dec: &Decoder, ev: &Event, d: &mut Map<String, Value>) -> Result<(), String> {
+    let (schema, sql) = dec.query_text(ev).map_err(source_error_text)?;
+    put(d, "schema", json!(schema));
+    put(d, "statement", json!(sql));
+    Ok(())
+}
+
+/// ROTATE (4): the next file and position.
+fn describe_rotate(ev: &Event, d: &mut Map<String, Value>) -> Result<(), String> {
+    let r: RotateEvent<'_> = ev.read_event().map_err(|e| corrupt("ROTATE", e))?;
+    put(d, "next_file", json!(r.name()));
+    put(d, "next_pos", json!(r.position()));
+    Ok(())
+}
+
+/// INTVAR (5): the subtype and the value.
+fn describe_intvar(ev: &Event, d: &mut Map<String, Value>) -> Result<(), String> {
+    let r: IntvarEvent = ev.read_event().map_err(|e| corrupt("INTVAR", e))?;
+    put(d, "subtype", json!(format!("{:?}", r.subtype())));
+    put(d, "value", json!(r.value()));
+    Ok(())
+}
+
+/// RAND (13): the two seeds.
+fn describe_rand(ev: &Event, d: &mut Map<String, Value>) -> Result<(), String> {
+    let r: RandEvent = ev.read_event().map_err(|e| corrupt("RAND", e))?;
+    put(d, "seed1", json!(r.seed1.0));
+    put(d, "seed2", json!(r.seed2.0));
+    Ok(())
+}
+
+/// USER_VAR (14): the variable's name and, unless NULL, its type, charset and value.
+fn describe_user_var(ev: &Event, d: &mut Map<String, Value>) -> Result<(), String> {
+    let r: UserVarEvent<'_> = ev.read_event().map_err(|e| corrupt("USER_VAR", e))?;
+    put(d, "name", json!(r.name()));
+    put(d, "is_null", json!(r.is_null()));
+    if !r.is_null() {
+        put(
+            d,
+            "value_type",
+            json!(r
+                .value_type()
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_else(|e| format!("unknown {e:?}"))),
+        );
+        put(d, "charset", json!(r.charset()));
+        put(d, "value_hex", json!(hex(r.value())));
+    }
+    Ok(())
+}
+
+/// FORMAT_DESCRIPTION (15): binlog and server versions, creation time, checksum.
+fn describe_format_description(ev: &Event, d: &mut Map<String, Value>) -> Result<(), String> {
+    let f: FormatDescriptionEvent<'_> = ev
+        .read_event()
+        .map_err(|e| corrupt("FORMAT_DESCRIPTION", e))?;
+    put(d, "binlog_version", json!(f.binlog_version() as u16));
+    let v = f.server_version();
+    put(
+        d,
+        "server_version",
+        json!(v.split('\0').next().unwrap_or("")),
+    );
+    put(d, "create_timestamp", json!(f.create_timestamp()));
+    let alg = match ev.footer().get_checksum_alg() {
+        Ok(Some(a)) => json!(format!("{a:?}").trim_start_matches("BINLOG_CHECKSUM_ALG_")),
+        _ => Value::Null,
     };
-    let bad = |what: &str, e: std::io::Error| format!("corrupt {what}: {e}");
-    match t {
-        2 | 165 => {
-            let (schema, sql) = dec.query_text(ev).map_err(source_error_text)?;
-            put("schema", json!(schema));
-            put("statement", json!(sql));
-        }
-        4 => {
-            let r: RotateEvent<'_> = ev.read_event().map_err(|e| bad("ROTATE", e))?;
-            put("next_file", json!(r.name()));
-            put("next_pos", json!(r.position()));
-        }
-        5 => {
-            let r: IntvarEvent = ev.read_event().map_err(|e| bad("INTVAR", e))?;
-            put("subtype", json!(format!("{:?}", r.subtype())));
-            put("value", json!(r.value()));
-        }
-        13 => {
-            let r: RandEvent = ev.read_event().map_err(|e| bad("RAND", e))?;
-            put("seed1", json!(r.seed1.0));
-            put("seed2", json!(r.seed2.0));
-        }
-        14 => {
-            let r: UserVarEvent<'_> = ev.read_event().map_err(|e| bad("USER_VAR", e))?;
-            put("name", json!(r.name()));
-            put("is_null", json!(r.is_null()));
-            if !r.is_null() {
-                put(
-                    "value_type",
-                    json!(r
-                        .value_type()
-                        .map(|v| format!("{v:?}"))
-                        .unwrap_or_else(|e| format!("unknown {e:?}"))),
-                );
-                put("charset", json!(r.charset()));
-                put("value_hex", json!(hex(r.value())));
+    put(d, "checksum", alg);
+    Ok(())
+}
+
+/// XID (16): the transaction's xid.
+fn describe_xid(ev: &Event, d: &mut Map<String, Value>) -> Result<(), String> {
+    let x: XidEvent = ev.read_event().map_err(|e| corrupt("XID", e))?;
+    put(d, "xid", json!(x.xid));
+    Ok(())
+}
+
+/// TABLE_MAP (19): the table, its columns and its primary key.
+fn describe_table_map(ev: &Event, d: &mut Map<String, Value>) -> Result<(), String> {
+    decoder::check_table_map(ev).map_err(|e| format!("corrupt TABLE_MAP: {e}"))?;
+    let tme: TableMapEvent<'_> = ev.read_event().map_err(|e| corrupt("TABLE_MAP", e))?;
+    let tm = table_map::parse(&tme).map_err(|e| format!("corrupt TABLE_MAP: {e}"))?;
+    put(d, "table_id", json!(tm.table_id));
+    put(d, "db", json!(tm.database));
+    put(d, "table", json!(tm.table));
+    let cols: Vec<Value> = tm.columns.iter().map(table_map_column).collect();
+    put(d, "columns", Value::Array(cols));
+    if let Some(pk) = &tm.primary_key {
+        put(d, "primary_key", json!(pk));
+    }
+    Ok(())
+}
+
+/// One TABLE_MAP column as JSON: its real type, metadata and what the optional metadata says.
+fn table_map_column(c: &table_map::MapColumn) -> Value {
+    let real = table_map::real_type(c.ty, &c.meta);
+    let mut o = Map::new();
+    o.insert("type".into(), json!(column_type_name(real)));
+    o.insert("meta".into(), json!(c.meta));
+    o.insert("nullable".into(), json!(c.nullable));
+    if let Some(n) = &c.name {
+        o.insert("name".into(), json!(n));
+    }
+    if let Some(u) = c.unsigned {
+        o.insert("unsigned".into(), json!(u));
+    }
+    if let Some(cs) = c.collation {
+        o.insert("charset".into(), json!(cs));
+    }
+    if let Some(l) = &c.enum_labels {
+        o.insert("enum".into(), json!(l));
+    }
+    if let Some(l) = &c.set_labels {
+        o.insert("set".into(), json!(l));
+    }
+    Value::Object(o)
+}
+
+/// INCIDENT (26): the incident type and message, with a warning.
+fn describe_incident(ev: &Event, d: &mut Map<String, Value>) -> Result<(), String> {
+    let i: IncidentEvent<'_> = ev.read_event().map_err(|e| corrupt("INCIDENT", e))?;
+    put(
+        d,
+        "incident",
+        json!(i
+            .incident_type()
+            .map(|t| format!("{t:?}"))
+            .unwrap_or_else(|e| format!("{e:?}"))),
+    );
+    put(d, "message", json!(i.message()));
+    put(
+        d,
+        "warning",
+        json!("the server logged an INCIDENT: changes may be missing from this binlog here; the live reader stops at this event"),
+    );
+    Ok(())
+}
+
+/// ROWS_QUERY (29): the statement behind the rows events.
+fn describe_rows_query(ev: &Event, d: &mut Map<String, Value>) -> Result<(), String> {
+    let q: RowsQueryEvent<'_> = ev.read_event().map_err(|e| corrupt("ROWS_QUERY", e))?;
+    put(d, "query", json!(q.query()));
+    Ok(())
+}
+
+/// MySQL GTID (33), ANONYMOUS_GTID (34) and GTID_TAGGED (42): flags, commit order, GTID.
+fn describe_mysql_gtid(t: u8, ev: &Event, d: &mut Map<String, Value>) -> Result<(), String> {
+    match ev.read_event::<GtidEvent>() {
+        Ok(g) => {
+            put(d, "flags", json!(g.flags_raw()));
+            if let Some(tc) = g.lc_typecode() {
+                put(d, "lc_typecode", json!(tc));
+                put(d, "last_committed", json!(g.last_committed()));
+                put(d, "sequence_number", json!(g.sequence_number()));
             }
         }
-        15 => {
-            let f: FormatDescriptionEvent<'_> =
-                ev.read_event().map_err(|e| bad("FORMAT_DESCRIPTION", e))?;
-            put("binlog_version", json!(f.binlog_version() as u16));
-            let v = f.server_version();
-            put("server_version", json!(v.split('\0').next().unwrap_or("")));
-            put("create_timestamp", json!(f.create_timestamp()));
-            let alg = match ev.footer().get_checksum_alg() {
-                Ok(Some(a)) => json!(format!("{a:?}").trim_start_matches("BINLOG_CHECKSUM_ALG_")),
-                _ => Value::Null,
-            };
-            put("checksum", alg);
-        }
-        16 => {
-            let x: XidEvent = ev.read_event().map_err(|e| bad("XID", e))?;
-            put("xid", json!(x.xid));
-        }
-        19 => {
-            decoder::check_table_map(ev).map_err(|e| format!("corrupt TABLE_MAP: {e}"))?;
-            let tme: TableMapEvent<'_> = ev.read_event().map_err(|e| bad("TABLE_MAP", e))?;
-            let tm = table_map::parse(&tme).map_err(|e| format!("corrupt TABLE_MAP: {e}"))?;
-            put("table_id", json!(tm.table_id));
-            put("db", json!(tm.database));
-            put("table", json!(tm.table));
-            let cols: Vec<Value> = tm
-                .columns
-                .iter()
-                .map(|c| {
-                    let real = table_map::real_type(c.ty, &c.meta);
-                    let mut o = Map::new();
-                    o.insert("type".into(), json!(column_type_name(real)));
-                    o.insert("meta".into(), json!(c.meta));
-                    o.insert("nullable".into(), json!(c.nullable));
-                    if let Some(n) = &c.name {
-                        o.insert("name".into(), json!(n));
-                    }
-                    if let Some(u) = c.unsigned {
-                        o.insert("unsigned".into(), json!(u));
-                    }
-                    if let Some(cs) = c.collation {
-                        o.insert("charset".into(), json!(cs));
-                    }
-                    if let Some(l) = &c.enum_labels {
-                        o.insert("enum".into(), json!(l));
-                    }
-                    if let Some(l) = &c.set_labels {
-                        o.insert("set".into(), json!(l));
-                    }
-                    Value::Object(o)
-                })
-                .collect();
-            put("columns", Value::Array(cols));
-            if let Some(pk) = &tm.primary_key {
-                put("primary_key", json!(pk));
+        Err(e) if t == 42 => return Err(corrupt("GTID_TAGGED", e)),
+        Err(_) => {}
+    }
+    if t != 34 {
+        put(d, "gtid", json!(decoder::mysql_gtid(ev)?));
+    }
+    Ok(())
+}
+
+/// PREVIOUS_GTIDS (35): the GTID set as text and as a list of server uuids.
+fn describe_previous_gtids(data: &[u8], d: &mut Map<String, Value>) -> Result<(), String> {
+    let sids = previous_gtids(data).map_err(|e| format!("corrupt PREVIOUS_GTIDS: {e}"))?;
+    let mut text: Vec<String> = Vec::new();
+    let mut list = Vec::new();
+    for (uuid, tag, ivs) in sids {
+        let ranges = gtid_ranges(&ivs);
+        list.push(gtid_sid_json(&uuid, &tag, &ivs));
+        let part = match &tag {
+            Some(tag) => format!("{tag}:{}", ranges.join(":")),
+            None => ranges.join(":"),
+        };
+        match text.last_mut() {
+            Some(last) if last.starts_with(&uuid) => {
+                last.push(':');
+                last.push_str(&part);
             }
+            _ => text.push(format!("{uuid}:{part}")),
         }
-        26 => {
-            let i: IncidentEvent<'_> = ev.read_event().map_err(|e| bad("INCIDENT", e))?;
-            put(
-                "incident",
-                json!(i
-                    .incident_type()
-                    .map(|t| format!("{t:?}"))
-                    .unwrap_or_else(|e| format!("{e:?}"))),
-            );
-            put("message", json!(i.message()));
-            put(
-                "warning",
-                json!("the server logged an INCIDENT: changes may be missing from this binlog here; the live reader stops at this event"),
-            );
-        }
-        29 => {
-            let q: RowsQueryEvent<'_> = ev.read_event().map_err(|e| bad("ROWS_QUERY", e))?;
-            put("query", json!(q.query()));
-        }
-        33 | 34 | 42 => {
-            match ev.read_event::<GtidEvent>() {
-                Ok(g) => {
-                    put("flags", json!(g.flags_raw()));
-                    if let Some(tc) = g.lc_typecode() {
-                        put("lc_typecode", json!(tc));
-                        put("last_committed", json!(g.last_committed()));
-                        put("sequence_number", json!(g.sequence_number()));
-                    }
-                }
-                Err(e) if t == 42 => return Err(bad("GTID_TAGGED", e)),
-                Err(_) => {}
+    }
+    put(d, "gtid_set", json!(text.join(",")));
+    put(d, "sids", Value::Array(list));
+    Ok(())
+}
+
+/// [start, end) intervals as GTID set text: `a` or `a-b` (inclusive).
+fn gtid_ranges(ivs: &[(u64, u64)]) -> Vec<String> {
+    ivs.iter()
+        .map(|&(a, b)| {
+            if a.checked_add(1) == Some(b) {
+                a.to_string()
+            } else {
+                format!("{a}-{}", b.saturating_sub(1))
             }
-            if t != 34 {
-                put("gtid", json!(decoder::mysql_gtid(ev)?));
-            }
+        })
+        .collect()
+}
+
+/// One PREVIOUS_GTIDS server uuid (with its tag) and its intervals as JSON.
+fn gtid_sid_json(uuid: &str, tag: &Option<String>, ivs: &[(u64, u64)]) -> Value {
+    let mut o = Map::new();
+    o.insert("uuid".into(), json!(uuid));
+    if let Some(tag) = tag {
+        o.insert("tag".into(), json!(tag));
+    }
+    o.insert(
+        "intervals".into(),
+        Value::Array(ivs.iter().map(|&(a, b)| json!([a, b])).collect()),
+    );
+    Value::Object(o)
+}
+
+/// XA_PREPARE (38): the xid and whether it is a one-phase commit.
+fn describe_xa_prepare(ev: &Event, d: &mut Map<String, Value>) -> Result<(), String> {
+    let data = ev.data();
+    let post = ev
+        .fde()
+        .event_type_header_lengths()
+        .get(37)
+        .copied()
+        .unwrap_or(0);
+    let (one_phase, xid) =
+        crate::source::xa::parse_prepare(data.get(usize::from(post)..).unwrap_or_default())
+            .map_err(|e| format!("corrupt {e}"))?;
+    put(d, "xid", json!(xid.canonical()));
+    put(d, "one_phase", json!(one_phase));
+    Ok(())
+}
+
+/// MariaDB ANNOTATE_ROWS (160): the statement text.
+fn describe_annotate_rows(data: &[u8], d: &mut Map<String, Value>) -> Result<(), String> {
+    put(d, "text", json!(lossy(data)));
+    Ok(())
+}
+
+/// MariaDB BINLOG_CHECKPOINT (161): the binlog file name.
+fn describe_binlog_checkpoint(data: &[u8], d: &mut Map<String, Value>) -> Result<(), String> {
+    let len = data.get(..4).map(le).unwrap_or(0) as usize;
+    let name = data
+        .get(4..4 + len)
+        .ok_or("corrupt BINLOG_CHECKPOINT: file name truncated")?;
+    put(d, "binlog_file", json!(lossy(name)));
+    Ok(())
+}
+
+/// MariaDB GTID (162): the GTID, flags, commit id and XA state.
+fn describe_mariadb_gtid(ev: &Event, d: &mut Map<String, Value>) -> Result<(), String> {
+    let data = ev.data();
+    let (Some(seq), Some(domain), Some(&flags)) = (data.get(0..8), data.get(8..12), data.get(12))
+    else {
+        return Err("corrupt MariaDB GTID event: too short".into());
+    };
+    let gtid = format!("{}-{}-{}", le(domain), ev.header().server_id(), le(seq));
+    put(d, "gtid", json!(gtid));
+    put(d, "flags", json!(flags));
+    put(d, "standalone", json!(flags & 1 != 0));
+    if flags & 2 != 0 {
+        if let Some(cid) = data.get(13..21) {
+            put(d, "commit_id", json!(le(cid)));
         }
-        35 => {
-            let sids = previous_gtids(data).map_err(|e| format!("corrupt PREVIOUS_GTIDS: {e}"))?;
-            let mut text: Vec<String> = Vec::new();
-            let mut list = Vec::new();
-            for (uuid, tag, ivs) in sids {
-                let ranges: Vec<String> = ivs
-                    .iter()
-                    .map(|&(a, b)| {
-                        if a.checked_add(1) == Some(b) {
-                            a.to_string()
-                        } else {
-                            format!("{a}-{}", b.saturating_sub(1))
-                        }
-                    })
-                    .collect();
-                let mut o = Map::new();
-                o.insert("uuid".into(), json!(uuid));
-                if let Some(tag) = &tag {
-                    o.insert("tag".into(), json!(tag));
-                }
-                o.insert(
-                    "intervals".into(),
-                    Value::Array(ivs.iter().map(|&(a, b)| json!([a, b])).collect()),
-                );
-                list.push(Value::Object(o));
-                let part = match &tag {
-                    Some(tag) => format!("{tag}:{}", ranges.join(":")),
-                    None => ranges.join(":"),
-                };
-                match text.last_mut() {
-                    Some(last) if last.starts_with(&uuid) => {
-                        last.push(':');
-                        last.push_str(&part);
-                    }
-                    _ => text.push(format!("{uuid}:{part}")),
-                }
-            }
-            put("gtid_set", json!(text.join(",")));
-            put("sids", Value::Array(list));
-        }
-        38 => {
-            let post = ev
-                .fde()
-                .event_type_header_lengths()
-                .get(37)
-                .copied()
-                .unwrap_or(0);
-            let (one_phase, xid) =
-                crate::source::xa::parse_prepare(data.get(usize::from(post)..).unwrap_or_default())
-                    .map_err(|e| format!("corrupt {e}"))?;
-            put("xid", json!(xid.canonical()));
-            put("one_phase", json!(one_phase));
-        }
-        40 => {}
-        160 => put("text", json!(lossy(data))),
-        161 => {
-            let len = data.get(..4).map(le).unwrap_or(0) as usize;
-            let name = data
-                .get(4..4 + len)
-                .ok_or("corrupt BINLOG_CHECKPOINT: file name truncated")?;
-            put("binlog_file", json!(lossy(name)));
-        }
-        162 => {
-            let (Some(seq), Some(domain), Some(&flags)) =
-                (data.get(0..8), data.get(8..12), data.get(12))
-            else {
-                return Err("corrupt MariaDB GTID event: too short".into());
-            };
-            let gtid = format!("{}-{}-{}", le(domain), ev.header().server_id(), le(seq));
-            put("gtid", json!(gtid));
-            put("flags", json!(flags));
-            put("standalone", json!(flags & 1 != 0));
-            if flags & 2 != 0 {
-                if let Some(cid) = data.get(13..21) {
-                    put("commit_id", json!(le(cid)));
-                }
-            }
-            let xa = flags & (decoder::FL_PREPARED_XA | decoder::FL_COMPLETED_XA);
-            if xa != 0 {
-                let at = if flags & 2 != 0 { 21 } else { 13 };
-                let xid =
-                    crate::source::xa::parse_maria_gtid_xid(data.get(at..).unwrap_or_default())
-                        .map_err(|e| format!("corrupt {e}"))?;
-                let what = if xa == decoder::FL_PREPARED_XA {
-                    "prepared"
-                } else {
-                    "completed"
-                };
-                put("xa", json!(what));
-                put("xid", json!(xid.canonical()));
-            }
-        }
-        163 => {
-            let head = data.get(..4).ok_or("corrupt GTID_LIST: too short")?;
-            let raw = le(head) as u32;
-            let count = (raw & 0x0fff_ffff) as usize;
-            let mut list = Vec::with_capacity(count.min(1024));
-            for i in 0..count {
-                let e = data.get(4 + 16 * i..4 + 16 * (i + 1)).ok_or_else(|| {
-                    format!("corrupt GTID_LIST: {count} entries announced, {i} present")
-                })?;
-                list.push(json!(format!(
-                    "{}-{}-{}",
-                    le(&e[0..4]),
-                    le(&e[4..8]),
-                    le(&e[8..16])
-                )));
-            }
-            put("gtid_list", Value::Array(list));
-            put("flags", json!(raw >> 28));
-        }
-        t if rows_kind(t).is_some() => {
-            // Table id: 6 bytes (4 on very old servers).
-            let post = ev
-                .fde()
-                .event_type_header_lengths()
-                .get(usize::from(t) - 1)
-                .copied()
-                .unwrap_or(8);
-            let n = if post == 6 { 4 } else { 6 };
-            if let Some(id) = data.get(..n) {
-                put("table_id", json!(le(id)));
-            }
-        }
-        _ => {}
+    }
+    describe_mariadb_gtid_xa(data, flags, d)
+}
+
+/// The XA part of a MariaDB GTID event: prepared or completed, and the xid.
+fn describe_mariadb_gtid_xa(
+    data: &[u8],
+    flags: u8,
+    d: &mut Map<String, Value>,
+) -> Result<(), String> {
+    let xa = flags & (decoder::FL_PREPARED_XA | decoder::FL_COMPLETED_XA);
+    if xa != 0 {
+        let at = if flags & 2 != 0 { 21 } else { 13 };
+        let xid = crate::source::xa::parse_maria_gtid_xid(data.get(at..).unwrap_or_default())
+            .map_err(|e| format!("corrupt {e}"))?;
+        let what = if xa == decoder::FL_PREPARED_XA {
+            "prepared"
+        } else {
+            "completed"
+        };
+        put(d, "xa", json!(what));
+        put(d, "xid", json!(xid.canonical()));
+    }
+    Ok(())
+}
+
+/// MariaDB GTID_LIST (163): the GTIDs listed and the flags.
+fn describe_gtid_list(data: &[u8], d: &mut Map<String, Value>) -> Result<(), String> {
+    let head = data.get(..4).ok_or("corrupt GTID_LIST: too short")?;
+    let raw = le(head) as u32;
+    let count = (raw & 0x0fff_ffff) as usize;
+    let mut list = Vec::with_capacity(count.min(1024));
+    for i in 0..count {
+        let e = data
+            .get(4 + 16 * i..4 + 16 * (i + 1))
+            .ok_or_else(|| format!("corrupt GTID_LIST: {count} entries announced, {i} present"))?;
+        list.push(json!(format!(
+            "{}-{}-{}",
+            le(&e[0..4]),
+            le(&e[4..8]),
+            le(&e[8..16])
+        )));
+    }
+    put(d, "gtid_list", Value::Array(list));
+    put(d, "flags", json!(raw >> 28));
+    Ok(())
+}
+
+/// Rows events (type `t`): the table id.
+fn describe_rows(t: u8, ev: &Event, d: &mut Map<String, Value>) -> Result<(), String> {
+    // Table id: 6 bytes (4 on very old servers).
+    let post = ev
+        .fde()
+        .event_type_header_lengths()
+        .get(usize::from(t) - 1)
+        .copied()
+        .unwrap_or(8);
+    let n = if post == 6 { 4 } else { 6 };
+    if let Some(id) = ev.data().get(..n) {
+        put(d, "table_id", json!(le(id)));
     }
     Ok(())
 }

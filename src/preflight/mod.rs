@@ -697,6 +697,7 @@ fn suggest_id(used: &[u32]) -> u32 {
 
 // ---------------------------------------------------------------- tables
 
+/// Checks that every configured table exists (and is a table, not a view).
 async fn check_tables(
     conn: &mut Conn,
     cfg: &Config,
@@ -706,19 +707,7 @@ async fn check_tables(
     if tables.is_empty() {
         return;
     }
-    let dbs: BTreeSet<&str> = tables.iter().map(|(d, _, _)| d.as_str()).collect();
-    let names: BTreeSet<&str> = tables.iter().map(|(_, t, _)| t.as_str()).collect();
-    let list = |set: &BTreeSet<&str>| {
-        set.iter()
-            .map(|s| sql_quote(s))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let sql = format!(
-        "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA IN ({}) OR TABLE_NAME IN ({})",
-        list(&dbs),
-        list(&names)
-    );
+    let sql = tables_query(tables);
     let rows = match text_rows(conn, &sql).await {
         Ok(rows) => rows,
         Err(e) => {
@@ -730,100 +719,161 @@ async fn check_tables(
             return;
         }
     };
-    let found: Vec<(String, String, String)> = rows
-        .into_iter()
-        .filter_map(|row| {
-            let mut it = row.into_iter();
-            Some((it.next()??, it.next()??, it.next()?.unwrap_or_default()))
-        })
-        .collect();
-    let schemas: Vec<String> =
-        text_rows(conn, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA")
-            .await
-            .map(|rows| {
-                rows.into_iter()
-                    .filter_map(|r| r.into_iter().next().flatten())
-                    .collect()
-            })
-            .unwrap_or_default();
+    let found = found_tables(rows);
+    let schemas = schema_names(conn).await;
 
     let mut ok = Vec::new();
     let mut fails = Vec::new();
     for (db, table, tasks) in tables {
-        let qualified = format!("{}.{}", ident(db), ident(table));
-        let whose = format!(
-            "(task{} {})",
-            if tasks.len() == 1 { "" } else { "s" },
-            tasks.join(", ")
-        );
-        if let Some((_, _, kind)) = found.iter().find(|(d, t, _)| d == db && t == table) {
-            if kind.eq_ignore_ascii_case("VIEW") || kind.eq_ignore_ascii_case("SYSTEM VIEW") {
-                fails.push(
-                    format!("{qualified} {whose} is a view: views have no row changes in the binlog; set table_name to the table the view reads"),
-                );
-            } else {
-                ok.push(qualified);
-            }
-            continue;
+        match table_finding(cfg, db, table, tasks, &found, &schemas) {
+            Ok(qualified) => ok.push(qualified),
+            Err(msg) => fails.push(msg),
         }
-        if !schemas.is_empty() && !schemas.iter().any(|s| s == db) {
-            let hint = suggest::closest(db, schemas.iter().map(String::as_str))
-                .map(|s| format!("; did you mean `{s}`?"))
-                .unwrap_or_default();
-            let key = if db == &cfg.database.database {
-                "database.database"
-            } else {
-                "the db. prefix of table_name"
-            };
-            fails.push(
-                format!("table {qualified} {whose} does not exist: there is no database {}{hint} (fix {key})", ident(db)),
-            );
-            continue;
-        }
-        let same_db: Vec<&str> = found
-            .iter()
-            .filter(|(d, _, _)| d == db)
-            .map(|(_, t, _)| t.as_str())
-            .collect();
-        let elsewhere: Vec<&str> = found
-            .iter()
-            .filter(|(d, t, _)| t == table && d != db)
-            .map(|(d, _, _)| d.as_str())
-            .collect();
-        let mut hints = Vec::new();
-        if let Some(near) = suggest::closest(table, same_db.iter().copied()) {
-            hints.push(format!("did you mean `{near}`?"));
-        }
-        if let Some(other) = elsewhere.first() {
-            hints.push(format!(
-                "there is {}.{}: write table_name: {other}.{table}",
-                ident(other),
-                ident(table)
-            ));
-        }
-        let mut msg = format!("table {qualified} {whose} does not exist");
-        if !hints.is_empty() {
-            msg.push_str(&format!(" ({})", hints.join("; ")));
-        }
-        msg.push_str(": fix table_name, or create the table");
-        fails.push(msg);
     }
     if !ok.is_empty() {
-        r.push(
-            Status::Ok,
-            "tables",
-            format!(
-                "{} configured table{} exist{}: {}",
-                ok.len(),
-                if ok.len() == 1 { "" } else { "s" },
-                if ok.len() == 1 { "s" } else { "" },
-                ok.join(", ")
-            ),
-        );
+        r.push(Status::Ok, "tables", tables_ok_message(&ok));
     }
     for msg in fails {
         r.push(Status::Fail, "tables", msg);
     }
+}
+
+/// The information_schema.TABLES query for the configured tables' databases and names.
+fn tables_query(tables: &[(String, String, Vec<String>)]) -> String {
+    let dbs: BTreeSet<&str> = tables.iter().map(|(d, _, _)| d.as_str()).collect();
+    let names: BTreeSet<&str> = tables.iter().map(|(_, t, _)| t.as_str()).collect();
+    let list = |set: &BTreeSet<&str>| {
+        set.iter()
+            .map(|s| sql_quote(s))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA IN ({}) OR TABLE_NAME IN ({})",
+        list(&dbs),
+        list(&names)
+    )
+}
+
+/// The (database, table, table type) rows of the tables query.
+fn found_tables(rows: Vec<Vec<Option<String>>>) -> Vec<(String, String, String)> {
+    rows.into_iter()
+        .filter_map(|row| {
+            let mut it = row.into_iter();
+            Some((it.next()??, it.next()??, it.next()?.unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// The server's database names (none when they cannot be listed).
+async fn schema_names(conn: &mut Conn) -> Vec<String> {
+    text_rows(conn, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA")
+        .await
+        .map(|rows| {
+            rows.into_iter()
+                .filter_map(|r| r.into_iter().next().flatten())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One configured table: its qualified name when it exists, else the failure message.
+fn table_finding(
+    cfg: &Config,
+    db: &str,
+    table: &str,
+    tasks: &[String],
+    found: &[(String, String, String)],
+    schemas: &[String],
+) -> Result<String, String> {
+    let qualified = format!("{}.{}", ident(db), ident(table));
+    let whose = format!(
+        "(task{} {})",
+        if tasks.len() == 1 { "" } else { "s" },
+        tasks.join(", ")
+    );
+    if let Some((_, _, kind)) = found.iter().find(|(d, t, _)| d == db && t == table) {
+        if kind.eq_ignore_ascii_case("VIEW") || kind.eq_ignore_ascii_case("SYSTEM VIEW") {
+            return Err(format!("{qualified} {whose} is a view: views have no row changes in the binlog; set table_name to the table the view reads"));
+        }
+        return Ok(qualified);
+    }
+    if !schemas.is_empty() && !schemas.iter().any(|s| s == db) {
+        return Err(missing_database_message(
+            cfg, db, &qualified, &whose, schemas,
+        ));
+    }
+    Err(missing_table_message(db, table, &qualified, &whose, found))
+}
+
+/// The failure message for a table whose database does not exist (with a hint).
+fn missing_database_message(
+    cfg: &Config,
+    db: &str,
+    qualified: &str,
+    whose: &str,
+    schemas: &[String],
+) -> String {
+    let hint = suggest::closest(db, schemas.iter().map(String::as_str))
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_default();
+    let key = if db == cfg.database.database {
+        "database.database"
+    } else {
+        "the db. prefix of table_name"
+    };
+    format!(
+        "table {qualified} {whose} does not exist: there is no database {}{hint} (fix {key})",
+        ident(db)
+    )
+}
+
+/// The failure message for a missing table (with hints: a near name, the same name elsewhere).
+fn missing_table_message(
+    db: &str,
+    table: &str,
+    qualified: &str,
+    whose: &str,
+    found: &[(String, String, String)],
+) -> String {
+    let same_db: Vec<&str> = found
+        .iter()
+        .filter(|(d, _, _)| d == db)
+        .map(|(_, t, _)| t.as_str())
+        .collect();
+    let elsewhere: Vec<&str> = found
+        .iter()
+        .filter(|(d, t, _)| t == table && d != db)
+        .map(|(d, _, _)| d.as_str())
+        .collect();
+    let mut hints = Vec::new();
+    if let Some(near) = suggest::closest(table, same_db.iter().copied()) {
+        hints.push(format!("did you mean `{near}`?"));
+    }
+    if let Some(other) = elsewhere.first() {
+        hints.push(format!(
+            "there is {}.{}: write table_name: {other}.{table}",
+            ident(other),
+            ident(table)
+        ));
+    }
+    let mut msg = format!("table {qualified} {whose} does not exist");
+    if !hints.is_empty() {
+        msg.push_str(&format!(" ({})", hints.join("; ")));
+    }
+    msg.push_str(": fix table_name, or create the table");
+    msg
+}
+
+/// The message listing the configured tables that exist.
+fn tables_ok_message(ok: &[String]) -> String {
+    format!(
+        "{} configured table{} exist{}: {}",
+        ok.len(),
+        if ok.len() == 1 { "" } else { "s" },
+        if ok.len() == 1 { "s" } else { "" },
+        ok.join(", ")
+    )
 }
 
 // ---------------------------------------------------------------- retention

@@ -769,18 +769,11 @@ async fn stream_events(
     let mut pending = progress.clone();
     // Where the next event starts (the end of the last one read), for
     // messages and the checks of an idle stream.
-    let mut next_pos = match from {
-        StartAt::FilePos(p) => p.pos,
-        StartAt::Gtid(_) => 0,
-    };
+    let mut next_pos = start_pos(from);
     loop {
         // Take what the server has already sent without waiting; when it
         // has nothing ready, send the batch on before waiting for more.
-        let ready = if batch.is_empty() {
-            None
-        } else {
-            futures_util::FutureExt::now_or_never(stream.next())
-        };
+        let ready = ready_event(&mut stream, batch.is_empty());
         let next = match ready {
             Some(next) => Ok(next),
             None => {
@@ -790,41 +783,15 @@ async fn stream_events(
                     }
                     *progress = pending.clone();
                 }
-                // Nothing decoded is left unsent: all before `next_pos` is downstream.
-                status.note_sent_upto(decoder.file(), next_pos);
-                status
-                    .waiting
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                note_waiting(status, decoder, next_pos);
                 tokio::select! {
                     _ = cancel.cancelled() => return Ok(()),
                     next = tokio::time::timeout(silence, stream.next()) => next,
                 }
             }
         };
-        let event = match next {
-            Err(_) => {
-                return Err(SourceError::Silent {
-                    secs: silence.as_secs(),
-                })
-            }
-            Ok(None) => {
-                return Err(SourceError::Stream(
-                    "the server closed the binlog stream".into(),
-                ))
-            }
-            Ok(Some(Err(e))) => {
-                return Err(stream_error(e, opts.db.server_id, decoder.file(), next_pos))
-            }
-            Ok(Some(Ok(ev))) => ev,
-        };
-        status.note_event(&event);
-        status.clear_clash_after(opened);
-        next_pos = next_event_pos(
-            event.header().event_type_raw(),
-            event.header().log_pos(),
-            event.data(),
-            next_pos,
-        );
+        let event = received(next, silence, opts, decoder, next_pos)?;
+        next_pos = note_received(status, opened, &event, next_pos);
         if matches!(event.header().event_type_raw(), 27 | 41) {
             // Idle: the server has nothing more to send. A reset while the
             // stream sits on the current file leaves it idle for ever.
@@ -842,13 +809,7 @@ async fn stream_events(
                 schema_sync::check_deferred(info, opts, &mut decoder.history).await?;
                 handled = decoder.handle(ev, &mut out);
             }
-            handled.map_err(|e| match e {
-                SourceError::HistoryChanged { why, .. } => SourceError::HistoryChanged {
-                    needed: from.to_string(),
-                    why,
-                },
-                e => e,
-            })?;
+            handled.map_err(|e| with_needed_start(e, from))?;
             let changed = decoder.history.take_changed();
             if !changed.is_empty() {
                 // A DDL moved the schema history: check it and save it before
@@ -870,6 +831,88 @@ async fn stream_events(
                 return Ok(());
             }
         }
+    }
+}
+
+/// Where the stream starts reading: the start position's offset (0 for a GTID start).
+fn start_pos(from: &StartAt) -> u64 {
+    match from {
+        StartAt::FilePos(p) => p.pos,
+        StartAt::Gtid(_) => 0,
+    }
+}
+
+/// An event the server has already sent, taken without waiting; none while `batch_empty`.
+#[inline]
+fn ready_event(
+    stream: &mut BinlogStream,
+    batch_empty: bool,
+) -> Option<Option<Result<Event, mysql_async::Error>>> {
+    if batch_empty {
+        None
+    } else {
+        futures_util::FutureExt::now_or_never(stream.next())
+    }
+}
+
+/// Notes that everything before `next_pos` is downstream and the reader waits for the server.
+#[inline]
+fn note_waiting(status: &ReaderStatus, decoder: &Decoder, next_pos: u64) {
+    // Nothing decoded is left unsent: all before `next_pos` is downstream.
+    status.note_sent_upto(decoder.file(), next_pos);
+    status
+        .waiting
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The event the stream gave, or the error for a silent, closed or failed stream.
+#[inline]
+fn received(
+    next: Result<Option<Result<Event, mysql_async::Error>>, tokio::time::error::Elapsed>,
+    silence: Duration,
+    opts: &ReaderOptions,
+    decoder: &Decoder,
+    next_pos: u64,
+) -> Result<Event, SourceError> {
+    match next {
+        Err(_) => Err(SourceError::Silent {
+            secs: silence.as_secs(),
+        }),
+        Ok(None) => Err(SourceError::Stream(
+            "the server closed the binlog stream".into(),
+        )),
+        Ok(Some(Err(e))) => Err(stream_error(e, opts.db.server_id, decoder.file(), next_pos)),
+        Ok(Some(Ok(ev))) => Ok(ev),
+    }
+}
+
+/// Records `event` in the status and returns where the next event starts.
+#[inline]
+fn note_received(
+    status: &ReaderStatus,
+    opened: std::time::Instant,
+    event: &Event,
+    next_pos: u64,
+) -> u64 {
+    status.note_event(event);
+    status.clear_clash_after(opened);
+    next_event_pos(
+        event.header().event_type_raw(),
+        event.header().log_pos(),
+        event.data(),
+        next_pos,
+    )
+}
+
+/// A schema history change names the start position that needs the old history.
+#[inline]
+fn with_needed_start(e: SourceError, from: &StartAt) -> SourceError {
+    match e {
+        SourceError::HistoryChanged { why, .. } => SourceError::HistoryChanged {
+            needed: from.to_string(),
+            why,
+        },
+        e => e,
     }
 }
 

@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use mysql_common::binlog::events::{OptionalMetadataField, TableMapEvent};
+use mysql_common::binlog::events::{
+    ColumnCharsets, ColumnNames, DefaultCharset, EnumsStrValues, OptionalMetadataField,
+    SetsStrValues, TableMapEvent,
+};
 
 use super::schema::TableSchema;
 use super::value::{ColumnInfo, ColumnKind};
@@ -147,125 +150,191 @@ pub fn parse(tme: &TableMapEvent<'_>) -> Result<TableMap, String> {
     Ok(tm)
 }
 
-fn apply_optional_metadata(tme: &TableMapEvent<'_>, tm: &mut TableMap) -> Result<(), String> {
-    let real: Vec<u8> = tm
-        .columns
-        .iter()
-        .map(|c| real_type(c.ty, &c.meta))
-        .collect();
-    let numeric: Vec<usize> = (0..real.len()).filter(|&i| is_numeric(real[i])).collect();
-    let character: Vec<usize> = (0..real.len()).filter(|&i| is_character(real[i])).collect();
-    let enum_set: Vec<usize> = (0..real.len())
-        .filter(|&i| matches!(real[i], T_ENUM | T_SET))
-        .collect();
-    let enums: Vec<usize> = (0..real.len()).filter(|&i| real[i] == T_ENUM).collect();
-    let sets: Vec<usize> = (0..real.len()).filter(|&i| real[i] == T_SET).collect();
-    let bad = |what: &str, e: std::io::Error| format!("optional metadata {what}: {e}");
+/// Indexes (into the table's columns) of the columns that each kind of
+/// optional metadata field lists, in column order.
+struct MetaColumns {
+    numeric: Vec<usize>,
+    character: Vec<usize>,
+    enum_set: Vec<usize>,
+    enums: Vec<usize>,
+    sets: Vec<usize>,
+}
 
+impl MetaColumns {
+    /// Groups the columns of `tm` by their real type.
+    fn of(tm: &TableMap) -> MetaColumns {
+        let real: Vec<u8> = tm
+            .columns
+            .iter()
+            .map(|c| real_type(c.ty, &c.meta))
+            .collect();
+        let numeric: Vec<usize> = (0..real.len()).filter(|&i| is_numeric(real[i])).collect();
+        let character: Vec<usize> = (0..real.len()).filter(|&i| is_character(real[i])).collect();
+        let enum_set: Vec<usize> = (0..real.len())
+            .filter(|&i| matches!(real[i], T_ENUM | T_SET))
+            .collect();
+        let enums: Vec<usize> = (0..real.len()).filter(|&i| real[i] == T_ENUM).collect();
+        let sets: Vec<usize> = (0..real.len()).filter(|&i| real[i] == T_SET).collect();
+        MetaColumns {
+            numeric,
+            character,
+            enum_set,
+            enums,
+            sets,
+        }
+    }
+}
+
+/// The message for an optional metadata field `what` that could not be read.
+fn meta_err(what: &str, e: std::io::Error) -> String {
+    format!("optional metadata {what}: {e}")
+}
+
+/// Applies the optional metadata of `tme` (binlog_row_metadata=FULL) to `tm`.
+fn apply_optional_metadata(tme: &TableMapEvent<'_>, tm: &mut TableMap) -> Result<(), String> {
+    let cols = MetaColumns::of(tm);
     for field in tme.iter_optional_meta() {
-        let field = field.map_err(|e| bad("", e))?;
-        match field {
-            OptionalMetadataField::Signedness(bits) => {
-                for (k, &i) in numeric.iter().enumerate() {
-                    tm.columns[i].unsigned = Some(bits.get(k).map(|b| *b).unwrap_or(false));
-                }
+        let field = field.map_err(|e| meta_err("", e))?;
+        apply_meta_field(field, &cols, tm)?;
+    }
+    Ok(())
+}
+
+/// Applies one optional metadata field to the columns (or primary key) of `tm`.
+fn apply_meta_field(
+    field: OptionalMetadataField<'_>,
+    cols: &MetaColumns,
+    tm: &mut TableMap,
+) -> Result<(), String> {
+    match field {
+        OptionalMetadataField::Signedness(bits) => {
+            for (k, &i) in cols.numeric.iter().enumerate() {
+                tm.columns[i].unsigned = Some(bits.get(k).map(|b| *b).unwrap_or(false));
             }
-            OptionalMetadataField::DefaultCharset(dc) => {
-                let default = dc.default_charset();
-                for &i in &character {
-                    tm.columns[i].collation = Some(default);
-                }
-                for nd in dc.iter_non_default() {
-                    let nd = nd.map_err(|e| bad("DEFAULT_CHARSET", e))?;
-                    if let Some(&i) = character.get(nd.column_index() as usize) {
-                        tm.columns[i].collation = Some(nd.charset());
-                    }
-                }
+        }
+        OptionalMetadataField::DefaultCharset(dc) => {
+            apply_default_charset(&dc, &cols.character, "DEFAULT_CHARSET", tm)?
+        }
+        OptionalMetadataField::ColumnCharset(cc) => {
+            apply_column_charsets(&cc, &cols.character, "COLUMN_CHARSET", tm)?
+        }
+        OptionalMetadataField::EnumAndSetDefaultCharset(dc) => {
+            apply_default_charset(&dc, &cols.enum_set, "ENUM_AND_SET_DEFAULT_CHARSET", tm)?
+        }
+        OptionalMetadataField::EnumAndSetColumnCharset(cc) => {
+            apply_column_charsets(&cc, &cols.enum_set, "ENUM_AND_SET_COLUMN_CHARSET", tm)?
+        }
+        OptionalMetadataField::ColumnName(names) => apply_column_names(&names, tm)?,
+        OptionalMetadataField::EnumStrValue(values) => apply_enum_labels(&values, &cols.enums, tm)?,
+        OptionalMetadataField::SetStrValue(values) => apply_set_labels(&values, &cols.sets, tm)?,
+        OptionalMetadataField::SimplePrimaryKey(pk) => {
+            let mut keys = Vec::new();
+            for i in pk.iter_indexes() {
+                keys.push(i.map_err(|e| meta_err("SIMPLE_PRIMARY_KEY", e))? as usize);
             }
-            OptionalMetadataField::ColumnCharset(cc) => {
-                for (k, c) in cc.iter_charsets().enumerate() {
-                    let c = c.map_err(|e| bad("COLUMN_CHARSET", e))?;
-                    if let Some(&i) = character.get(k) {
-                        tm.columns[i].collation = Some(c);
-                    }
-                }
+            tm.primary_key = Some(keys);
+        }
+        OptionalMetadataField::PrimaryKeyWithPrefix(pk) => {
+            let mut keys = Vec::new();
+            for k in pk.iter_keys() {
+                keys.push(
+                    k.map_err(|e| meta_err("PRIMARY_KEY_WITH_PREFIX", e))?
+                        .column_index() as usize,
+                );
             }
-            OptionalMetadataField::EnumAndSetDefaultCharset(dc) => {
-                let default = dc.default_charset();
-                for &i in &enum_set {
-                    tm.columns[i].collation = Some(default);
-                }
-                for nd in dc.iter_non_default() {
-                    let nd = nd.map_err(|e| bad("ENUM_AND_SET_DEFAULT_CHARSET", e))?;
-                    if let Some(&i) = enum_set.get(nd.column_index() as usize) {
-                        tm.columns[i].collation = Some(nd.charset());
-                    }
-                }
-            }
-            OptionalMetadataField::EnumAndSetColumnCharset(cc) => {
-                for (k, c) in cc.iter_charsets().enumerate() {
-                    let c = c.map_err(|e| bad("ENUM_AND_SET_COLUMN_CHARSET", e))?;
-                    if let Some(&i) = enum_set.get(k) {
-                        tm.columns[i].collation = Some(c);
-                    }
-                }
-            }
-            OptionalMetadataField::ColumnName(names) => {
-                for (i, name) in names.iter_names().enumerate() {
-                    let name = name.map_err(|e| bad("COLUMN_NAME", e))?;
-                    if let Some(col) = tm.columns.get_mut(i) {
-                        col.name = Some(name.name().into_owned());
-                    }
-                }
-            }
-            OptionalMetadataField::EnumStrValue(values) => {
-                for (k, labels) in values.iter_values().enumerate() {
-                    let labels = labels.map_err(|e| bad("ENUM_STR_VALUE", e))?;
-                    if let Some(&i) = enums.get(k) {
-                        tm.columns[i].enum_labels = Some(
-                            labels
-                                .values()
-                                .iter()
-                                .map(|v| v.value().into_owned())
-                                .collect(),
-                        );
-                    }
-                }
-            }
-            OptionalMetadataField::SetStrValue(values) => {
-                for (k, labels) in values.iter_values().enumerate() {
-                    let labels = labels.map_err(|e| bad("SET_STR_VALUE", e))?;
-                    if let Some(&i) = sets.get(k) {
-                        tm.columns[i].set_labels = Some(
-                            labels
-                                .values()
-                                .iter()
-                                .map(|v| v.value().into_owned())
-                                .collect(),
-                        );
-                    }
-                }
-            }
-            OptionalMetadataField::SimplePrimaryKey(pk) => {
-                let mut keys = Vec::new();
-                for i in pk.iter_indexes() {
-                    keys.push(i.map_err(|e| bad("SIMPLE_PRIMARY_KEY", e))? as usize);
-                }
-                tm.primary_key = Some(keys);
-            }
-            OptionalMetadataField::PrimaryKeyWithPrefix(pk) => {
-                let mut keys = Vec::new();
-                for k in pk.iter_keys() {
-                    keys.push(
-                        k.map_err(|e| bad("PRIMARY_KEY_WITH_PREFIX", e))?
-                            .column_index() as usize,
-                    );
-                }
-                tm.primary_key = Some(keys);
-            }
-            OptionalMetadataField::GeometryType(_)
-            | OptionalMetadataField::ColumnVisibility(_)
-            | OptionalMetadataField::Dimensionality(_) => {}
+            tm.primary_key = Some(keys);
+        }
+        OptionalMetadataField::GeometryType(_)
+        | OptionalMetadataField::ColumnVisibility(_)
+        | OptionalMetadataField::Dimensionality(_) => {}
+    }
+    Ok(())
+}
+
+/// Sets the collation of the columns at `targets`: the default, then the non-default ones.
+fn apply_default_charset(
+    dc: &DefaultCharset<'_>,
+    targets: &[usize],
+    what: &str,
+    tm: &mut TableMap,
+) -> Result<(), String> {
+    let default = dc.default_charset();
+    for &i in targets {
+        tm.columns[i].collation = Some(default);
+    }
+    for nd in dc.iter_non_default() {
+        let nd = nd.map_err(|e| meta_err(what, e))?;
+        if let Some(&i) = targets.get(nd.column_index() as usize) {
+            tm.columns[i].collation = Some(nd.charset());
+        }
+    }
+    Ok(())
+}
+
+/// Sets the collation of each column at `targets` from a per-column list.
+fn apply_column_charsets(
+    cc: &ColumnCharsets<'_>,
+    targets: &[usize],
+    what: &str,
+    tm: &mut TableMap,
+) -> Result<(), String> {
+    for (k, c) in cc.iter_charsets().enumerate() {
+        let c = c.map_err(|e| meta_err(what, e))?;
+        if let Some(&i) = targets.get(k) {
+            tm.columns[i].collation = Some(c);
+        }
+    }
+    Ok(())
+}
+
+/// Sets the column names.
+fn apply_column_names(names: &ColumnNames<'_>, tm: &mut TableMap) -> Result<(), String> {
+    for (i, name) in names.iter_names().enumerate() {
+        let name = name.map_err(|e| meta_err("COLUMN_NAME", e))?;
+        if let Some(col) = tm.columns.get_mut(i) {
+            col.name = Some(name.name().into_owned());
+        }
+    }
+    Ok(())
+}
+
+/// Sets the labels of the ENUM columns at `enums`.
+fn apply_enum_labels(
+    values: &EnumsStrValues<'_>,
+    enums: &[usize],
+    tm: &mut TableMap,
+) -> Result<(), String> {
+    for (k, labels) in values.iter_values().enumerate() {
+        let labels = labels.map_err(|e| meta_err("ENUM_STR_VALUE", e))?;
+        if let Some(&i) = enums.get(k) {
+            tm.columns[i].enum_labels = Some(
+                labels
+                    .values()
+                    .iter()
+                    .map(|v| v.value().into_owned())
+                    .collect(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Sets the labels of the SET columns at `sets`.
+fn apply_set_labels(
+    values: &SetsStrValues<'_>,
+    sets: &[usize],
+    tm: &mut TableMap,
+) -> Result<(), String> {
+    for (k, labels) in values.iter_values().enumerate() {
+        let labels = labels.map_err(|e| meta_err("SET_STR_VALUE", e))?;
+        if let Some(&i) = sets.get(k) {
+            tm.columns[i].set_labels = Some(
+                labels
+                    .values()
+                    .iter()
+                    .map(|v| v.value().into_owned())
+                    .collect(),
+            );
         }
     }
     Ok(())

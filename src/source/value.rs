@@ -242,6 +242,103 @@ fn labels(v: &Option<Vec<String>>) -> Option<Box<[String]>> {
     })
 }
 
+/// Resolves a BIT column: its width in bits (1..=64) from meta bytes 0-1.
+fn resolve_bit(info: &ColumnInfo) -> Result<ColumnKind, DecodeError> {
+    let rem = meta_byte(info, 0)?;
+    let whole = meta_byte(info, 1)?;
+    let bits = u16::from(whole) * 8 + u16::from(rem);
+    if rem > 7 || bits == 0 || bits > 64 {
+        return Err(bad_meta(info, format!("BIT width {bits} not in 1..=64")));
+    }
+    Ok(ColumnKind::Bit {
+        bits: bits as u8,
+        bytes: bits.div_ceil(8) as u8,
+    })
+}
+
+/// Resolves a NEWDECIMAL column: its precision and scale from meta bytes 0-1.
+fn resolve_decimal(info: &ColumnInfo) -> Result<ColumnKind, DecodeError> {
+    let precision = meta_byte(info, 0)?;
+    let scale = meta_byte(info, 1)?;
+    if precision == 0 || scale > precision || usize::from(precision) > decimal::MAX_PRECISION {
+        return Err(bad_meta(
+            info,
+            format!("DECIMAL({precision},{scale}) is not a valid precision/scale"),
+        ));
+    }
+    Ok(ColumnKind::Decimal { precision, scale })
+}
+
+/// Resolves a VARCHAR/VAR_STRING column: a 1- or 2-byte length prefix by its maximum length.
+fn resolve_varchar(info: &ColumnInfo) -> Result<ColumnKind, DecodeError> {
+    let max = u16::from_le_bytes([meta_byte(info, 0)?, meta_byte(info, 1)?]);
+    Ok(ColumnKind::Str {
+        len_bytes: if max < 256 { 1 } else { 2 },
+        mode: text_mode(info),
+        sql: StrType::Varchar,
+        pad_to: 0,
+    })
+}
+
+/// Resolves a STRING/ENUM/SET column by the real type in its metadata: CHAR, ENUM or SET.
+fn resolve_string(info: &ColumnInfo) -> Result<ColumnKind, DecodeError> {
+    let (real_type, length) = string_real_type(info)?;
+    match real_type {
+        0xf7 => {
+            if !(1..=2).contains(&length) {
+                return Err(bad_meta(info, format!("ENUM pack length {length}")));
+            }
+            Ok(ColumnKind::Enum {
+                pack_len: length as u8,
+                labels: labels(&info.enum_labels),
+            })
+        }
+        0xf8 => {
+            if !(1..=8).contains(&length) {
+                return Err(bad_meta(info, format!("SET pack length {length}")));
+            }
+            Ok(ColumnKind::Set {
+                pack_len: length as u8,
+                labels: labels(&info.set_labels),
+            })
+        }
+        0xfe => {
+            let mode = text_mode(info);
+            Ok(ColumnKind::Str {
+                len_bytes: if length < 256 { 1 } else { 2 },
+                pad_to: if mode == TextMode::Binary { length } else { 0 },
+                mode,
+                sql: StrType::Char,
+            })
+        }
+        other => Err(bad_meta(
+            info,
+            format!(
+                "real type {other:#04x} ({}) is not CHAR, ENUM or SET",
+                type_name(other)
+            ),
+        )),
+    }
+}
+
+/// The real type and length of a STRING/ENUM/SET column, from meta bytes 0-1.
+fn string_real_type(info: &ColumnInfo) -> Result<(u8, u16), DecodeError> {
+    let byte0 = meta_byte(info, 0)?;
+    let byte1 = meta_byte(info, 1)?;
+    // See MySQL log_event.cc: a long CHAR() field (bug #37426)
+    // keeps two length bits, inverted, in bits 4-5 of byte 0.
+    Ok(if byte0 == 0 {
+        (info.binlog_type, u16::from(byte1))
+    } else if byte0 & 0x30 != 0x30 {
+        (
+            byte0 | 0x30,
+            u16::from(byte1) | (u16::from((byte0 & 0x30) ^ 0x30) << 4),
+        )
+    } else {
+        (byte0, u16::from(byte1))
+    })
+}
+
 impl ColumnKind {
     /// Resolve a column's TABLE_MAP type and metadata (plus schema facts)
     /// once, so that per-value decoding does no metadata parsing.
@@ -269,101 +366,16 @@ impl ColumnKind {
             0x13 => ColumnKind::Time2 {
                 fsp: fsp_meta(info)?,
             },
-            0x10 => {
-                let rem = meta_byte(info, 0)?;
-                let whole = meta_byte(info, 1)?;
-                let bits = u16::from(whole) * 8 + u16::from(rem);
-                if rem > 7 || bits == 0 || bits > 64 {
-                    return Err(bad_meta(info, format!("BIT width {bits} not in 1..=64")));
-                }
-                ColumnKind::Bit {
-                    bits: bits as u8,
-                    bytes: bits.div_ceil(8) as u8,
-                }
-            }
-            0xf6 => {
-                let precision = meta_byte(info, 0)?;
-                let scale = meta_byte(info, 1)?;
-                if precision == 0
-                    || scale > precision
-                    || usize::from(precision) > decimal::MAX_PRECISION
-                {
-                    return Err(bad_meta(
-                        info,
-                        format!("DECIMAL({precision},{scale}) is not a valid precision/scale"),
-                    ));
-                }
-                ColumnKind::Decimal { precision, scale }
-            }
-            0x0f | 0xfd => {
-                let max = u16::from_le_bytes([meta_byte(info, 0)?, meta_byte(info, 1)?]);
-                ColumnKind::Str {
-                    len_bytes: if max < 256 { 1 } else { 2 },
-                    mode: text_mode(info),
-                    sql: StrType::Varchar,
-                    pad_to: 0,
-                }
-            }
+            0x10 => resolve_bit(info)?,
+            0xf6 => resolve_decimal(info)?,
+            0x0f | 0xfd => resolve_varchar(info)?,
             0xf9..=0xfc => ColumnKind::Str {
                 len_bytes: len_bytes_meta(info)?,
                 mode: text_mode(info),
                 sql: StrType::Blob,
                 pad_to: 0,
             },
-            0xfe | 0xf7 | 0xf8 => {
-                let byte0 = meta_byte(info, 0)?;
-                let byte1 = meta_byte(info, 1)?;
-                // See MySQL log_event.cc: a long CHAR() field (bug #37426)
-                // keeps two length bits, inverted, in bits 4-5 of byte 0.
-                let (real_type, length) = if byte0 == 0 {
-                    (info.binlog_type, u16::from(byte1))
-                } else if byte0 & 0x30 != 0x30 {
-                    (
-                        byte0 | 0x30,
-                        u16::from(byte1) | (u16::from((byte0 & 0x30) ^ 0x30) << 4),
-                    )
-                } else {
-                    (byte0, u16::from(byte1))
-                };
-                match real_type {
-                    0xf7 => {
-                        if !(1..=2).contains(&length) {
-                            return Err(bad_meta(info, format!("ENUM pack length {length}")));
-                        }
-                        ColumnKind::Enum {
-                            pack_len: length as u8,
-                            labels: labels(&info.enum_labels),
-                        }
-                    }
-                    0xf8 => {
-                        if !(1..=8).contains(&length) {
-                            return Err(bad_meta(info, format!("SET pack length {length}")));
-                        }
-                        ColumnKind::Set {
-                            pack_len: length as u8,
-                            labels: labels(&info.set_labels),
-                        }
-                    }
-                    0xfe => {
-                        let mode = text_mode(info);
-                        ColumnKind::Str {
-                            len_bytes: if length < 256 { 1 } else { 2 },
-                            pad_to: if mode == TextMode::Binary { length } else { 0 },
-                            mode,
-                            sql: StrType::Char,
-                        }
-                    }
-                    other => {
-                        return Err(bad_meta(
-                            info,
-                            format!(
-                                "real type {other:#04x} ({}) is not CHAR, ENUM or SET",
-                                type_name(other)
-                            ),
-                        ))
-                    }
-                }
-            }
+            0xfe | 0xf7 | 0xf8 => resolve_string(info)?,
             0xf5 => ColumnKind::Json {
                 len_bytes: len_bytes_meta(info)?,
             },
@@ -479,18 +491,7 @@ fn decode_inner(
     opts: &DecodeOptions,
 ) -> Result<usize, Fault> {
     match kind {
-        ColumnKind::Int { bytes, unsigned } => {
-            let n = usize::from(*bytes);
-            let raw = le_uint(input, n)?;
-            if *unsigned {
-                write_u64(out, raw);
-            } else {
-                // Sign-extend from n bytes (MEDIUMINT is 3).
-                let shift = 64 - 8 * n as u32;
-                write_i64(out, ((raw << shift) as i64) >> shift);
-            }
-            Ok(n)
-        }
+        ColumnKind::Int { bytes, unsigned } => write_int(input, *bytes, *unsigned, out),
         ColumnKind::Float => {
             let b = take_array::<4>(input)?;
             write_f32(out, f32::from_le_bytes(b));
@@ -532,53 +533,9 @@ fn decode_inner(
             Ok(used)
         }
         ColumnKind::Enum { pack_len, labels } => {
-            let n = usize::from(*pack_len);
-            let idx = le_uint(input, n)?;
-            match labels {
-                None => write_u64(out, idx),
-                Some(_) if idx == 0 => out.extend_from_slice(b"\"\""),
-                Some(l) => {
-                    let label = usize::try_from(idx - 1)
-                        .ok()
-                        .and_then(|i| l.get(i))
-                        .ok_or_else(|| {
-                            Fault::bad(format!("index {idx} out of range for {} labels", l.len()))
-                        })?;
-                    out.push(b'"');
-                    out.extend_from_slice(label.as_bytes());
-                    out.push(b'"');
-                }
-            }
-            Ok(n)
+            write_enum(input, *pack_len, labels.as_deref(), out)
         }
-        ColumnKind::Set { pack_len, labels } => {
-            let n = usize::from(*pack_len);
-            let mask = le_uint(input, n)?;
-            match labels {
-                None => write_u64(out, mask),
-                Some(l) => {
-                    if l.len() < 64 && mask >> l.len() != 0 {
-                        return Err(Fault::bad(format!(
-                            "bitmask {mask:#x} has bits beyond its {} labels",
-                            l.len()
-                        )));
-                    }
-                    out.push(b'"');
-                    let mut first = true;
-                    for (i, label) in l.iter().enumerate().take(64) {
-                        if mask & (1u64 << i) != 0 {
-                            if !first {
-                                out.push(b',');
-                            }
-                            first = false;
-                            out.extend_from_slice(label.as_bytes());
-                        }
-                    }
-                    out.push(b'"');
-                }
-            }
-            Ok(n)
-        }
+        ColumnKind::Set { pack_len, labels } => write_set(input, *pack_len, labels.as_deref(), out),
         ColumnKind::Json { len_bytes } => {
             let (payload, used) = length_prefixed(input, *len_bytes)?;
             jsonb::write_jsonb(payload, out)?;
@@ -591,25 +548,116 @@ fn decode_inner(
         }
         ColumnKind::Vector { len_bytes } => {
             let (payload, used) = length_prefixed(input, *len_bytes)?;
-            if payload.len() % 4 != 0 {
-                return Err(Fault::bad(format!(
-                    "{} bytes is not a whole number of 4-byte floats",
-                    payload.len()
-                )));
-            }
-            out.push(b'[');
-            for (i, c) in payload.chunks_exact(4).enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                if let Ok(a) = <[u8; 4]>::try_from(c) {
-                    write_f32(out, f32::from_le_bytes(a));
-                }
-            }
-            out.push(b']');
+            write_vector(payload, out)?;
             Ok(used)
         }
     }
+}
+
+/// Writes an integer of `bytes` little-endian bytes (sign-extended unless `unsigned`).
+#[inline]
+fn write_int(input: &[u8], bytes: u8, unsigned: bool, out: &mut Vec<u8>) -> Result<usize, Fault> {
+    let n = usize::from(bytes);
+    let raw = le_uint(input, n)?;
+    if unsigned {
+        write_u64(out, raw);
+    } else {
+        // Sign-extend from n bytes (MEDIUMINT is 3).
+        let shift = 64 - 8 * n as u32;
+        write_i64(out, ((raw << shift) as i64) >> shift);
+    }
+    Ok(n)
+}
+
+/// Writes an ENUM value: its label as a JSON string, or its index without labels.
+#[inline]
+fn write_enum(
+    input: &[u8],
+    pack_len: u8,
+    labels: Option<&[String]>,
+    out: &mut Vec<u8>,
+) -> Result<usize, Fault> {
+    let n = usize::from(pack_len);
+    let idx = le_uint(input, n)?;
+    match labels {
+        None => write_u64(out, idx),
+        Some(_) if idx == 0 => out.extend_from_slice(b"\"\""),
+        Some(l) => {
+            let label = usize::try_from(idx - 1)
+                .ok()
+                .and_then(|i| l.get(i))
+                .ok_or_else(|| {
+                    Fault::bad(format!("index {idx} out of range for {} labels", l.len()))
+                })?;
+            out.push(b'"');
+            out.extend_from_slice(label.as_bytes());
+            out.push(b'"');
+        }
+    }
+    Ok(n)
+}
+
+/// Writes a SET value: its labels as one comma-separated JSON string, or its bitmask without labels.
+#[inline]
+fn write_set(
+    input: &[u8],
+    pack_len: u8,
+    labels: Option<&[String]>,
+    out: &mut Vec<u8>,
+) -> Result<usize, Fault> {
+    let n = usize::from(pack_len);
+    let mask = le_uint(input, n)?;
+    match labels {
+        None => write_u64(out, mask),
+        Some(l) => write_set_labels(mask, l, out)?,
+    }
+    Ok(n)
+}
+
+/// Writes the labels of the bits set in `mask` as one comma-separated JSON string.
+#[inline]
+fn write_set_labels(mask: u64, l: &[String], out: &mut Vec<u8>) -> Result<(), Fault> {
+    if l.len() < 64 && mask >> l.len() != 0 {
+        return Err(Fault::bad(format!(
+            "bitmask {mask:#x} has bits beyond its {} labels",
+            l.len()
+        )));
+    }
+    out.push(b'"');
+    let mut first = true;
+    for (i, label) in l.iter().enumerate().take(64) {
+        if mask & (1u64 << i) != 0 {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(label.as_bytes());
+        }
+    }
+    out.push(b'"');
+    Ok(())
+}
+
+/// Writes a VECTOR payload (little-endian 4-byte floats) as a JSON array.
+#[inline]
+fn write_vector(payload: &[u8], out: &mut Vec<u8>) -> Result<(), Fault> {
+    if payload.len() % 4 != 0 {
+        return Err(Fault::bad(format!(
+            "{} bytes is not a whole number of 4-byte floats",
+            payload.len()
+        )));
+    }
+    out.push(b'[');
+    for (i, c) in payload.chunks_exact(4).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if let Ok(a) = <[u8; 4]>::try_from(c) {
+            write_f32(out, f32::from_le_bytes(a));
+        }
+    }
+    out.push(b']');
+    Ok(())
 }
 
 #[cfg(test)]
