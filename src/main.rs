@@ -60,7 +60,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Binlog { ref command }) => binlog_command(command),
         Some(Command::Snapshot { ref command }) => {
-            pikachu::snapshot::cli::run(&cli, command, &runtime)
+            pikachu::cli::snapshot::run(&cli, command, &runtime)
         }
         Some(Command::Replay(ref args)) => replay_command(&cli, args, &runtime),
         None | Some(Command::Run) => {

@@ -44,6 +44,15 @@ pub struct Config {
     pub snapshot: SnapshotConfig,
 }
 
+impl Config {
+    /// A task's table as (database, table): its `database`, else the
+    /// connection's.
+    pub fn task_table(&self, task: &TaskConfig) -> (String, String) {
+        let db = task.database.as_ref().unwrap_or(&self.database.database);
+        (db.clone(), task.table_name.clone())
+    }
+}
+
 /// Rows per chunk when the config does not say (`snapshot.chunk_size`).
 pub const DEFAULT_CHUNK_SIZE: usize = 4096;
 

@@ -826,7 +826,7 @@ impl<'a> TableRun<'a> {
 fn tables_of(config: &Config, task: &TaskConfig, row: &SnapshotRow) -> Vec<(String, String)> {
     match row.table.as_deref().and_then(|t| t.split_once('.')) {
         Some((db, t)) => vec![(db.to_string(), t.to_string())],
-        None => vec![crate::snapshot::cli::task_table(config, task)],
+        None => vec![config.task_table(task)],
     }
 }
 

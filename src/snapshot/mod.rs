@@ -21,7 +21,6 @@
 //! settlement); see "In the running pipeline" in `docs/snapshot.md`.
 
 pub mod chunk;
-pub mod cli;
 pub mod payload;
 pub mod plan;
 pub mod values;

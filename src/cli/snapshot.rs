@@ -15,7 +15,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::cli::{Cli, SnapshotCommand};
+use super::{Cli, SnapshotCommand};
 use crate::config::{self, Config, TaskConfig};
 use crate::store::snapshot::{SnapshotKind, SnapshotRequest, SnapshotRow, TableProgress};
 use crate::store::Store;
@@ -104,16 +104,6 @@ pub fn find_task<'a>(cfg: &'a Config, id: &str) -> Result<&'a TaskConfig, Failur
     })
 }
 
-/// The task's table as (database, table).
-pub fn task_table(cfg: &Config, task: &TaskConfig) -> (String, String) {
-    (
-        task.database
-            .clone()
-            .unwrap_or_else(|| cfg.database.database.clone()),
-        task.table_name.clone(),
-    )
-}
-
 /// Checks `--table` (`db.table` or `table`) against the task's table;
 /// returns the `db.table` to record.
 pub fn check_table(
@@ -121,7 +111,7 @@ pub fn check_table(
     task: &TaskConfig,
     table: Option<&str>,
 ) -> Result<String, Failure> {
-    let (db, t) = task_table(cfg, task);
+    let (db, t) = cfg.task_table(task);
     let Some(given) = table else {
         return Ok(format!("{db}.{t}"));
     };
@@ -149,11 +139,11 @@ fn start(
 ) -> Result<ExitCode, Failure> {
     let task = find_task(cfg, task_id)?;
     let table = check_table(cfg, task, table)?;
-    let (db, t) = task_table(cfg, task);
+    let (db, t) = cfg.task_table(task);
     if let Some(c) = condition {
-        super::plan::check_condition(c).map_err(|reason| {
+        crate::snapshot::plan::check_condition(c).map_err(|reason| {
             usage(
-                super::SnapshotError::BadWhere {
+                crate::snapshot::SnapshotError::BadWhere {
                     db: db.clone(),
                     table: t.clone(),
                     condition: c.to_string(),
@@ -222,11 +212,11 @@ async fn check_on_server(
         let info = connect::server_info(&mut conn)
             .await
             .map_err(|e| Checked::Unreachable(e.to_string()))?;
-        super::chunk::prepare_session(&mut conn, db, table)
+        crate::snapshot::chunk::prepare_session(&mut conn, db, table)
             .await
             .map_err(|e| Checked::Refused(e.to_string()))?;
         let mariadb = info.flavour == connect::Flavour::MariaDb;
-        super::plan::plan_table(&mut conn, mariadb, db, table, condition)
+        crate::snapshot::plan::plan_table(&mut conn, mariadb, db, table, condition)
             .await
             .map_err(|e| Checked::Refused(e.to_string()))?;
         let _ = conn.disconnect().await;

@@ -2,6 +2,12 @@
 //! `--config`/`-c`, `--version`, and subcommands. Go-style single-dash long
 //! flags are rewritten before clap sees them (else `-config` would parse as
 //! `-c onfig`).
+//!
+//! The binary's glue lives here: the arguments (this file) and the
+//! `snapshot` subcommands over the state store ([`snapshot`]); `main`
+//! dispatches and decides exit codes.
+
+pub mod snapshot;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -131,7 +137,7 @@ pub enum DlqCommand {
 
 /// `pikachu snapshot …`: requests go through the state store, so they work
 /// whether pikachu is running (it takes them up within about a second) or
-/// not (the next start does). See `snapshot::cli`.
+/// not (the next start does). See `cli::snapshot`.
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
     /// Request a snapshot (backfill) of a task's table, optionally of the rows matching --where.
