@@ -75,7 +75,7 @@ pub async fn list(conn: &mut Conn) -> Result<Vec<BinlogFile>, SourceError> {
 
 /// MariaDB: the GTID state at `file:pos` (`BINLOG_GTID_POS`); `None`
 /// when the server does not know it (or is not MariaDB).
-pub async fn gtid_pos(conn: &mut Conn, file: &str, pos: u64) -> Option<String> {
+pub(crate) async fn gtid_pos(conn: &mut Conn, file: &str, pos: u64) -> Option<String> {
     use mysql_async::prelude::Queryable;
     conn.exec_first::<Option<String>, _, _>("SELECT BINLOG_GTID_POS(?, ?)", (file, pos))
         .await
@@ -86,7 +86,7 @@ pub async fn gtid_pos(conn: &mut Conn, file: &str, pos: u64) -> Option<String> {
 
 /// MariaDB: `@@gtid_binlog_state`, the last GTID of every (domain, server)
 /// pair the server's binlog holds (empty when none).
-pub async fn gtid_binlog_state(conn: &mut Conn) -> Result<String, SourceError> {
+pub(crate) async fn gtid_binlog_state(conn: &mut Conn) -> Result<String, SourceError> {
     Ok(connect::query_row(conn, "SELECT @@gtid_binlog_state")
         .await?
         .and_then(|r| r.into_iter().next().flatten())
@@ -97,7 +97,7 @@ pub async fn gtid_binlog_state(conn: &mut Conn) -> Result<String, SourceError> {
 /// MySQL 8 and MariaDB 10.6+: `binlog_expire_logs_seconds` (0 = unset, then
 /// `expire_logs_days`); older servers: `expire_logs_days` only.
 /// `vars` are (lower-case name, value) pairs of `SHOW GLOBAL VARIABLES`.
-pub fn retention_secs(vars: &[(String, String)]) -> Option<f64> {
+pub(crate) fn retention_secs(vars: &[(String, String)]) -> Option<f64> {
     let var = |name: &str| {
         vars.iter()
             .find(|(n, _)| n == name)
@@ -117,7 +117,7 @@ pub fn retention_secs(vars: &[(String, String)]) -> Option<f64> {
 }
 
 /// The sequence number of a binlog file name (`mysql-bin.000042` → 42).
-pub fn file_number(name: &str) -> Option<u64> {
+pub(crate) fn file_number(name: &str) -> Option<u64> {
     name.rsplit_once('.')?.1.parse().ok()
 }
 
@@ -161,17 +161,9 @@ pub async fn first_event_time(db: &DatabaseConfig, file: &str) -> Result<u32, So
     found.ok_or_else(|| SourceError::Stream(format!("no event with a time at the start of {file}")))
 }
 
-/// The identity of `file` on the server now.
-pub async fn identity(db: &DatabaseConfig, file: &str) -> Result<FileIdentity, SourceError> {
-    Ok(FileIdentity {
-        file: file.to_string(),
-        created: first_event_time(db, file).await?,
-    })
-}
-
 /// The marker of the server's binlog history as it is now: the creation
 /// time of its oldest binlog file.
-pub async fn current_history(
+pub(crate) async fn current_history(
     db: &DatabaseConfig,
     files: &[BinlogFile],
 ) -> Result<History, SourceError> {
@@ -248,7 +240,7 @@ pub fn standing(
 /// What a look at the server's binlog end says about a live stream that
 /// the server reports as idle (it sends heartbeats).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LiveCheck {
+pub(crate) enum LiveCheck {
     /// The server's end is where the stream is.
     Fine,
     /// The server's end is past the stream although the stream is idle: a
@@ -261,7 +253,7 @@ pub enum LiveCheck {
 
 /// Judges the stream's position `file:pos` against the server's binlog
 /// end `end_file:end_pos` (`SHOW MASTER STATUS`).
-pub fn live_check(file: &str, pos: u64, end_file: &str, end_pos: u64) -> LiveCheck {
+pub(crate) fn live_check(file: &str, pos: u64, end_file: &str, end_pos: u64) -> LiveCheck {
     let (ours, theirs) = (file_number(file), file_number(end_file));
     if end_file == file {
         return match end_pos.cmp(&pos) {

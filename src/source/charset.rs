@@ -10,7 +10,7 @@ use encoding_rs::Encoding;
 use super::bytes::{write_base64_body, write_json_str};
 
 /// The binary pseudo-collation: bytes, not text.
-pub const BINARY_COLLATION: u16 = 63;
+pub(crate) const BINARY_COLLATION: u16 = 63;
 
 /// A character set, as far as decoding is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,7 @@ pub enum Charset {
 }
 
 /// The character set of a collation id (MySQL and MariaDB).
-pub fn charset_for_collation(id: u16) -> Charset {
+pub(crate) fn charset_for_collation(id: u16) -> Charset {
     use encoding_rs::*;
     let legacy = Charset::Legacy;
     match id {

@@ -142,7 +142,7 @@ pub async fn connect(db: &DatabaseConfig) -> Result<Conn, SourceError> {
 /// verify the certificate; `verify_ca` verifies the chain against
 /// `database.tls_ca` (else the built-in roots) but not the host name;
 /// `verify_identity` verifies both.
-pub async fn connect_tls(db: &DatabaseConfig) -> Result<(Conn, TlsState), SourceError> {
+pub(crate) async fn connect_tls(db: &DatabaseConfig) -> Result<(Conn, TlsState), SourceError> {
     let address = addr(db);
     match db.tls {
         TlsMode::Disabled => Ok((worded(db, attempt(db, None).await)?, TlsState::Off)),
@@ -409,7 +409,7 @@ pub async fn query_row(
 }
 
 /// Runs a query and returns every row as strings (NULL → None).
-pub async fn query_rows(
+pub(crate) async fn query_rows(
     conn: &mut Conn,
     sql: &str,
 ) -> Result<Vec<Vec<Option<String>>>, SourceError> {

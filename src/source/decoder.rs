@@ -21,7 +21,8 @@ use super::schema::TableSchema;
 use super::sql;
 use super::table_map::{self, TableDecoder};
 use super::value::DecodeOptions;
-pub use super::xa::{XaAt, XaEvent};
+pub(crate) use super::xa::XaAt;
+pub use super::xa::XaEvent;
 use crate::event::{Change, ChangeKind, SourcePosition};
 
 /// What decoding an event produced.
@@ -38,40 +39,40 @@ pub enum Output {
 pub use crate::event::Commit;
 
 /// Which tables the decoder decodes rows for.
-pub type TableFilter = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+pub(crate) type TableFilter = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
 
 // Event type codes.
 pub const QUERY: u8 = 2;
-pub const STOP: u8 = 3;
+pub(crate) const STOP: u8 = 3;
 pub const ROTATE: u8 = 4;
 pub const FORMAT_DESCRIPTION: u8 = 15;
 pub const XID: u8 = 16;
-pub const EXECUTE_LOAD_QUERY: u8 = 18;
+pub(crate) const EXECUTE_LOAD_QUERY: u8 = 18;
 pub const TABLE_MAP: u8 = 19;
-pub const WRITE_ROWS_V1: u8 = 23;
-pub const UPDATE_ROWS_V1: u8 = 24;
-pub const DELETE_ROWS_V1: u8 = 25;
-pub const INCIDENT: u8 = 26;
-pub const HEARTBEAT: u8 = 27;
-pub const WRITE_ROWS_V2: u8 = 30;
-pub const UPDATE_ROWS_V2: u8 = 31;
-pub const DELETE_ROWS_V2: u8 = 32;
+pub(crate) const WRITE_ROWS_V1: u8 = 23;
+pub(crate) const UPDATE_ROWS_V1: u8 = 24;
+pub(crate) const DELETE_ROWS_V1: u8 = 25;
+pub(crate) const INCIDENT: u8 = 26;
+pub(crate) const HEARTBEAT: u8 = 27;
+pub(crate) const WRITE_ROWS_V2: u8 = 30;
+pub(crate) const UPDATE_ROWS_V2: u8 = 31;
+pub(crate) const DELETE_ROWS_V2: u8 = 32;
 pub const GTID: u8 = 33;
-pub const XA_PREPARE: u8 = 38;
+pub(crate) const XA_PREPARE: u8 = 38;
 pub const PARTIAL_UPDATE_ROWS: u8 = 39;
 pub const TRANSACTION_PAYLOAD: u8 = 40;
 pub const GTID_TAGGED: u8 = 42;
-pub const MARIA_GTID: u8 = 162;
-pub const MARIA_GTID_LIST: u8 = 163;
-pub const MARIA_QUERY_COMPRESSED: u8 = 165;
+pub(crate) const MARIA_GTID: u8 = 162;
+pub(crate) const MARIA_GTID_LIST: u8 = 163;
+pub(crate) const MARIA_QUERY_COMPRESSED: u8 = 165;
 /// MariaDB compressed rows events: 166–168 (v1 layout) and 169–171.
-pub const MARIA_ROWS_COMPRESSED_FIRST: u8 = 166;
-pub const MARIA_ROWS_COMPRESSED_LAST: u8 = 171;
+pub(crate) const MARIA_ROWS_COMPRESSED_FIRST: u8 = 166;
+pub(crate) const MARIA_ROWS_COMPRESSED_LAST: u8 = 171;
 
 /// MariaDB GTID flags: the group is a prepared XA transaction / the outcome
 /// of one (both carry the xid).
-pub const FL_PREPARED_XA: u8 = 0x40;
-pub const FL_COMPLETED_XA: u8 = 0x80;
+pub(crate) const FL_PREPARED_XA: u8 = 0x40;
+pub(crate) const FL_COMPLETED_XA: u8 = 0x80;
 
 /// Event types that carry no row data and need nothing from us.
 fn is_inert(t: u8) -> bool {
@@ -181,7 +182,7 @@ impl Decoder {
     }
 
     /// Creation time of the file being read (0 = not seen yet).
-    pub fn file_created(&self) -> u32 {
+    pub(crate) fn file_created(&self) -> u32 {
         self.file_created
     }
 
@@ -216,7 +217,7 @@ impl Decoder {
 
     /// Follow only the DDL statements of the stream (the schema history),
     /// decoding no rows: a look-ahead of what the stream will bring.
-    pub fn set_ddl_only(&mut self) {
+    pub(crate) fn set_ddl_only(&mut self) {
         self.ddl_only = true;
     }
 
@@ -227,7 +228,7 @@ impl Decoder {
 
     /// The end position of `ev` in its file (for events inside a
     /// TRANSACTION_PAYLOAD, the payload's end).
-    pub fn event_pos(&self, ev: &Event) -> u64 {
+    pub(crate) fn event_pos(&self, ev: &Event) -> u64 {
         let p = u64::from(ev.header().log_pos());
         match self.payload_end {
             Some(end) if p == 0 || p <= end => end,
@@ -296,7 +297,7 @@ impl Decoder {
     /// Seeds the MariaDB GTID state (`d-s-n,d-s-n`), e.g. from
     /// `BINLOG_GTID_POS(file, pos)` when the stream starts mid-file, where the
     /// server sends no GTID_LIST. Malformed parts are ignored.
-    pub fn seed_gtid_state(&mut self, state: &str) {
+    pub(crate) fn seed_gtid_state(&mut self, state: &str) {
         for part in state.split(',') {
             let mut it = part.trim().splitn(3, '-');
             if let (Some(d), Some(srv), Some(seq)) = (it.next(), it.next(), it.next()) {
@@ -463,7 +464,7 @@ impl Decoder {
     }
 
     /// Schema and statement of a QUERY or MariaDB QUERY_COMPRESSED event.
-    pub fn query_text(&self, ev: &Event) -> Result<(String, String), SourceError> {
+    pub(crate) fn query_text(&self, ev: &Event) -> Result<(String, String), SourceError> {
         if ev.header().event_type_raw() == MARIA_QUERY_COMPRESSED {
             return self.compressed_query(ev);
         }
@@ -896,7 +897,7 @@ fn fde_post_header_len(ev: &Event, t: u8) -> Option<u8> {
 /// Checks the counts inside a TABLE_MAP's optional metadata before
 /// mysql_common parses it: it allocates ENUM/SET label lists by the count
 /// in the event, so a corrupt count would abort the process.
-pub fn check_table_map(ev: &Event) -> Result<(), String> {
+pub(crate) fn check_table_map(ev: &Event) -> Result<(), String> {
     let t = ev.header().event_type_raw();
     let id_len = match fde_post_header_len(ev, t) {
         Some(6) => 4,
@@ -960,7 +961,7 @@ pub fn check_table_map(ev: &Event) -> Result<(), String> {
 }
 
 /// Formats a 16-byte server UUID.
-pub fn format_uuid(sid: &[u8; 16]) -> String {
+pub(crate) fn format_uuid(sid: &[u8; 16]) -> String {
     let hex = |r: std::ops::Range<usize>| -> String {
         sid[r].iter().map(|b| format!("{b:02x}")).collect()
     };
@@ -976,7 +977,7 @@ pub fn format_uuid(sid: &[u8; 16]) -> String {
 
 /// The GTID of a MySQL GTID (33) or GTID_TAGGED (42) event: `uuid:gno`,
 /// tagged `uuid:tag:gno`.
-pub fn mysql_gtid(ev: &Event) -> Result<String, String> {
+pub(crate) fn mysql_gtid(ev: &Event) -> Result<String, String> {
     if ev.header().event_type_raw() == GTID_TAGGED {
         let g: GtidEvent = ev
             .read_event()
@@ -1012,7 +1013,7 @@ fn header_bytes(ev: &Event) -> [u8; 19] {
 }
 
 /// The leading keyword(s) of a statement, upper-cased, comments skipped.
-pub fn statement_head(sql: &str) -> String {
+pub(crate) fn statement_head(sql: &str) -> String {
     let mut s = sql.trim_start();
     loop {
         if let Some(rest) = s.strip_prefix("/*") {

@@ -15,7 +15,7 @@ use mysql_common::binlog::consts::{BinlogChecksumAlg, BinlogVersion};
 use mysql_common::binlog::events::{Event, FormatDescriptionEvent, TransactionPayloadEvent};
 
 /// The magic at the start of every binlog file.
-pub const MAGIC: &[u8; 4] = b"\xfebin";
+pub(crate) const MAGIC: &[u8; 4] = b"\xfebin";
 /// Event header length (binlog v4).
 pub const HEADER_LEN: usize = 19;
 const CHECKSUM_LEN: usize = 4;
@@ -76,7 +76,7 @@ impl BinlogFile {
     }
 
     /// A binlog file from its bytes; `name` is used in messages.
-    pub fn from_bytes(name: &str, mut data: Vec<u8>) -> Result<BinlogFile, FileError> {
+    pub(crate) fn from_bytes(name: &str, mut data: Vec<u8>) -> Result<BinlogFile, FileError> {
         let err = |offset: u64, message: String| FileError {
             file: name.to_string(),
             offset,
@@ -139,7 +139,7 @@ impl BinlogFile {
     }
 
     /// The next event, `None` at the end of the file.
-    pub fn next_event(&mut self) -> Result<Option<FileEvent>, FileError> {
+    pub(crate) fn next_event(&mut self) -> Result<Option<FileEvent>, FileError> {
         let off = self.off;
         let left = self.data.len() - off;
         if left == 0 {
@@ -280,7 +280,10 @@ fn check_data_len(
 /// the bytes or too small for the checksum or a format description; `fde`
 /// is the format description in force. The framing checks of
 /// [`BinlogFile::next_event`], for the live reader.
-pub fn check_event_frame(bytes: &[u8], fde: &FormatDescriptionEvent<'_>) -> Result<(), String> {
+pub(crate) fn check_event_frame(
+    bytes: &[u8],
+    fde: &FormatDescriptionEvent<'_>,
+) -> Result<(), String> {
     if bytes.len() < HEADER_LEN {
         return Err(format!(
             "truncated event: {} bytes, an event header has {HEADER_LEN}",
@@ -374,7 +377,10 @@ pub struct Payload {
 
 /// Decompresses a TRANSACTION_PAYLOAD event and frames its inner events
 /// (which carry no checksums). `fde` is the file's format description.
-pub fn open_payload(ev: &Event, fde: &FormatDescriptionEvent<'static>) -> Result<Payload, String> {
+pub(crate) fn open_payload(
+    ev: &Event,
+    fde: &FormatDescriptionEvent<'static>,
+) -> Result<Payload, String> {
     check_payload_header(ev.data())?;
     let tpe: TransactionPayloadEvent<'_> = ev
         .read_event()

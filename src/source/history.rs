@@ -136,7 +136,7 @@ pub struct Version {
 }
 
 /// A table: (database, name).
-pub type TableKey = (String, String);
+pub(crate) type TableKey = (String, String);
 
 /// The definitions of the followed tables over time, and the new versions
 /// not yet persisted.
@@ -168,7 +168,7 @@ pub struct Unchecked {
 }
 
 /// A table that matters to the history: followed, or in a database that has one.
-pub type Relevant<'a> = &'a dyn Fn(&str, &str) -> bool;
+pub(crate) type Relevant<'a> = &'a dyn Fn(&str, &str) -> bool;
 
 impl SchemaHistory {
     /// An empty history for a server with these collations.
@@ -187,7 +187,7 @@ impl SchemaHistory {
     }
 
     /// Whether a table of `db` is followed.
-    pub fn has_database(&self, db: &str) -> bool {
+    pub(crate) fn has_database(&self, db: &str) -> bool {
         self.tables.keys().any(|(d, _)| d == db)
     }
 
@@ -205,7 +205,7 @@ impl SchemaHistory {
     }
 
     /// The definition in force at `at` (the last version from at or before it).
-    pub fn def_at(&self, db: &str, table: &str, at: &HistPos) -> Option<&Definition> {
+    pub(crate) fn def_at(&self, db: &str, table: &str, at: &HistPos) -> Option<&Definition> {
         self.versions(db, table)
             .iter()
             .rev()
@@ -230,7 +230,7 @@ impl SchemaHistory {
 
     /// The most recent known definition of a table (for matching binlog
     /// column names to JSON-ness and the like when the binlog has names).
-    pub fn last_known(&self, db: &str, table: &str) -> Option<&TableSchema> {
+    pub(crate) fn last_known(&self, db: &str, table: &str) -> Option<&TableSchema> {
         self.versions(db, table)
             .iter()
             .rev()
@@ -253,7 +253,7 @@ impl SchemaHistory {
 
     /// Removes the version of `db`.`table` valid from exactly `from`, if any
     /// (not recorded as changed: only for versions that were never saved).
-    pub fn unload(&mut self, db: &str, table: &str, from: &HistPos) {
+    pub(crate) fn unload(&mut self, db: &str, table: &str, from: &HistPos) {
         if let Some(list) = self.tables.get_mut(&(db.to_string(), table.to_string())) {
             list.retain(|v| v.from != *from);
         }
@@ -266,12 +266,12 @@ impl SchemaHistory {
     }
 
     /// The versions added or replaced since the last call.
-    pub fn take_changed(&mut self) -> Vec<(TableKey, Version)> {
+    pub(crate) fn take_changed(&mut self) -> Vec<(TableKey, Version)> {
         std::mem::take(&mut self.changed)
     }
 
     /// Forgets versions superseded before `at` (keeps the one in force there).
-    pub fn prune_before(&mut self, at: &HistPos) {
+    pub(crate) fn prune_before(&mut self, at: &HistPos) {
         for list in self.tables.values_mut() {
             if let Some(keep) = list.iter().rposition(|v| v.from <= *at) {
                 list.drain(..keep);
@@ -285,7 +285,7 @@ impl SchemaHistory {
     /// that already has a version at `at` keeps it (the DDL was applied
     /// before: a restart from an earlier checkpoint, or a look-ahead).
     /// Returns the tables whose definition changed at `at`.
-    pub fn apply_ddl(
+    pub(crate) fn apply_ddl(
         &mut self,
         at: &HistPos,
         default_db: &str,
@@ -962,7 +962,7 @@ fn same_charset(a: Option<u16>, b: Option<u16>) -> bool {
 
 /// Whether two definitions decode the same rows the same way; else the
 /// first difference, in words.
-pub fn difference(derived: &Definition, actual: Option<&TableSchema>) -> Option<String> {
+pub(crate) fn difference(derived: &Definition, actual: Option<&TableSchema>) -> Option<String> {
     let d = match (derived, actual) {
         (Definition::Absent, None) => return None,
         (Definition::Absent, Some(_)) => {

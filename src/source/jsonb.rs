@@ -640,7 +640,7 @@ fn apply_inner(before: &[u8], diff_input: &[u8], out: &mut Vec<u8>) -> Result<us
 /// `before_json` (the before-image as JSON text, as decoded earlier) and
 /// the after-image JSON text is appended to `out`. Returns the number of
 /// input bytes consumed.
-pub fn apply_json_diff(
+pub(crate) fn apply_json_diff(
     before_json: &[u8],
     diff_input: &[u8],
     out: &mut Vec<u8>,

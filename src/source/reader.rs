@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::binlogs::{self, FileIdentity, Standing};
 use super::connect::{self, Flavour, ServerInfo};
-pub use super::decoder::{Commit, TableFilter, XaAt, XaEvent};
+pub(crate) use super::decoder::XaAt;
+pub use super::decoder::{Commit, XaEvent};
 use super::decoder::{Decoder, DecoderOptions, Output};
 use super::error::{At, SourceError};
 use super::history::{HistPos, SchemaHistory};
@@ -183,11 +184,14 @@ async fn open_stream(
 /// through mysql_async as the source of an `io::Error`).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct CorruptEvent(pub String);
+pub(crate) struct CorruptEvent(pub String);
 
 /// The live stream's check of each event's bytes before mysql_common parses
 /// them: the offline reader's framing checks ([`super::file::check_event_frame`]).
-pub fn check_raw_event(bytes: &[u8], fde: &FormatDescriptionEvent<'static>) -> std::io::Result<()> {
+pub(crate) fn check_raw_event(
+    bytes: &[u8],
+    fde: &FormatDescriptionEvent<'static>,
+) -> std::io::Result<()> {
     super::file::check_event_frame(bytes, fde)
         .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidData, CorruptEvent(m)))
 }
@@ -364,11 +368,11 @@ pub struct ReaderStatus {
 
 /// Disconnects by a replica with the same server_id, within [`CLASH_WINDOW`],
 /// that make health DOWN and the reader log an ERROR.
-pub const CLASHES_FOR_DOWN: usize = 3;
+pub(crate) const CLASHES_FOR_DOWN: usize = 3;
 /// See [`CLASHES_FOR_DOWN`].
-pub const CLASH_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const CLASH_WINDOW: Duration = Duration::from_secs(60);
 /// A stream that lasts this long means the clash is over.
-pub const CLASH_CLEAR: Duration = Duration::from_secs(20);
+pub(crate) const CLASH_CLEAR: Duration = Duration::from_secs(20);
 /// Least wait before reconnecting after such a disconnect: each reconnect
 /// disconnects the other replica, so not in a tight loop.
 const CLASH_MIN_DELAY: Duration = Duration::from_secs(2);
@@ -394,7 +398,7 @@ impl Default for ReaderStatus {
 impl ReaderStatus {
     /// Where the reader stood when it last waited for the server with
     /// everything before it sent downstream (see the field).
-    pub fn sent_upto(&self) -> Option<(String, u64)> {
+    pub(crate) fn sent_upto(&self) -> Option<(String, u64)> {
         self.sent_upto.lock().ok().and_then(|s| s.clone())
     }
 
@@ -471,7 +475,7 @@ impl ReaderStatus {
     }
 
     /// How long the reader has been without a connection (`None` while connected).
-    pub fn disconnected_for(&self) -> Option<Duration> {
+    pub(crate) fn disconnected_for(&self) -> Option<Duration> {
         let since = *self.disconnected_since.lock().ok()?;
         since.map(|s| s.elapsed())
     }

@@ -32,7 +32,7 @@ const MAX_UNCOMPRESSED: usize = 1 << 30;
 /// Decompresses a MariaDB compressed block: one header byte
 /// (`0x80 | algorithm << 4 | length-bytes`), the uncompressed length
 /// big-endian in that many bytes, then zlib data.
-pub fn mariadb_uncompress(block: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn mariadb_uncompress(block: &[u8]) -> Result<Vec<u8>, String> {
     let Some(&h) = block.first() else {
         return Err("compressed block is empty".into());
     };
@@ -108,7 +108,7 @@ pub fn lenenc(buf: &mut &[u8]) -> Result<u64, String> {
 /// `table_id_len` is 6, or 4 for very old servers; `v2` for event types 30–32
 /// and 39 (and MariaDB compressed events written as v2); `compressed` for
 /// MariaDB's compressed rows events, whose row data is a compressed block.
-pub fn parse_header(
+pub(crate) fn parse_header(
     body: &[u8],
     table_id_len: usize,
     v2: bool,
@@ -156,7 +156,7 @@ fn bit(bitmap: &[u8], i: usize) -> bool {
 
 /// How the rows of an event are laid out and shown.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RowsMode {
+pub(crate) struct RowsMode {
     /// PARTIAL_UPDATE_ROWS: the after image starts with value options and
     /// may hold JSON columns as diffs against the before image.
     pub partial_json: bool,
@@ -307,7 +307,8 @@ fn write_json_diffs(
 }
 
 /// Decodes every row of a rows event, calling `f(before, after)` for each.
-pub fn decode_rows(
+#[cfg(test)]
+fn decode_rows(
     kind: ChangeKind,
     hdr: &RowsHeader<'_>,
     dec: &TableDecoder,
@@ -318,7 +319,7 @@ pub fn decode_rows(
 }
 
 /// [`decode_rows`] for PARTIAL_UPDATE_ROWS and offline printing (`mode`).
-pub fn decode_rows_ext(
+pub(crate) fn decode_rows_ext(
     kind: ChangeKind,
     hdr: &RowsHeader<'_>,
     dec: &TableDecoder,

@@ -51,7 +51,7 @@ pub struct TableSchema {
 /// Whether a column that `information_schema` calls `data_type` can appear
 /// in the binlog with real type `real` (see [`super::table_map::real_type`]).
 /// Unknown data types are accepted (no opinion).
-pub fn type_matches(data_type: &str, real: u8) -> bool {
+pub(crate) fn type_matches(data_type: &str, real: u8) -> bool {
     let allowed: &[u8] = match data_type {
         "tinyint" | "bool" | "boolean" => &[0x01],
         "smallint" => &[0x02],
@@ -83,7 +83,7 @@ pub fn type_matches(data_type: &str, real: u8) -> bool {
 }
 
 /// Parses the labels of `enum('a','b''c')` / `set(...)` as COLUMN_TYPE shows them.
-pub fn parse_labels(column_type: &str) -> Vec<String> {
+pub(crate) fn parse_labels(column_type: &str) -> Vec<String> {
     let Some(open) = column_type.find('(') else {
         return Vec::new();
     };
@@ -242,7 +242,7 @@ const DATABASES_SQL: &str = "SELECT s.SCHEMA_NAME, co.ID FROM information_schema
      JOIN information_schema.COLLATIONS co ON co.COLLATION_NAME = s.DEFAULT_COLLATION_NAME";
 
 /// Reads the server's collations and the databases' default collations.
-pub async fn load_collations(conn: &mut Conn) -> Result<Collations, SourceError> {
+pub(crate) async fn load_collations(conn: &mut Conn) -> Result<Collations, SourceError> {
     // Every column may be NULL (MariaDB lists collation aliases without an id).
     type Row = (Option<String>, Option<String>, Option<u64>, Option<String>);
     let rows: Vec<Row> = conn

@@ -34,12 +34,13 @@ use super::error::SourceError;
 use super::history::{
     difference, Definition, HistPos, SchemaHistory, TableKey, Unchecked, Version,
 };
-pub use super::options::{HistoryStore, ReaderOptions, StoredVersion};
+pub use super::options::ReaderOptions;
+pub(crate) use super::options::{HistoryStore, StoredVersion};
 use super::position::{self, StartAt};
 use super::schema::{self, TableSchema};
 
 /// The identity the stored positions are tied to.
-pub fn server_identity(info: &ServerInfo) -> String {
+pub(crate) fn server_identity(info: &ServerInfo) -> String {
     format!(
         "{} server_id {}{}",
         info.flavour.as_str(),
@@ -56,7 +57,7 @@ fn store_err(e: impl std::fmt::Display) -> SourceError {
 }
 
 /// Saves `versions` (when there is a store), waiting until they are on disk.
-pub async fn persist(
+pub(crate) async fn persist(
     opts: &ReaderOptions,
     info: &ServerInfo,
     versions: Vec<(TableKey, Version)>,
@@ -246,7 +247,7 @@ fn defer_check(h: &mut SchemaHistory, from: &HistPos, tables: &[TableKey], snap:
 /// The start-up check [`defer_check`] left: reads the binlog ahead from
 /// where it was deferred and fixes the history, then saves what changed.
 /// Called by the reader when a rows event without column names needs it.
-pub async fn check_deferred(
+pub(crate) async fn check_deferred(
     info: &ServerInfo,
     opts: &ReaderOptions,
     h: &mut SchemaHistory,
@@ -274,7 +275,7 @@ fn definition_of(s: Option<&Option<TableSchema>>) -> Definition {
 /// After the DDL at `at` changed `changed`: checks the followed ones
 /// against `information_schema` (see the module docs), then saves every
 /// new version. Call before sending on what the DDL's event produced.
-pub async fn after_ddl(
+pub(crate) async fn after_ddl(
     info: &ServerInfo,
     opts: &ReaderOptions,
     h: &mut SchemaHistory,

@@ -196,7 +196,7 @@ fn head_words(toks: &[(Tok, Range<usize>)], n: usize) -> Vec<String> {
 
 /// A table a statement names: (database, table); the database is the
 /// statement's default one when not written.
-pub type TableRef = (String, String);
+pub(crate) type TableRef = (String, String);
 
 /// What a statement is, for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,7 +229,7 @@ const NOISE: &[&str] = &[
 ];
 
 /// Kind and tables of `sql`, whose default database is `default_db`.
-pub fn summarize(sql: &str, default_db: &str) -> Summary {
+pub(crate) fn summarize(sql: &str, default_db: &str) -> Summary {
     let toks: Vec<(Tok, Range<usize>)> = lex(sql)
         .into_iter()
         .filter(|(t, _)| !matches!(t, Tok::Comment))
@@ -373,12 +373,12 @@ fn table_names_after(
 }
 
 /// Whether the statement writes rows (INSERT, UPDATE, DELETE, REPLACE, LOAD DATA).
-pub fn is_dml(kind: &str) -> bool {
+pub(crate) fn is_dml(kind: &str) -> bool {
     matches!(kind, "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "LOAD")
 }
 
 /// `db.table` for the log.
-pub fn show_tables(tables: &[TableRef]) -> String {
+pub(crate) fn show_tables(tables: &[TableRef]) -> String {
     tables
         .iter()
         .map(|(d, t)| format!("{d}.{t}"))

@@ -15,33 +15,31 @@ use super::value::{ColumnInfo, ColumnKind};
 use crate::event::{Column, Table};
 
 // Column type codes as they appear in TABLE_MAP.
-pub const T_DECIMAL: u8 = 0x00;
-pub const T_TINY: u8 = 0x01;
-pub const T_SHORT: u8 = 0x02;
-pub const T_LONG: u8 = 0x03;
-pub const T_FLOAT: u8 = 0x04;
-pub const T_DOUBLE: u8 = 0x05;
-pub const T_LONGLONG: u8 = 0x08;
-pub const T_INT24: u8 = 0x09;
-pub const T_YEAR: u8 = 0x0d;
-pub const T_VARCHAR: u8 = 0x0f;
-pub const T_BIT: u8 = 0x10;
-pub const T_TIMESTAMP2: u8 = 0x11;
-pub const T_DATETIME2: u8 = 0x12;
-pub const T_TIME2: u8 = 0x13;
-pub const T_TYPED_ARRAY: u8 = 0x14;
-pub const T_VECTOR: u8 = 0xf2;
-pub const T_JSON: u8 = 0xf5;
-pub const T_NEWDECIMAL: u8 = 0xf6;
-pub const T_ENUM: u8 = 0xf7;
-pub const T_SET: u8 = 0xf8;
-pub const T_BLOB: u8 = 0xfc;
-pub const T_VAR_STRING: u8 = 0xfd;
-pub const T_STRING: u8 = 0xfe;
-pub const T_GEOMETRY: u8 = 0xff;
+pub(crate) const T_DECIMAL: u8 = 0x00;
+pub(crate) const T_TINY: u8 = 0x01;
+pub(crate) const T_SHORT: u8 = 0x02;
+pub(crate) const T_LONG: u8 = 0x03;
+pub(crate) const T_FLOAT: u8 = 0x04;
+pub(crate) const T_DOUBLE: u8 = 0x05;
+pub(crate) const T_LONGLONG: u8 = 0x08;
+pub(crate) const T_INT24: u8 = 0x09;
+pub(crate) const T_YEAR: u8 = 0x0d;
+pub(crate) const T_VARCHAR: u8 = 0x0f;
+pub(crate) const T_BIT: u8 = 0x10;
+pub(crate) const T_TIMESTAMP2: u8 = 0x11;
+pub(crate) const T_DATETIME2: u8 = 0x12;
+pub(crate) const T_TIME2: u8 = 0x13;
+pub(crate) const T_VECTOR: u8 = 0xf2;
+pub(crate) const T_NEWDECIMAL: u8 = 0xf6;
+pub(crate) const T_ENUM: u8 = 0xf7;
+pub(crate) const T_SET: u8 = 0xf8;
+pub(crate) const T_BLOB: u8 = 0xfc;
+pub(crate) const T_VAR_STRING: u8 = 0xfd;
+pub(crate) const T_STRING: u8 = 0xfe;
+pub(crate) const T_GEOMETRY: u8 = 0xff;
 
 /// The real type of a column: STRING columns carry ENUM/SET in their metadata.
-pub fn real_type(ty: u8, meta: &[u8]) -> u8 {
+pub(crate) fn real_type(ty: u8, meta: &[u8]) -> u8 {
     if ty == T_STRING {
         if let Some(&b0) = meta.first() {
             if b0 & 0x30 != 0x30 {
@@ -77,7 +75,7 @@ fn is_character(real: u8) -> bool {
 
 /// One column of a TABLE_MAP.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MapColumn {
+pub(crate) struct MapColumn {
     pub ty: u8,
     pub meta: Vec<u8>,
     pub nullable: bool,
@@ -90,7 +88,7 @@ pub struct MapColumn {
 
 /// A TABLE_MAP event, with optional metadata spread onto its columns.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableMap {
+pub(crate) struct TableMap {
     pub table_id: u64,
     pub database: String,
     pub table: String,
@@ -101,7 +99,7 @@ pub struct TableMap {
 
 impl TableMap {
     /// Whether the binlog carried column names (binlog_row_metadata=FULL).
-    pub fn has_names(&self) -> bool {
+    pub(crate) fn has_names(&self) -> bool {
         self.columns.iter().all(|c| c.name.is_some()) && !self.columns.is_empty()
     }
 }
@@ -343,7 +341,7 @@ fn apply_set_labels(
 /// Everything the row loop needs for one table: the event-model table
 /// (names, key) and each column's resolved decoder.
 #[derive(Debug)]
-pub struct TableDecoder {
+pub(crate) struct TableDecoder {
     pub table: Arc<Table>,
     pub kinds: Vec<ColumnKind>,
 }
@@ -351,7 +349,10 @@ pub struct TableDecoder {
 /// Combines a TABLE_MAP with what `information_schema` says of the table
 /// (when available) into a decoder. Binlog metadata wins where both exist;
 /// the schema fills the gaps (names without FULL metadata, MariaDB JSON).
-pub fn build_decoder(tm: &TableMap, schema: Option<&TableSchema>) -> Result<TableDecoder, String> {
+pub(crate) fn build_decoder(
+    tm: &TableMap,
+    schema: Option<&TableSchema>,
+) -> Result<TableDecoder, String> {
     let n = tm.columns.len();
     if let Some(s) = schema {
         if !tm.has_names() && s.columns.len() != n {

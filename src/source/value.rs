@@ -10,7 +10,7 @@
 use super::charset::{self, Charset};
 use super::{decimal, geometry, jsonb, temporal};
 
-pub use super::bytes::DecodeError;
+pub(crate) use super::bytes::DecodeError;
 pub(crate) use super::bytes::{
     be_uint, le_uint, length_prefixed, take_array, write_base64, write_escaped, write_f32,
     write_f64, write_i64, write_u64, Fault,
@@ -455,7 +455,7 @@ impl ColumnKind {
 /// Decode one present, non-NULL value of a column of kind `kind` from the
 /// start of `input`, append its JSON text to `out`, and return how many
 /// input bytes it occupied. On error `out` is left as it was.
-pub fn decode_value(
+pub(crate) fn decode_value(
     kind: &ColumnKind,
     input: &[u8],
     out: &mut Vec<u8>,

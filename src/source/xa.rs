@@ -23,11 +23,11 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 /// Longest gtrid and bqual (MySQL's and MariaDB's `MAXGTRIDSIZE`, `MAXBQUALSIZE`).
-pub const MAX_PART: usize = 64;
+pub(crate) const MAX_PART: usize = 64;
 
 /// An XA transaction identifier.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Xid {
+pub(crate) struct Xid {
     /// The global transaction id.
     pub gtrid: Vec<u8>,
     /// The branch qualifier.
@@ -38,7 +38,7 @@ pub struct Xid {
 
 impl Xid {
     /// `X'gtrid',X'bqual',formatID`, the form both servers print.
-    pub fn canonical(&self) -> String {
+    pub(crate) fn canonical(&self) -> String {
         let mut s = String::with_capacity(12 + 2 * (self.gtrid.len() + self.bqual.len()));
         for (i, part) in [&self.gtrid, &self.bqual].into_iter().enumerate() {
             if i > 0 {
@@ -85,7 +85,7 @@ impl Xid {
 /// empty in every server so far): `one_phase` (1 byte), formatID (4),
 /// gtrid_length (4), bqual_length (4), then gtrid and bqual. Returns
 /// `(one_phase, xid)`.
-pub fn parse_prepare(body: &[u8]) -> Result<(bool, Xid), String> {
+pub(crate) fn parse_prepare(body: &[u8]) -> Result<(bool, Xid), String> {
     let u32_at = |at: usize| -> Result<u32, String> {
         body.get(at..at + 4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -103,7 +103,7 @@ pub fn parse_prepare(body: &[u8]) -> Result<(bool, Xid), String> {
 /// The xid in a MariaDB GTID event flagged `FL_PREPARED_XA` or
 /// `FL_COMPLETED_XA`, at `rest` (after the commit id, if any): formatID (4),
 /// gtrid length (1), bqual length (1), data.
-pub fn parse_maria_gtid_xid(rest: &[u8]) -> Result<Xid, String> {
+pub(crate) fn parse_maria_gtid_xid(rest: &[u8]) -> Result<Xid, String> {
     let (Some(f), Some(&g), Some(&b)) = (rest.get(0..4), rest.get(4), rest.get(5)) else {
         return Err("MariaDB GTID event: XA xid truncated".into());
     };
@@ -115,7 +115,7 @@ pub fn parse_maria_gtid_xid(rest: &[u8]) -> Result<Xid, String> {
 /// The xid of an `XA START|BEGIN|END|PREPARE|COMMIT|ROLLBACK xid …`
 /// statement (comments before `XA` are allowed). The servers write it as
 /// `X'…',X'…',N`; quoted strings and `0x…` are read too.
-pub fn parse_statement_xid(sql: &str) -> Result<Xid, String> {
+pub(crate) fn parse_statement_xid(sql: &str) -> Result<Xid, String> {
     let mut p = SqlXid::new(skip_comments(sql));
     p.keyword("XA")?;
     p.word()?; // START, COMMIT, ...
@@ -139,13 +139,13 @@ pub fn parse_statement_xid(sql: &str) -> Result<Xid, String> {
 
 /// Whether `sql` is an `XA …` statement (cheap: no allocation, as it is
 /// asked of every `BEGIN`).
-pub fn is_xa_statement(sql: &str) -> bool {
+pub(crate) fn is_xa_statement(sql: &str) -> bool {
     let b = skip_comments(sql).as_bytes();
     b.len() > 3 && b[..2].eq_ignore_ascii_case(b"XA") && b[2].is_ascii_whitespace()
 }
 
 /// Whether an `XA COMMIT` statement ends with `ONE PHASE`.
-pub fn is_one_phase(sql: &str) -> bool {
+pub(crate) fn is_one_phase(sql: &str) -> bool {
     let words: Vec<String> = sql
         .split_whitespace()
         .rev()
