@@ -6,14 +6,14 @@
 use std::time::Duration;
 
 /// Delay before retry number `attempt` (0 = first retry).
-pub fn full_jitter(base: Duration, max: Duration, attempt: u32, rand01: f64) -> Duration {
+pub(crate) fn full_jitter(base: Duration, max: Duration, attempt: u32, rand01: f64) -> Duration {
     let exp = base.saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX));
     let cap = exp.min(max);
     cap.mul_f64(rand01.clamp(0.0, 1.0))
 }
 
 /// A random number in [0, 1).
-pub fn rand01() -> f64 {
+pub(crate) fn rand01() -> f64 {
     fastrand::f64()
 }
 

@@ -63,7 +63,7 @@ impl std::str::FromStr for Output {
 
 /// A range bound: a file position or a GTID.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Bound {
+pub(crate) enum Bound {
     FilePos(FilePos),
     /// MariaDB `domain-server-seq` (a comma list for `--from`), MySQL `uuid[:tag]:gno`.
     Gtid(String),

@@ -62,14 +62,14 @@ impl Router {
     }
 
     /// Whether any task wants changes of `db`.`table`.
-    pub fn wants_table(&self, db: &str, table: &str) -> bool {
+    pub(crate) fn wants_table(&self, db: &str, table: &str) -> bool {
         self.by_table
             .get(db)
             .is_some_and(|tables| tables.contains_key(table))
     }
 
     /// Indexes (into the task list) of the tasks that want `change`, in config order.
-    pub fn tasks_for<'a>(&'a self, change: &Change) -> impl Iterator<Item = usize> + 'a {
+    pub(crate) fn tasks_for<'a>(&'a self, change: &Change) -> impl Iterator<Item = usize> + 'a {
         let kind = change.kind;
         self.by_table
             .get(&*change.table.database)

@@ -28,7 +28,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogConfig, LogFormat, LogLevel};
 
 /// How many daily log files `log.file` keeps (the current one included).
-pub const KEPT_LOG_FILES: usize = 14;
+pub(crate) const KEPT_LOG_FILES: usize = 14;
 
 /// Whether `c` could break or garble a line on a terminal or in a log:
 /// a control character (C0, DEL, C1: line breaks, ANSI escapes, …) or a
@@ -151,7 +151,7 @@ pub struct LogGuard {
 
 /// Where `log.file` writes: the files of a day are `<dir>/<stem>.<YYYY-MM-DD>.<ext>`
 /// (UTC dates), e.g. `/app/logs/pikachu.log` → `/app/logs/pikachu.2025-01-31.log`.
-pub fn log_file_parts(file: &Path) -> (PathBuf, String, Option<String>) {
+pub(crate) fn log_file_parts(file: &Path) -> (PathBuf, String, Option<String>) {
     let dir = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -247,7 +247,7 @@ pub fn init_default() {
 }
 
 /// "7 days", "36 hours", "45 minutes".
-pub fn human_duration(secs: f64) -> String {
+pub(crate) fn human_duration(secs: f64) -> String {
     let plural = |n: f64, unit: &str| {
         let shown = if (n - n.round()).abs() < 0.05 {
             format!("{}", n.round() as u64)

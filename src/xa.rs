@@ -28,11 +28,11 @@ use crate::store::xa::{HeldXa, XaPlace};
 use crate::store::{Store, StoreError};
 
 /// Most changes of an open XA group kept in memory.
-pub const MEMORY_ROWS: usize = 1024;
+pub(crate) const MEMORY_ROWS: usize = 1024;
 /// Most row-image bytes of an open XA group kept in memory (about).
-pub const MEMORY_BYTES: usize = 4 << 20;
+pub(crate) const MEMORY_BYTES: usize = 4 << 20;
 /// Changes read from the store at a time when releasing.
-pub const RELEASE_CHUNK: usize = 1024;
+pub(crate) const RELEASE_CHUNK: usize = 1024;
 
 /// Why holding or releasing XA rows failed.
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +101,7 @@ impl OpenXa {
 }
 
 /// How an event group ended, at its commit.
-pub enum GroupEnd {
+pub(crate) enum GroupEnd {
     /// It was no XA group.
     NotXa,
     /// Its rows wait in the store for the outcome.
@@ -125,7 +125,7 @@ pub enum Outcome {
 }
 
 /// Changes to deliver, in binlog order, a chunk at a time.
-pub struct Release {
+pub(crate) struct Release {
     source: ReleaseFrom,
     reader: codec::Reader,
 }
@@ -143,7 +143,7 @@ enum ReleaseFrom {
 
 impl Release {
     /// The next chunk of changes; `None` at the end.
-    pub async fn next_chunk(&mut self) -> Result<Option<Vec<Change>>, XaError> {
+    pub(crate) async fn next_chunk(&mut self) -> Result<Option<Vec<Change>>, XaError> {
         let (store, held, next, delete_after) = match &mut self.source {
             ReleaseFrom::Memory(buf) => return Ok(buf.take()),
             ReleaseFrom::Store {
@@ -188,7 +188,7 @@ impl Release {
 }
 
 /// See the module docs.
-pub struct XaHold {
+pub(crate) struct XaHold {
     slot: Slot,
     open: Option<OpenXa>,
     /// Held transactions whose outcome was read (not to be matched again;
@@ -322,7 +322,7 @@ impl XaHold {
 
     /// The open group ended (its commit was read): prepared, or committed
     /// in one phase.
-    pub async fn end_group(&mut self) -> Result<GroupEnd, XaError> {
+    pub(crate) async fn end_group(&mut self) -> Result<GroupEnd, XaError> {
         let Some(open) = self.open.take() else {
             return Ok(GroupEnd::NotXa);
         };
@@ -413,7 +413,7 @@ impl XaHold {
     }
 
     /// Deletes finished transactions now (replay: nothing to settle).
-    pub async fn forget(&mut self, ids: Vec<i64>) -> Result<(), XaError> {
+    pub(crate) async fn forget(&mut self, ids: Vec<i64>) -> Result<(), XaError> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -437,7 +437,7 @@ impl XaHold {
 
     /// At start: discards rows of groups a stop interrupted (read again),
     /// and returns the prepared transactions held from earlier runs.
-    pub async fn recover(&mut self) -> Result<Vec<HeldXa>, XaError> {
+    pub(crate) async fn recover(&mut self) -> Result<Vec<HeldXa>, XaError> {
         let store = self.store()?;
         blocking(&store, |s| {
             let dropped = s.xa_discard_open()?;

@@ -11,7 +11,8 @@
 
 mod tracker;
 
-pub use tracker::{CommitTracker, Settled};
+pub(crate) use tracker::CommitTracker;
+pub use tracker::Settled;
 
 use std::sync::{Arc, Mutex};
 
@@ -82,7 +83,7 @@ pub struct Start {
 /// checking it belongs to this server, or to its replication topology by
 /// GTID, and that the server still has that binlog, and the same one),
 /// else from `start` in the config.
-pub async fn decide_start(
+pub(crate) async fn decide_start(
     cfg: &Config,
     conn: &mut Conn,
     info: &ServerInfo,
@@ -307,7 +308,7 @@ async fn gtid_pos(conn: &mut Conn, info: &ServerInfo, p: &FilePos) -> Option<Str
 }
 
 /// The checkpoint for a settled commit on `info`'s server, in `history`.
-pub fn from_commit(c: &Commit, info: &ServerInfo, history: History) -> Checkpoint {
+pub(crate) fn from_commit(c: &Commit, info: &ServerInfo, history: History) -> Checkpoint {
     Checkpoint {
         file: c.file.to_string(),
         pos: c.pos,
@@ -324,7 +325,7 @@ pub fn from_commit(c: &Commit, info: &ServerInfo, history: History) -> Checkpoin
 
 /// Saves checkpoints off the async threads; remembers the last one saved so
 /// an unchanged position is not written again.
-pub struct Saver {
+pub(crate) struct Saver {
     store: Arc<Mutex<Store>>,
     info: ServerInfo,
     history: History,
@@ -341,14 +342,10 @@ impl Saver {
         }
     }
 
-    /// Saves `c` (durably) unless it is the position saved last.
-    pub async fn save(&mut self, c: &Commit) -> Result<bool, CheckpointError> {
-        self.save_settling(c, &[]).await
-    }
-
-    /// [`Saver::save`], deleting in the same store transaction the held XA
-    /// transactions `settled_xa` whose outcome `c` covers.
-    pub async fn save_settling(
+    /// Saves `c` (durably) unless it is the position saved last, deleting
+    /// in the same store transaction the held XA transactions `settled_xa`
+    /// whose outcome `c` covers.
+    pub(crate) async fn save_settling(
         &mut self,
         c: &Commit,
         settled_xa: &[i64],
@@ -532,7 +529,7 @@ fn next_history(old: Option<u32>, same_history: bool, current: History) -> Histo
 /// The history marker `pikachu replay` renders ids with: the checkpoint's
 /// when it was taken in the server's current history (so a replay gives
 /// the ids `run` gave), else the server's current one.
-pub async fn history_for_replay(
+pub(crate) async fn history_for_replay(
     cfg: &Config,
     conn: &mut Conn,
     info: &ServerInfo,

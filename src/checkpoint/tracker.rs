@@ -39,7 +39,7 @@ pub struct Settled {
 /// its event group was: once it is settled they are
 /// [`CommitTracker::settled_xa`], to be deleted with the next checkpoint.
 #[derive(Debug)]
-pub struct CommitTracker {
+pub(crate) struct CommitTracker {
     /// (next seq when read, the commit, the held XA it settles), in order.
     pending: VecDeque<(u64, Commit, Vec<i64>)>,
     /// Held XA transactions settled and not deleted yet.
@@ -60,7 +60,7 @@ impl Default for CommitTracker {
 
 impl CommitTracker {
     /// A receiver of the published [`Settled`] value.
-    pub fn subscribe(&self) -> watch::Receiver<Settled> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Settled> {
         self.published.subscribe()
     }
 
@@ -72,13 +72,14 @@ impl CommitTracker {
     }
 
     /// Records a commit read when the next job's seq was `next_seq`.
+    #[cfg(test)]
     pub fn record(&mut self, next_seq: u64, commit: Commit) {
         self.record_with_xa(next_seq, commit, Vec::new());
     }
 
     /// [`CommitTracker::record`], for a group that was the outcome of the
     /// held XA transactions `xa`.
-    pub fn record_with_xa(&mut self, next_seq: u64, commit: Commit, xa: Vec<i64>) {
+    pub(crate) fn record_with_xa(&mut self, next_seq: u64, commit: Commit, xa: Vec<i64>) {
         // Commits with no job in between settle together: keep the last.
         if let Some(back) = self.pending.back_mut() {
             if back.0 == next_seq {
@@ -112,21 +113,22 @@ impl CommitTracker {
     }
 
     /// The latest commit all of whose changes (and all earlier ones) are settled.
-    pub fn settled_commit(&self) -> Option<Commit> {
+    pub(crate) fn settled_commit(&self) -> Option<Commit> {
         self.published.borrow().position.clone()
     }
 
     /// Held XA transactions whose outcome is settled and not yet deleted.
-    pub fn settled_xa(&self) -> &[i64] {
+    pub(crate) fn settled_xa(&self) -> &[i64] {
         &self.settled_xa
     }
 
     /// The first `n` of [`CommitTracker::settled_xa`] were deleted.
-    pub fn forget_settled_xa(&mut self, n: usize) {
+    pub(crate) fn forget_settled_xa(&mut self, n: usize) {
         self.settled_xa.drain(..n.min(self.settled_xa.len()));
     }
 
     /// Commits read but not settled yet.
+    #[cfg(test)]
     pub fn pending(&self) -> usize {
         self.pending.len()
     }

@@ -28,7 +28,7 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// A failed command: exit code and message lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// 2 for config/usage, 1 for runtime.
     pub code: u8,
     /// The message (first line after `error: `).
@@ -94,7 +94,7 @@ pub fn run(cli: &Cli, command: &SnapshotCommand, rt: &tokio::runtime::Runtime) -
 }
 
 /// The task `id` of the config, or a usage error listing the tasks.
-pub fn find_task<'a>(cfg: &'a Config, id: &str) -> Result<&'a TaskConfig, Failure> {
+pub(crate) fn find_task<'a>(cfg: &'a Config, id: &str) -> Result<&'a TaskConfig, Failure> {
     cfg.tasks.iter().find(|t| t.task_id == id).ok_or_else(|| {
         let ids: Vec<&str> = cfg.tasks.iter().map(|t| t.task_id.as_str()).collect();
         usage(format!(
@@ -106,7 +106,7 @@ pub fn find_task<'a>(cfg: &'a Config, id: &str) -> Result<&'a TaskConfig, Failur
 
 /// Checks `--table` (`db.table` or `table`) against the task's table;
 /// returns the `db.table` to record.
-pub fn check_table(
+pub(crate) fn check_table(
     cfg: &Config,
     task: &TaskConfig,
     table: Option<&str>,
@@ -278,7 +278,7 @@ fn short_duration(secs: u64) -> String {
 
 /// One table's progress as text: `db.t: 1,200 / ~5,000 rows (24%)`, with
 /// the rate and ETA when known.
-pub fn progress_line(p: &TableProgress, rate: Option<f64>) -> String {
+pub(crate) fn progress_line(p: &TableProgress, rate: Option<f64>) -> String {
     let mut s = format!("{}.{}: {} ", p.db, p.table, thousands(p.rows_done));
     if p.done {
         s.push_str("rows, done");
@@ -304,7 +304,7 @@ pub fn progress_line(p: &TableProgress, rate: Option<f64>) -> String {
 }
 
 /// A snapshot's head line: `snapshot 3 task orders (shop.orders where …): running`.
-pub fn head_line(s: &SnapshotRow) -> String {
+pub(crate) fn head_line(s: &SnapshotRow) -> String {
     let mut what = s.table.clone().unwrap_or_else(|| "all tables".into());
     if let Some(c) = &s.condition {
         what.push_str(&format!(" where {c}"));

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 /// Why a duration string was rejected. Display is a short human sentence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DurationError {
+pub(crate) enum DurationError {
     #[error("empty duration")]
     Empty,
     #[error("duration `{0}` has no unit; write it like \"{0}s\" (units: ns, us, ms, s, m, h)")]
@@ -21,7 +21,7 @@ pub enum DurationError {
 
 /// Parses a Go duration string. A bare `0` is accepted (as in Go); any other
 /// number needs a unit. Negative durations are rejected.
-pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let s = text.trim();
     if s.is_empty() {
         return Err(DurationError::Empty);
@@ -110,7 +110,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
 }
 
 /// `d` in Go syntax, largest whole unit first: `0s`, `1ms`, `1m30s`, `24h`.
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     if d.is_zero() {
         return "0s".to_owned();
     }

@@ -5,7 +5,7 @@
 
 /// Why a string could not be interpolated. Display is a short human sentence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EnvError {
+pub(crate) enum EnvError {
     #[error("environment variable `{0}` is not set (use `${{{0}:-default}}` to give a default)")]
     Unset(String),
     #[error("environment variable `{0}` is not valid UTF-8")]
@@ -21,7 +21,7 @@ pub enum EnvError {
 /// `lookup` returns `Ok(None)` for an unset variable. `${VAR:-default}` uses the
 /// default when the variable is unset or empty (as in the shell). A `$` that is
 /// not followed by `{` or `$` is kept as is.
-pub fn interpolate_with<F>(text: &str, mut lookup: F) -> Result<String, EnvError>
+pub(crate) fn interpolate_with<F>(text: &str, mut lookup: F) -> Result<String, EnvError>
 where
     F: FnMut(&str) -> Result<Option<String>, EnvError>,
 {
@@ -63,7 +63,7 @@ where
 }
 
 /// Interpolates `text` from the process environment.
-pub fn interpolate(text: &str) -> Result<String, EnvError> {
+pub(crate) fn interpolate(text: &str) -> Result<String, EnvError> {
     interpolate_with(text, |name| match std::env::var(name) {
         Ok(value) => Ok(Some(value)),
         Err(std::env::VarError::NotPresent) => Ok(None),

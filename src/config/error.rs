@@ -83,7 +83,7 @@ impl ConfigError {
     }
 
     /// The located diagnostic, for every kind except [`ConfigError::Read`].
-    pub fn diagnostic(&self) -> Option<&Diagnostic> {
+    pub(crate) fn diagnostic(&self) -> Option<&Diagnostic> {
         match self {
             ConfigError::Read { .. } => None,
             ConfigError::Syntax(d)

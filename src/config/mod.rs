@@ -18,9 +18,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use duration::{parse_duration, DurationError};
-pub use error::{ConfigError, Diagnostic};
-pub use values::{parse_mysql_gtid_set, signing_key, SERVER_FIXED_PATHS};
+pub use error::ConfigError;
+pub(crate) use error::Diagnostic;
+pub use values::signing_key;
+pub(crate) use values::{parse_mysql_gtid_set, SERVER_FIXED_PATHS};
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,14 +48,14 @@ pub struct Config {
 impl Config {
     /// A task's table as (database, table): its `database`, else the
     /// connection's.
-    pub fn task_table(&self, task: &TaskConfig) -> (String, String) {
+    pub(crate) fn task_table(&self, task: &TaskConfig) -> (String, String) {
         let db = task.database.as_ref().unwrap_or(&self.database.database);
         (db.clone(), task.table_name.clone())
     }
 }
 
 /// Rows per chunk when the config does not say (`snapshot.chunk_size`).
-pub const DEFAULT_CHUNK_SIZE: usize = 4096;
+pub(crate) const DEFAULT_CHUNK_SIZE: usize = 4096;
 
 /// Key `snapshot` (top level): how snapshots and backfills read tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +98,7 @@ impl Secret {
         Secret(value.into())
     }
     /// The secret value; use only where it is needed (connecting, signing).
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }

@@ -6,7 +6,7 @@
 use base64::Engine as _;
 
 /// Paths the health server always serves besides `server.path`.
-pub const SERVER_FIXED_PATHS: [&str; 3] = ["/live", "/ready", "/metrics"];
+pub(crate) const SERVER_FIXED_PATHS: [&str; 3] = ["/live", "/ready", "/metrics"];
 
 /// The HMAC key of a Standard Webhooks secret: the base64 after `whsec_`,
 /// or a plain string's own bytes.
@@ -28,7 +28,9 @@ pub fn signing_key(secret: &str) -> Result<Vec<u8>, String> {
 
 /// Parses a MySQL GTID set (`uuid:1-100:200,uuid2[:tag]:1-5`, whitespace
 /// allowed) into the form the binlog dump request takes.
-pub fn parse_mysql_gtid_set(set: &str) -> Result<Vec<mysql_common::packets::Sid<'static>>, String> {
+pub(crate) fn parse_mysql_gtid_set(
+    set: &str,
+) -> Result<Vec<mysql_common::packets::Sid<'static>>, String> {
     set.split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())

@@ -797,7 +797,7 @@ impl Engine {
 
 /// The `webhook-id` of a batch: derived from its first and last change ids
 /// (the id itself for a batch of one).
-pub fn batch_id(first: &str, last: &str) -> String {
+pub(crate) fn batch_id(first: &str, last: &str) -> String {
     if first == last {
         first.to_string()
     } else {

@@ -20,7 +20,7 @@ use sha2::Sha256;
 use crate::config::{DispatcherConfig, TaskConfig};
 
 /// `pikachu/<version>`.
-pub const USER_AGENT: &str = concat!("pikachu/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("pikachu/", env!("CARGO_PKG_VERSION"));
 
 /// Builds the shared HTTP client (every webhook request of `run`,
 /// `dlq replay` and `replay` goes through one): rustls on ring, HTTP/1.1
@@ -96,7 +96,7 @@ impl Target {
 }
 
 /// The `webhook-signature` value: `v1,<base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}"))>`.
-pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+pub(crate) fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
     // HMAC accepts keys of any length.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(id.as_bytes());

@@ -76,7 +76,7 @@ fn image_key(task: usize, table: &Table, image: &RowImage, scratch: &mut Vec<u8>
 }
 
 /// The key of a table without a primary key (or a row without key values).
-pub fn table_key(task: usize, table: &Table) -> u64 {
+pub(crate) fn table_key(task: usize, table: &Table) -> u64 {
     let mut h = hasher(task, table);
     b"\0no-primary-key".hash(&mut h);
     h.finish()

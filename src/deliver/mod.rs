@@ -18,6 +18,7 @@ pub mod engine;
 pub mod http;
 pub mod keys;
 
-pub use engine::{batch_id, Dispatcher, Job, Observer, ShutdownReport, Stats, SubmitError};
-pub use http::{http_client, sign, signing_key, Target};
+pub use engine::{Dispatcher, Job, Stats};
+pub(crate) use engine::{Observer, SubmitError};
+pub use http::{http_client, signing_key};
 pub use keys::{ordering_keys, OrderingKeys};

@@ -83,7 +83,7 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 /// Reads changes back; consecutive changes of the same table share one
 /// [`Table`] (as the changes read from the binlog do).
 #[derive(Default)]
-pub struct Reader {
+pub(crate) struct Reader {
     /// The encoded table of the last change read, and the table.
     last_table: Option<(Vec<u8>, Arc<Table>)>,
 }

@@ -6,7 +6,7 @@
 //! end; routing and delivery only read them.
 //! The webhook body is rendered by [`payload`].
 
-pub mod codec;
+pub(crate) mod codec;
 pub mod payload;
 pub mod time;
 
@@ -50,7 +50,7 @@ impl Column {
     }
 
     /// `"name":` as JSON text.
-    pub fn json_key(&self) -> &[u8] {
+    pub(crate) fn json_key(&self) -> &[u8] {
         &self.json_key
     }
 }
@@ -89,21 +89,21 @@ impl RowImage {
 
     /// The buffer to write the next column's JSON fragment into; call
     /// [`RowImage::end_value`] after writing it.
-    pub fn buf_mut(&mut self) -> &mut Vec<u8> {
+    pub(crate) fn buf_mut(&mut self) -> &mut Vec<u8> {
         &mut self.buf
     }
 
     /// Marks the end of the fragment just written to [`RowImage::buf_mut`].
-    pub fn end_value(&mut self) {
+    pub(crate) fn end_value(&mut self) {
         self.ends.push(self.buf.len() as u32);
     }
 
-    pub fn push_null(&mut self) {
+    pub(crate) fn push_null(&mut self) {
         self.buf.extend_from_slice(b"null");
         self.end_value();
     }
 
-    pub fn push_absent(&mut self) {
+    pub(crate) fn push_absent(&mut self) {
         self.ends.push(ABSENT);
     }
 
@@ -118,7 +118,7 @@ impl RowImage {
     }
 
     /// Bytes of JSON text in all fragments together.
-    pub fn byte_len(&self) -> usize {
+    pub(crate) fn byte_len(&self) -> usize {
         self.buf.len()
     }
 
@@ -193,7 +193,7 @@ pub struct Change {
 
 impl Change {
     /// The row image that identifies the row: the new one, or for a delete the old one.
-    pub fn key_image(&self) -> Option<&RowImage> {
+    pub(crate) fn key_image(&self) -> Option<&RowImage> {
         self.after.as_ref().or(self.before.as_ref())
     }
 
@@ -201,7 +201,7 @@ impl Change {
     /// (the old one for a delete), else from the other image. With
     /// `binlog_row_image=MINIMAL` an update's new image lacks the unchanged
     /// key columns; the old image has them (and the key did not change).
-    pub fn key_value(&self, i: usize) -> Option<&[u8]> {
+    pub(crate) fn key_value(&self, i: usize) -> Option<&[u8]> {
         let after = self.after.as_ref().and_then(|r| r.get(i));
         after.or_else(|| self.before.as_ref()?.get(i))
     }

@@ -9,14 +9,14 @@
 use super::{time, Change, ChangeKind, RowImage, Table};
 
 /// Writes `s` as a JSON string literal.
-pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     write_escaped(out, s);
     out.push(b'"');
 }
 
 /// The body of a JSON string (no quotes): `"`, `\\` and control characters escaped.
-pub fn write_escaped(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_escaped(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     out.reserve(bytes.len());
@@ -60,7 +60,7 @@ pub fn write_escaped(out: &mut Vec<u8>, s: &str) {
 /// True when `bytes` is ASCII with nothing to escape in a JSON string:
 /// such text is valid UTF-8 in every ASCII-compatible charset and can be
 /// copied as is (checked 8 bytes at a time).
-pub fn is_plain_ascii(bytes: &[u8]) -> bool {
+pub(crate) fn is_plain_ascii(bytes: &[u8]) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;
     bytes.chunks(8).all(|chunk| {
         let w = padded_word(chunk);
@@ -114,7 +114,7 @@ pub fn write_row(out: &mut Vec<u8>, table: &Table, image: &RowImage) {
 
 /// Writes the `primary_id` value: the key's value for a one-column key, an
 /// object column→value for a composite key, `null` without a key.
-pub fn write_primary_id(out: &mut Vec<u8>, table: &Table, image: &RowImage) {
+pub(crate) fn write_primary_id(out: &mut Vec<u8>, table: &Table, image: &RowImage) {
     write_key_with(out, table, |i| image.get(i));
 }
 
@@ -122,7 +122,7 @@ pub fn write_primary_id(out: &mut Vec<u8>, table: &Table, image: &RowImage) {
 /// [`Change::key_value`], so that under `binlog_row_image=MINIMAL` (an
 /// update's new image lacks the key columns it did not change, which the
 /// old image has) the key is still there.
-pub fn write_change_primary_id(out: &mut Vec<u8>, change: &Change) {
+pub(crate) fn write_change_primary_id(out: &mut Vec<u8>, change: &Change) {
     write_key_with(out, &change.table, |i| change.key_value(i));
 }
 

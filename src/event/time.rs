@@ -3,7 +3,7 @@
 
 /// Converts days since 1970-01-01 to (year, month, day) in the proleptic
 /// Gregorian calendar (Howard Hinnant's `civil_from_days`).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -22,7 +22,7 @@ fn push_2(out: &mut Vec<u8>, v: u32) {
 }
 
 /// Writes `YYYY-MM-DDTHH:MM:SS` (no zone, no fraction) for `secs` since the epoch.
-pub fn write_datetime_t(out: &mut Vec<u8>, secs: i64) {
+pub(crate) fn write_datetime_t(out: &mut Vec<u8>, secs: i64) {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400) as u32;
     let (y, m, d) = civil_from_days(days);
@@ -42,13 +42,13 @@ pub fn write_datetime_t(out: &mut Vec<u8>, secs: i64) {
 }
 
 /// Writes `YYYY-MM-DDTHH:MM:SSZ` for `secs` since the epoch.
-pub fn write_rfc3339(out: &mut Vec<u8>, secs: i64) {
+pub(crate) fn write_rfc3339(out: &mut Vec<u8>, secs: i64) {
     write_datetime_t(out, secs);
     out.push(b'Z');
 }
 
 /// `secs` since the epoch as RFC 3339 UTC text.
-pub fn rfc3339(secs: i64) -> String {
+pub(crate) fn rfc3339(secs: i64) -> String {
     let mut out = Vec::with_capacity(20);
     write_rfc3339(&mut out, secs);
     String::from_utf8(out).unwrap_or_default()

@@ -10,7 +10,7 @@
 pub mod retention;
 mod snapshot;
 
-pub use snapshot::{RunningSnapshot, SnapshotFigures};
+pub(crate) use snapshot::SnapshotFigures;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,7 +111,7 @@ pub struct Snapshot {
 }
 
 /// All of pikachu's metrics.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     changes_read: Family<ChangeLabels, Counter>,
     change_cache: Mutex<ChangeCache>,
@@ -131,7 +131,6 @@ pub struct Metrics {
     checkpoint_age: Family<FileLabels, FloatGauge>,
     retention: Family<Vec<(String, String)>, FloatGauge>,
     headroom: Family<FileLabels, FloatGauge>,
-    last_headroom: Mutex<Headroom>,
     /// What the snapshots report.
     pub snapshots: SnapshotFigures,
 }
@@ -330,13 +329,12 @@ impl Metrics {
             checkpoint_age,
             retention,
             headroom,
-            last_headroom: Mutex::new(Headroom::Unknown),
             snapshots,
         }
     }
 
     /// A change read from the binlog (for a configured table).
-    pub fn change_read(&self, change: &Change) {
+    pub(crate) fn change_read(&self, change: &Change) {
         let idx = change.kind as usize;
         let Ok(mut cache) = self.change_cache.lock() else {
             return;
@@ -424,7 +422,7 @@ impl Metrics {
     }
 
     /// The binlog retention in seconds (`None`: unlimited).
-    pub fn set_retention(&self, secs: Option<f64>) {
+    pub(crate) fn set_retention(&self, secs: Option<f64>) {
         self.retention.clear();
         if let Some(s) = secs {
             self.retention.get_or_create(&Vec::new()).set(s);
@@ -432,23 +430,13 @@ impl Metrics {
     }
 
     /// The retention headroom figure.
-    pub fn set_headroom(&self, h: Headroom) {
+    pub(crate) fn set_headroom(&self, h: Headroom) {
         self.headroom.clear();
         if let Headroom::Seconds { file, secs } = &h {
             self.headroom
                 .get_or_create(&FileLabels { file: file.clone() })
                 .set(*secs);
         }
-        if let Ok(mut last) = self.last_headroom.lock() {
-            *last = h;
-        }
-    }
-
-    pub fn headroom(&self) -> Headroom {
-        self.last_headroom
-            .lock()
-            .map(|h| h.clone())
-            .unwrap_or(Headroom::Unknown)
     }
 
     /// The metrics in the OpenMetrics text format, with `s` copied in first.
@@ -500,7 +488,7 @@ fn gauge_value(v: u64) -> i64 {
 }
 
 /// The numeric suffix of a binlog file name (`mysql-bin.000042` → 42).
-pub fn file_index(file: &str) -> Option<u64> {
+pub(crate) fn file_index(file: &str) -> Option<u64> {
     file.rsplit_once('.')?.1.parse().ok()
 }
 

@@ -116,7 +116,7 @@ pub async fn first_event_time(db: &DatabaseConfig, file: &str) -> Result<i64, So
 
 /// First-event times already read, by file name.
 #[derive(Debug, Default)]
-pub struct FirstEventCache {
+pub(crate) struct FirstEventCache {
     times: HashMap<String, i64>,
 }
 

@@ -20,7 +20,7 @@ struct TableLabels {
 
 /// A snapshot being read, as `/health` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct RunningSnapshot {
+pub(crate) struct RunningSnapshot {
     /// The snapshot's id.
     pub id: i64,
     /// Its task.
@@ -35,7 +35,7 @@ pub struct RunningSnapshot {
 
 /// The snapshot figures (see the module).
 #[derive(Debug)]
-pub struct SnapshotFigures {
+pub(crate) struct SnapshotFigures {
     /// Rows settled, by task and table.
     rows: Family<TableLabels, Counter>,
     /// The estimate, by task and table.
@@ -73,7 +73,7 @@ impl SnapshotFigures {
 
     /// Snapshot `id` of `task` starts (or resumes) reading `table` (`db.table`),
     /// `rows_done` of an estimated `rows_estimated` settled already.
-    pub fn table_started(
+    pub(crate) fn table_started(
         &self,
         id: i64,
         task: &str,
@@ -105,7 +105,7 @@ impl SnapshotFigures {
     }
 
     /// `rows` more rows of snapshot `id`'s `table` of `task` are settled.
-    pub fn rows_settled(&self, id: i64, task: &str, table: &str, rows: u64) {
+    pub(crate) fn rows_settled(&self, id: i64, task: &str, table: &str, rows: u64) {
         self.rows
             .get_or_create(&TableLabels {
                 task: task.to_string(),
@@ -120,7 +120,7 @@ impl SnapshotFigures {
     }
 
     /// Snapshot `id` ended (done, failed or cancelled).
-    pub fn finished(&self, id: i64) {
+    pub(crate) fn finished(&self, id: i64) {
         if let Ok(mut board) = self.board.lock() {
             board.remove(&id);
             self.running.set(board.len() as i64);

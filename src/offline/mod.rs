@@ -27,7 +27,7 @@ use crate::source::value::{type_name as column_type_name, DecodeOptions};
 use crate::source::SourceError;
 
 /// The name of an event type code (as MySQL/MariaDB call them).
-pub fn event_type_name(t: u8) -> &'static str {
+pub(crate) fn event_type_name(t: u8) -> &'static str {
     match t {
         1 => "START_EVENT_V3",
         2 => "QUERY_EVENT",

@@ -25,7 +25,7 @@ const FIRST_BODY_HINT: usize = 512;
 
 /// Routes and renders changes for the configured tasks.
 #[derive(Debug)]
-pub struct FanOut {
+pub(crate) struct FanOut {
     /// Which tasks want which change.
     router: Arc<Router>,
     /// Each task's `task_id`, by task index.
@@ -92,7 +92,7 @@ impl FanOut {
 
 /// Where a snapshot read comes from, for [`FanOut::read_job`].
 #[derive(Debug, Clone, Copy)]
-pub struct ReadMeta<'a> {
+pub(crate) struct ReadMeta<'a> {
     /// The snapshot's id.
     pub snapshot_id: i64,
     /// The chunk's number in its table.
@@ -109,7 +109,7 @@ impl FanOut {
     /// position. Rendered as `"event":"read"` with the snapshot's source
     /// and a deterministic id; ordered with the row's changes (its
     /// ordering keys are an insert's).
-    pub fn read_job<'a>(
+    pub(crate) fn read_job<'a>(
         &'a mut self,
         task: usize,
         read: &'a Change,
@@ -155,7 +155,7 @@ impl FanOut {
 }
 
 /// The jobs of one change, see [`FanOut::jobs`].
-pub struct Jobs<'a, I> {
+pub(crate) struct Jobs<'a, I> {
     /// Indexes of the tasks that want the change, still to render.
     tasks: I,
     /// The change.
@@ -197,7 +197,7 @@ impl<I: Iterator<Item = usize>> Jobs<'_, I> {
 
 /// One change rendered for one task: what a sink gets.
 #[derive(Debug)]
-pub struct Rendered<'a> {
+pub(crate) struct Rendered<'a> {
     /// Index of the task in the config's task list.
     pub task: usize,
     /// The change.
@@ -220,7 +220,7 @@ impl Rendered<'_> {
 
     /// The payload buffer, for a sink that writes it out in place (and
     /// may append to it: the fan-out clears it before the next job).
-    pub fn body_mut(&mut self) -> &mut Vec<u8> {
+    pub(crate) fn body_mut(&mut self) -> &mut Vec<u8> {
         self.body
     }
 
@@ -231,7 +231,7 @@ impl Rendered<'_> {
     }
 
     /// The delivery engine's job: takes the payload buffer (no copy).
-    pub fn into_job(mut self) -> Job {
+    pub(crate) fn into_job(mut self) -> Job {
         let keys = self.ordering_keys();
         Job {
             task: self.task,

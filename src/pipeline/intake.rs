@@ -178,7 +178,7 @@ impl<S: Sink> Intake<'_, S> {
     /// Saves the settled position (if any) and, in the same store
     /// transaction, deletes the held XA transactions whose outcome it
     /// covers. Returns the commit saved.
-    pub async fn save_settled(
+    pub(crate) async fn save_settled(
         &mut self,
         saver: &mut checkpoint::Saver,
     ) -> Result<Option<Commit>, CheckpointError> {

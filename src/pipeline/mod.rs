@@ -24,8 +24,8 @@ mod sink;
 mod snapshots;
 mod start;
 
-pub use fanout::{FanOut, Jobs, ReadMeta, Rendered};
-pub use sink::{NullSink, Settlement, Sink, SinkError, WebhookSink, WriteSink};
+pub(crate) use fanout::FanOut;
+pub(crate) use sink::{NullSink, Sink, WebhookSink, WriteSink};
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};

@@ -24,7 +24,7 @@ use crate::deliver::{Dispatcher, Stats, SubmitError};
 
 /// Why a sink did not take a job.
 #[derive(Debug, thiserror::Error)]
-pub enum SinkError {
+pub(crate) enum SinkError {
     /// The delivery engine is stopping or gone.
     #[error(transparent)]
     Delivery(#[from] SubmitError),
@@ -40,7 +40,7 @@ pub enum SinkError {
 
 /// What a sink left when it was closed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Settlement {
+pub(crate) struct Settlement {
     /// The final watermark.
     pub watermark: u64,
     /// Jobs taken and not settled (read again after a restart: the
@@ -51,7 +51,7 @@ pub struct Settlement {
 }
 
 /// An output of the pipeline.
-pub trait Sink {
+pub(crate) trait Sink {
     /// Takes one job; waits while the sink has no room. Jobs come in
     /// increasing `seq`.
     fn send(&mut self, job: Rendered<'_>) -> impl Future<Output = Result<(), SinkError>> + Send;
@@ -71,7 +71,7 @@ pub trait Sink {
 
 /// The webhook delivery engine (ordered per row, parallel across rows,
 /// retried, dead-lettered).
-pub struct WebhookSink {
+pub(crate) struct WebhookSink {
     /// The engine.
     dispatcher: Dispatcher,
     /// Its watermark.
@@ -121,7 +121,7 @@ impl Sink for WebhookSink {
 }
 
 /// One payload per line on a writer (stdout); a job is settled once written.
-pub struct WriteSink<'a> {
+pub(crate) struct WriteSink<'a> {
     /// Where the lines go.
     out: &'a mut (dyn Write + Send),
     /// The watermark.
@@ -169,7 +169,7 @@ impl Sink for WriteSink<'_> {
 /// Takes jobs and drops them: the rendering is the work (the catch-up
 /// benchmark measures decoding and encoding).
 #[derive(Debug, Default)]
-pub struct NullSink {
+pub(crate) struct NullSink {
     /// The watermark.
     next: u64,
 }

@@ -193,7 +193,7 @@ impl Snapshots {
     }
 
     /// The next request; pending for ever without a reader.
-    pub async fn next_request(&mut self) -> Option<Request> {
+    pub(crate) async fn next_request(&mut self) -> Option<Request> {
         match &mut self.requests {
             Some(rx) => rx.recv().await,
             None => std::future::pending().await,
@@ -201,7 +201,7 @@ impl Snapshots {
     }
 
     /// The high watermark of the chunk waiting for it.
-    pub fn waiting_high(&self) -> Option<&BinlogPos> {
+    pub(crate) fn waiting_high(&self) -> Option<&BinlogPos> {
         self.waiting.as_ref()?;
         self.windows.front()?.high()
     }
@@ -216,7 +216,7 @@ impl Snapshots {
     }
 
     /// Closes every window; a chunk still waiting is asked for again.
-    pub fn discard(&mut self) {
+    pub(crate) fn discard(&mut self) {
         self.windows.clear();
         if let Some((_, reply)) = self.waiting.take() {
             let _ = reply.send(ChunkOutcome::Reread("its window was discarded".into()));

@@ -245,7 +245,7 @@ pub fn parse(line: &str) -> Option<Grant> {
 }
 
 /// `LIKE`-style match of a database-level grant name (`%`, `_`, `\` escapes).
-pub fn like_match(pattern: &str, name: &str) -> bool {
+pub(crate) fn like_match(pattern: &str, name: &str) -> bool {
     fn go(p: &[char], n: &[char]) -> bool {
         match p.first() {
             None => n.is_empty(),
@@ -262,7 +262,7 @@ pub fn like_match(pattern: &str, name: &str) -> bool {
 
 /// The privileges in effect, from all grant lines read.
 #[derive(Debug, Default)]
-pub struct Effective {
+pub(crate) struct Effective {
     global: HashSet<String>,
     db: Vec<(String, HashSet<String>)>,
     table: Vec<((String, String), HashSet<String>)>,
@@ -295,12 +295,12 @@ impl Effective {
     }
 
     /// A global privilege, under any of its spellings (or ALL PRIVILEGES).
-    pub fn has_global(&self, spellings: &[&str]) -> bool {
+    pub(crate) fn has_global(&self, spellings: &[&str]) -> bool {
         has(&self.global, spellings)
     }
 
     /// SELECT on `db`.`table`: globally, on the database, or on the table.
-    pub fn can_select(&self, db: &str, table: &str) -> bool {
+    pub(crate) fn can_select(&self, db: &str, table: &str) -> bool {
         let s = ["SELECT"];
         has(&self.global, &s)
             || self

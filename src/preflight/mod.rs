@@ -40,7 +40,7 @@ pub enum Status {
 
 impl Status {
     /// The 4-character column of `pikachu check`: `ok  `, `WARN`, `FAIL`.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Status::Ok => "ok  ",
             Status::Warn => "WARN",
@@ -130,7 +130,7 @@ impl Report {
 
     /// [`Report::error`] as its lines: the one failure's message, or a
     /// heading and `  FAIL …` for each failure.
-    pub fn error_lines(&self) -> Option<Vec<String>> {
+    pub(crate) fn error_lines(&self) -> Option<Vec<String>> {
         let fails: Vec<&Finding> = self.failures().collect();
         match fails.as_slice() {
             [] => None,
@@ -157,7 +157,7 @@ pub async fn run(cfg: &Config, mode: Mode) -> Report {
 
 /// For `pikachu run`: the checks, logged; `Err` with the lines of the
 /// message to stop with when one failed ([`Report::error_lines`]).
-pub async fn at_start(cfg: &Config) -> Result<Report, Vec<String>> {
+pub(crate) async fn at_start(cfg: &Config) -> Result<Report, Vec<String>> {
     let report = run(cfg, Mode::Start).await;
     match report.error_lines() {
         Some(e) => Err(e),

@@ -12,7 +12,7 @@
 //! - another replica keeps taking `database.server_id` (3 disconnects
 //!   within a minute; see [`ReaderStatus::server_id_clash`]).
 
-pub mod monitor;
+pub(crate) mod monitor;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -34,11 +34,11 @@ use crate::metrics::{Checkpoint, Metrics, Snapshot};
 use crate::source::reader::ReaderStatus;
 
 /// Paths the server always serves besides `server.path`.
-pub use crate::config::SERVER_FIXED_PATHS as FIXED_PATHS;
+pub(crate) use crate::config::SERVER_FIXED_PATHS as FIXED_PATHS;
 
 /// Live state shared by the pipeline (writers) and the server (reader).
 #[derive(Debug)]
-pub struct Health {
+pub(crate) struct Health {
     pub monitor_running: AtomicBool,
     pub dispatcher_running: AtomicBool,
     /// Used until the reader's own status is attached (`source`).
@@ -102,7 +102,7 @@ impl Health {
 
     /// Health and metrics for `config` (its tasks, `server.down_after`,
     /// `server.stall_after`), reading the settled position from `settled`.
-    pub fn for_config(config: &Config, settled: watch::Receiver<Settled>) -> Health {
+    pub(crate) fn for_config(config: &Config, settled: watch::Receiver<Settled>) -> Health {
         let ids: Vec<&str> = config.tasks.iter().map(|t| t.task_id.as_str()).collect();
         Health {
             settled,
@@ -146,7 +146,7 @@ impl Health {
 
     /// Samples delivery progress for the stall rule (the monitor calls it
     /// every second).
-    pub fn sample_delivery(&self) {
+    pub(crate) fn sample_delivery(&self) {
         let Some(stats) = self.delivery.get() else {
             return;
         };
@@ -164,7 +164,7 @@ impl Health {
     }
 
     /// Why health is DOWN; `None` when UP.
-    pub fn down_reason(&self) -> Option<String> {
+    pub(crate) fn down_reason(&self) -> Option<String> {
         if !self.running() {
             return Some("the pipeline is not running".into());
         }
@@ -210,7 +210,7 @@ impl Health {
     }
 
     /// Ready: the pipeline runs and the binlog stream is connected now.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.running() && self.is_connected()
     }
 

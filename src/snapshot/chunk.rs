@@ -53,11 +53,11 @@ mod b64 {
     use base64::Engine as _;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(d)?;
         base64::engine::general_purpose::STANDARD
             .decode(text)
@@ -80,7 +80,7 @@ impl KeyPart {
     }
 
     /// The value as a statement parameter.
-    pub fn to_value(&self) -> Value {
+    pub(crate) fn to_value(&self) -> Value {
         match self {
             KeyPart::Int(i) => Value::Int(*i),
             KeyPart::UInt(u) => Value::UInt(*u),
@@ -104,7 +104,7 @@ impl Cursor {
     }
 
     /// Parses [`Cursor::to_json`]'s text.
-    pub fn from_json(text: &str) -> Result<Cursor, String> {
+    pub(crate) fn from_json(text: &str) -> Result<Cursor, String> {
         serde_json::from_str(text)
             .map_err(|e| format!("saved snapshot key `{text}` is not valid: {e}"))
     }
@@ -289,7 +289,7 @@ async fn select_in_transaction(
 
 /// Renders one SELECT row and takes its key; `capacity`: bytes to reserve
 /// for its JSON.
-pub fn convert_row(
+pub(crate) fn convert_row(
     plan: &TablePlan,
     values: &[Value],
     opts: &DecodeOptions,
@@ -340,7 +340,7 @@ pub fn convert_row(
 }
 
 /// The cursor after a row: its key columns' values.
-pub fn cursor_of(plan: &TablePlan, values: &[Value]) -> Result<Cursor, SnapshotError> {
+pub(crate) fn cursor_of(plan: &TablePlan, values: &[Value]) -> Result<Cursor, SnapshotError> {
     let mut parts = Vec::with_capacity(plan.key.len());
     for &i in &plan.key {
         let part = values.get(i).and_then(KeyPart::from_value);

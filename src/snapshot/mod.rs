@@ -26,17 +26,15 @@ pub mod plan;
 pub mod values;
 pub mod window;
 
-pub use chunk::{read_chunk, Chunk, Cursor, KeyPart, SnapRow};
+pub use chunk::{read_chunk, Chunk, Cursor, KeyPart};
 pub use plan::{plan_table, TablePlan};
-pub use window::{BinlogPos, RowKey, Settled, Window};
-
-pub use crate::config::DEFAULT_CHUNK_SIZE;
+pub use window::{BinlogPos, Settled, Window};
 
 impl SnapshotError {
     /// Whether reading again after reconnecting may succeed (a lost
     /// connection, a position that could not be read); the other errors
     /// stop the snapshot with their message.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             SnapshotError::Connection { .. } => true,
             SnapshotError::Position(e) => e.is_retryable(),

@@ -13,7 +13,7 @@ use crate::event::{time, RowImage, Table};
 
 /// Where a read comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadSource<'a> {
+pub(crate) struct ReadSource<'a> {
     /// The snapshot's id in the state store.
     pub snapshot_id: i64,
     /// The chunk's number within its table (0, 1, …).
@@ -29,7 +29,7 @@ pub struct ReadSource<'a> {
 /// `snapshot/3/["shop","orders",7]@orders_task`. The same row in the same
 /// snapshot has the same id, whichever chunk (re)reads it; the JSON array
 /// keeps `a.b`+`c` apart from `a`+`b.c`.
-pub fn read_id(
+pub(crate) fn read_id(
     snapshot_id: i64,
     table: &Table,
     image: &RowImage,
@@ -54,7 +54,7 @@ pub fn read_id(
 
 /// Renders the body of a read of `image` for task `task_id`; `read_at` is
 /// when the chunk was read (seconds since the epoch).
-pub fn render_read(
+pub(crate) fn render_read(
     out: &mut Vec<u8>,
     table: &Table,
     image: &RowImage,

@@ -56,7 +56,7 @@ pub struct TablePlan {
 }
 
 /// `` `name` `` with backticks doubled.
-pub fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
@@ -92,7 +92,7 @@ pub(crate) fn strings(row: mysql_async::Row) -> Vec<Option<String>> {
 
 /// One column row of [`COLUMNS_SQL`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ColumnFacts {
+pub(crate) struct ColumnFacts {
     /// `COLUMN_NAME`.
     pub name: String,
     /// `DATA_TYPE`, lower case.
@@ -141,7 +141,7 @@ impl ColumnFacts {
 /// The TABLE_MAP type byte and metadata the server would log for a column
 /// of this type; `None` for a type the decoder has no exact rendering of
 /// from a SELECT (MySQL's binary JSON, MariaDB's INET6/UUID/… types).
-pub fn binlog_type(c: &ColumnFacts, mariadb: bool) -> Option<(u8, Vec<u8>)> {
+pub(crate) fn binlog_type(c: &ColumnFacts, mariadb: bool) -> Option<(u8, Vec<u8>)> {
     let fsp = || vec![c.fsp.unwrap_or(0).min(6) as u8];
     let octets = c.octets.unwrap_or(0);
     let blob = |n: u8| Some((table_map::T_BLOB, vec![n]));
@@ -210,7 +210,7 @@ pub fn binlog_type(c: &ColumnFacts, mariadb: bool) -> Option<(u8, Vec<u8>)> {
 }
 
 /// Reads the column facts of a table (empty: no such table).
-pub async fn column_facts(
+pub(crate) async fn column_facts(
     conn: &mut Conn,
     db: &str,
     table: &str,
@@ -228,7 +228,7 @@ pub async fn column_facts(
 /// A unique index of the table: name and column names, and whether it can
 /// page the table (no prefix part).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IndexFacts {
+pub(crate) struct IndexFacts {
     /// `INDEX_NAME`.
     pub name: String,
     /// `NON_UNIQUE = 0`.
@@ -290,7 +290,7 @@ fn key_kind_ok(kind: &ColumnKind) -> bool {
 /// key order, `indexes` as listed) without prefix parts whose columns are
 /// all NOT NULL and of key-able types: the one the server itself takes as
 /// the table's primary key, whose columns a MINIMAL row image carries.
-pub fn choose_key(
+pub(crate) fn choose_key(
     indexes: &[IndexFacts],
     columns: &[ColumnFacts],
     kinds: &[ColumnKind],
@@ -322,7 +322,7 @@ pub fn choose_key(
 /// not empty, no statement separator or comment, and parentheses that never
 /// close more than they opened (outside quotes), so that wrapped in
 /// `WHERE (…)` it stays one condition.
-pub fn check_condition(cond: &str) -> Result<(), String> {
+pub(crate) fn check_condition(cond: &str) -> Result<(), String> {
     if cond.trim().is_empty() {
         return Err("it is empty".into());
     }
@@ -407,7 +407,7 @@ pub(crate) fn query_err(db: &str, table: &str, what: &str, e: mysql_async::Error
 }
 
 /// Names and types of the columns, what a definition change is judged by.
-pub fn definition_of(facts: &[ColumnFacts]) -> Vec<(String, String)> {
+pub(crate) fn definition_of(facts: &[ColumnFacts]) -> Vec<(String, String)> {
     facts
         .iter()
         .map(|f| (f.name.clone(), f.column_type.clone()))
@@ -417,7 +417,10 @@ pub fn definition_of(facts: &[ColumnFacts]) -> Vec<(String, String)> {
 /// Checks that the table still has the definition it was planned with.
 /// Run inside the chunk's transaction, after its SELECT: the SELECT's
 /// metadata lock keeps an ALTER from completing between the two.
-pub async fn check_definition(conn: &mut Conn, plan: &TablePlan) -> Result<(), SnapshotError> {
+pub(crate) async fn check_definition(
+    conn: &mut Conn,
+    plan: &TablePlan,
+) -> Result<(), SnapshotError> {
     let facts = column_facts(conn, &plan.db, &plan.table).await?;
     if facts.is_empty() {
         return Err(SnapshotError::NoTable {
@@ -474,7 +477,7 @@ fn bound_expr(c: &PlanColumn) -> String {
 
 /// The parameter value binding key part `part` of column `c` (to go with
 /// `bound_expr`): text and binary as hex text, BIT as its number.
-pub fn key_param(c: &PlanColumn, part: &crate::snapshot::KeyPart) -> mysql_async::Value {
+pub(crate) fn key_param(c: &PlanColumn, part: &crate::snapshot::KeyPart) -> mysql_async::Value {
     use crate::snapshot::KeyPart;
     match (&c.kind, part) {
         (ColumnKind::Str { .. }, KeyPart::Bytes(b)) => {
@@ -508,7 +511,7 @@ fn select_expr(c: &PlanColumn) -> String {
 /// bound" in key order, in a form the range optimizer turns into index
 /// ranges (row constructors are not, on every server). Returns the text and,
 /// for each `?`, which key part it binds.
-pub fn keyset_condition(key: &[(String, String)]) -> (String, Vec<usize>) {
+pub(crate) fn keyset_condition(key: &[(String, String)]) -> (String, Vec<usize>) {
     let mut params = Vec::new();
     let mut ors = Vec::new();
     for n in 0..key.len() {
@@ -770,7 +773,7 @@ fn chunk_sql(
 impl TablePlan {
     /// For each `?` of [`TablePlan::next_sql`] before the `LIMIT`, the key
     /// part (index into the key) it binds.
-    pub fn next_params(&self) -> Vec<usize> {
+    pub(crate) fn next_params(&self) -> Vec<usize> {
         let dummy: Vec<(String, String)> = self
             .key
             .iter()
@@ -789,7 +792,11 @@ impl TablePlan {
 }
 
 /// The server's estimate of a table's rows (`information_schema.TABLES`).
-pub async fn estimate_rows(conn: &mut Conn, db: &str, table: &str) -> Result<u64, SnapshotError> {
+pub(crate) async fn estimate_rows(
+    conn: &mut Conn,
+    db: &str,
+    table: &str,
+) -> Result<u64, SnapshotError> {
     let row: Option<mysql_async::Row> = conn
         .exec_first(ESTIMATE_SQL, (db, table))
         .await

@@ -54,7 +54,7 @@ pub struct RowKey(pub Vec<u8>);
 impl RowKey {
     /// The key of `image` for key column indexes `key`; `None` when one is
     /// absent from the image.
-    pub fn of_image(image: &RowImage, key: &[usize]) -> Option<RowKey> {
+    pub(crate) fn of_image(image: &RowImage, key: &[usize]) -> Option<RowKey> {
         let mut out = Vec::new();
         for (n, &i) in key.iter().enumerate() {
             if n > 0 {
@@ -143,7 +143,7 @@ impl Window {
 
     /// Sets the chunk's watermarks: of what was observed so far, the
     /// changes after `low` count.
-    pub fn set_bounds(&mut self, low: BinlogPos, high: BinlogPos) {
+    pub(crate) fn set_bounds(&mut self, low: BinlogPos, high: BinlogPos) {
         self.bounds = Some((low, high));
         for (pos, key) in std::mem::take(&mut self.early) {
             if self.counts(&pos) {
@@ -198,7 +198,7 @@ impl Window {
     /// Takes note of one change as if it stood at `pos` in the stream: the
     /// rows of an XA transaction count where its XA COMMIT is (where they
     /// became visible), not where it was prepared.
-    pub fn observe_at(&mut self, change: &Change, pos: BinlogPos) {
+    pub(crate) fn observe_at(&mut self, change: &Change, pos: BinlogPos) {
         if *change.table.database != *self.db || *change.table.name != *self.table {
             return;
         }

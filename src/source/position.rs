@@ -54,7 +54,7 @@ impl fmt::Display for StartAt {
     }
 }
 
-pub use crate::config::parse_mysql_gtid_set;
+pub(crate) use crate::config::parse_mysql_gtid_set;
 
 /// The server's current end of binlog.
 pub async fn latest(conn: &mut Conn, info: &ServerInfo) -> Result<FilePos, SourceError> {

@@ -61,7 +61,7 @@ impl Store {
     }
 
     /// Writes the checkpoint (durably: returns after fsync).
-    pub fn save_checkpoint(&mut self, c: &Checkpoint) -> Result<(), StoreError> {
+    pub(crate) fn save_checkpoint(&mut self, c: &Checkpoint) -> Result<(), StoreError> {
         let now = unix_millis(std::time::SystemTime::now());
         self.conn
             .execute(
@@ -91,7 +91,7 @@ impl Store {
     }
 
     /// Forgets the checkpoint: the next start uses `start` from the config.
-    pub fn clear_checkpoint(&mut self) -> Result<bool, StoreError> {
+    pub(crate) fn clear_checkpoint(&mut self) -> Result<bool, StoreError> {
         self.conn
             .execute("DELETE FROM checkpoint WHERE id = 1", [])
             .map(|n| n > 0)

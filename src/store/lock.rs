@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// File name of the lock inside `state_dir`.
-pub const LOCK_FILE: &str = "pikachu.lock";
+pub(crate) const LOCK_FILE: &str = "pikachu.lock";
 
 /// How long to wait for a holder that has just taken the lock to write its pid.
 const PID_WAIT: Duration = Duration::from_millis(500);

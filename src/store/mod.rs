@@ -47,15 +47,16 @@ pub mod lock;
 mod schema_history;
 pub mod snapshot;
 pub mod xa;
-pub use checkpoint::Checkpoint;
-pub use lock::{LockError, StateLock};
-pub use schema_history::SchemaVersionRow;
+pub(crate) use checkpoint::Checkpoint;
+pub(crate) use lock::LockError;
+pub use lock::StateLock;
+pub(crate) use schema_history::SchemaVersionRow;
 
 /// File name of the database inside `state_dir`.
-pub const DB_FILE: &str = "pikachu.db";
+pub(crate) const DB_FILE: &str = "pikachu.db";
 
 /// Schema migrations; `user_version` = number applied.
-pub const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: dead letters.
     "CREATE TABLE dead_letters (
         id               INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -210,7 +211,7 @@ pub struct Store {
 }
 
 /// Unix milliseconds of `t`.
-pub fn unix_millis(t: SystemTime) -> i64 {
+pub(crate) fn unix_millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_millis() as i64
@@ -218,7 +219,7 @@ pub fn unix_millis(t: SystemTime) -> i64 {
 
 impl Store {
     /// `<state_dir>/pikachu.db`.
-    pub fn path_in(state_dir: &Path) -> PathBuf {
+    pub(crate) fn path_in(state_dir: &Path) -> PathBuf {
         state_dir.join(DB_FILE)
     }
 
@@ -254,7 +255,7 @@ impl Store {
     /// has not been applied (a first start in progress). A schema older
     /// than this pikachu's is refused (the next writer upgrades it), as is
     /// a newer one.
-    pub fn open_read_only(state_dir: &Path) -> Result<Option<Store>, StoreError> {
+    pub(crate) fn open_read_only(state_dir: &Path) -> Result<Option<Store>, StoreError> {
         let path = Self::path_in(state_dir);
         if !path.exists() {
             return Ok(None);
@@ -316,7 +317,7 @@ impl Store {
 
     /// Opens for writing (creating if needed) the database file at `path`
     /// and migrates.
-    pub fn open_file(path: &Path) -> Result<Store, StoreError> {
+    pub(crate) fn open_file(path: &Path) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
         let err = |source: rusqlite::Error| StoreError {
             what: "cannot open the state database".into(),
@@ -369,7 +370,7 @@ impl Store {
     }
 
     /// The schema version (number of migrations applied).
-    pub fn schema_version(&self) -> Result<u32, StoreError> {
+    pub(crate) fn schema_version(&self) -> Result<u32, StoreError> {
         self.conn
             .query_row("PRAGMA user_version", [], |r| r.get::<_, u32>(0))
             .map_err(self.err("cannot read the schema version"))
@@ -503,7 +504,7 @@ impl Store {
     }
 
     /// Deletes one dead letter; false if it was not there.
-    pub fn delete_dead_letter(&mut self, id: i64) -> Result<bool, StoreError> {
+    pub(crate) fn delete_dead_letter(&mut self, id: i64) -> Result<bool, StoreError> {
         self.conn
             .execute("DELETE FROM dead_letters WHERE id = ?1", [id])
             .map(|n| n > 0)
@@ -511,7 +512,7 @@ impl Store {
     }
 
     /// Deletes the dead letters matching `filter`; returns how many.
-    pub fn purge_dead_letters(&mut self, filter: &Filter) -> Result<usize, StoreError> {
+    pub(crate) fn purge_dead_letters(&mut self, filter: &Filter) -> Result<usize, StoreError> {
         let (num_id, change_id) = split_id(filter.id.as_deref());
         self.conn
             .execute(
@@ -524,7 +525,7 @@ impl Store {
     }
 
     /// How many dead letters are stored.
-    pub fn count_dead_letters(&self) -> Result<u64, StoreError> {
+    pub(crate) fn count_dead_letters(&self) -> Result<u64, StoreError> {
         self.conn
             .query_row("SELECT COUNT(*) FROM dead_letters", [], |r| {
                 r.get::<_, i64>(0)

@@ -50,7 +50,10 @@ impl Store {
 
     /// Stores versions in one transaction (durable when it returns); a
     /// version at the same table and position is replaced.
-    pub fn save_schema_versions(&mut self, rows: &[SchemaVersionRow]) -> Result<(), StoreError> {
+    pub(crate) fn save_schema_versions(
+        &mut self,
+        rows: &[SchemaVersionRow],
+    ) -> Result<(), StoreError> {
         let now = unix_millis(std::time::SystemTime::now());
         let path = self.path.display().to_string();
         let err = |what: &str| {
@@ -89,7 +92,7 @@ impl Store {
 
     /// Forgets the schema history (the position moved: the next run takes
     /// the definitions from `information_schema` again).
-    pub fn clear_schema_history(&mut self) -> Result<usize, StoreError> {
+    pub(crate) fn clear_schema_history(&mut self) -> Result<usize, StoreError> {
         self.conn
             .execute("DELETE FROM schema_history", [])
             .map_err(self.err("cannot clear the schema history"))

@@ -47,7 +47,7 @@ impl SnapshotState {
     }
 
     /// Pending or running.
-    pub fn is_active(self) -> bool {
+    pub(crate) fn is_active(self) -> bool {
         matches!(self, SnapshotState::Pending | SnapshotState::Running)
     }
 }
@@ -204,7 +204,7 @@ impl Store {
     }
 
     /// Cancels the task's pending and running snapshots; returns how many.
-    pub fn cancel_snapshots(&mut self, task_id: &str) -> Result<usize, StoreError> {
+    pub(crate) fn cancel_snapshots(&mut self, task_id: &str) -> Result<usize, StoreError> {
         let now = unix_millis(std::time::SystemTime::now());
         self.conn
             .execute(

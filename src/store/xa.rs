@@ -17,7 +17,7 @@ use super::{unix_millis, Checkpoint, Store, StoreError};
 
 /// A prepared XA transaction held in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeldXa {
+pub(crate) struct HeldXa {
     /// Its row id (`xa_prepared.id`).
     pub id: i64,
     /// The canonical xid (`X'…',X'…',formatID`).
@@ -33,7 +33,7 @@ pub struct HeldXa {
 
 /// Where an XA transaction was read, for [`Store::xa_create`] and [`Store::xa_prepare`].
 #[derive(Debug, Clone, Copy)]
-pub struct XaPlace<'a> {
+pub(crate) struct XaPlace<'a> {
     pub xid: &'a str,
     pub file: &'a str,
     pub pos: u64,
@@ -43,7 +43,7 @@ pub struct XaPlace<'a> {
 impl Store {
     /// Opens (creating) a scratch database at `path` for holding XA rows
     /// during a replay: not fsync'd, as nothing in it outlives the replay.
-    pub fn open_scratch(path: &std::path::Path) -> Result<Store, StoreError> {
+    pub(crate) fn open_scratch(path: &std::path::Path) -> Result<Store, StoreError> {
         let s = Store::open_file(path)?;
         s.conn
             .execute_batch("PRAGMA synchronous=OFF")
@@ -63,14 +63,14 @@ impl Store {
     }
 
     /// Deletes the transactions still `open` (their group is read again).
-    pub fn xa_discard_open(&mut self) -> Result<usize, StoreError> {
+    pub(crate) fn xa_discard_open(&mut self) -> Result<usize, StoreError> {
         self.conn
             .execute("DELETE FROM xa_prepared WHERE state = 'open'", [])
             .map_err(self.err("cannot discard unfinished XA rows"))
     }
 
     /// Starts an `open` transaction; returns its id.
-    pub fn xa_create(&mut self, at: XaPlace<'_>) -> Result<i64, StoreError> {
+    pub(crate) fn xa_create(&mut self, at: XaPlace<'_>) -> Result<i64, StoreError> {
         self.conn
             .query_row(
                 "INSERT INTO xa_prepared (xid, state, file, pos, gtid, rows, created_at)
@@ -88,7 +88,12 @@ impl Store {
     }
 
     /// Appends `rows` (encoded changes, numbered from `first`) to transaction `id`.
-    pub fn xa_append(&mut self, id: i64, first: u64, rows: &[Vec<u8>]) -> Result<(), StoreError> {
+    pub(crate) fn xa_append(
+        &mut self,
+        id: i64,
+        first: u64,
+        rows: &[Vec<u8>],
+    ) -> Result<(), StoreError> {
         let e = self.mapper("cannot store the rows of an XA transaction");
         let tx = self.conn.transaction().map_err(&e)?;
         append(&tx, id, first, rows).map_err(&e)?;
@@ -100,7 +105,7 @@ impl Store {
     /// transaction. Other prepared copies of the same xid whose id is not in
     /// `keep` are an earlier reading of this same PREPARE (before a restart
     /// that read it again) and are deleted. Returns the id.
-    pub fn xa_prepare(
+    pub(crate) fn xa_prepare(
         &mut self,
         id: Option<i64>,
         at: XaPlace<'_>,
@@ -144,7 +149,7 @@ impl Store {
 
     /// The oldest prepared transaction with this xid that `skip` does not
     /// exclude (those whose outcome was already read).
-    pub fn xa_find(
+    pub(crate) fn xa_find(
         &self,
         xid: &str,
         skip: &dyn Fn(i64) -> bool,
@@ -164,7 +169,7 @@ impl Store {
     }
 
     /// Every prepared transaction held, oldest first.
-    pub fn xa_held(&self) -> Result<Vec<HeldXa>, StoreError> {
+    pub(crate) fn xa_held(&self) -> Result<Vec<HeldXa>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -178,7 +183,7 @@ impl Store {
     }
 
     /// Up to `limit` rows of transaction `id`, numbered from `from`, in order.
-    pub fn xa_rows(
+    pub(crate) fn xa_rows(
         &self,
         id: i64,
         from: u64,
@@ -198,7 +203,7 @@ impl Store {
     }
 
     /// Deletes transactions (and their rows).
-    pub fn xa_delete(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+    pub(crate) fn xa_delete(&mut self, ids: &[i64]) -> Result<(), StoreError> {
         let e = self.mapper("cannot delete the rows of an XA transaction");
         let tx = self.conn.transaction().map_err(&e)?;
         for id in ids {
@@ -210,7 +215,7 @@ impl Store {
 
     /// Saves the checkpoint and deletes the XA transactions `settled` (whose
     /// outcome it is at or past) in one SQLite transaction.
-    pub fn save_checkpoint_settling_xa(
+    pub(crate) fn save_checkpoint_settling_xa(
         &mut self,
         c: &Checkpoint,
         settled: &[i64],
