@@ -377,7 +377,7 @@ pub async fn run(
                 &config.tasks,
                 Arc::new(std::sync::Mutex::new(store)),
             )
-            .map_err(runtime)?;
+            .map_err(|e| runtime(e.to_string()))?;
             replay_into(config, req, plan, WebhookSink::new(dispatcher)).await
         }
         Output::Stdout => replay_into(config, req, plan, WriteSink::new(&mut *out)).await,

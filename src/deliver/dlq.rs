@@ -215,7 +215,8 @@ pub async fn replay(
         return Ok(ReplayReport::default());
     };
     let letters = store.dead_letters(filter).map_err(rt)?;
-    let client = http::http_client(&config.dispatcher).map_err(DlqError::Runtime)?;
+    let client =
+        http::http_client(&config.dispatcher).map_err(|e| DlqError::Runtime(e.to_string()))?;
     let store = std::sync::Arc::new(std::sync::Mutex::new(store));
     let mut report = ReplayReport::default();
     for d in letters {
@@ -233,7 +234,7 @@ pub async fn replay(
             report.count(&d.task_id, Outcome::Left);
             continue;
         };
-        let target = Target::new(task).map_err(DlqError::Usage)?;
+        let target = Target::new(task).map_err(|e| DlqError::Usage(e.to_string()))?;
         match send_with_retries(&client, &config.dispatcher, &target, &d).await {
             Ok(attempts) => {
                 remove(&store, d.id).await?;

@@ -159,7 +159,7 @@ impl Dispatcher {
         cfg: &DispatcherConfig,
         tasks: &[TaskConfig],
         store: Arc<Mutex<Store>>,
-    ) -> Result<Dispatcher, String> {
+    ) -> Result<Dispatcher, http::SetupError> {
         let client = http::http_client(cfg)?;
         let mut states = Vec::with_capacity(tasks.len());
         for t in tasks {

@@ -22,12 +22,57 @@ use crate::config::{DispatcherConfig, TaskConfig};
 /// `pikachu/<version>`.
 pub(crate) const USER_AGENT: &str = concat!("pikachu/", env!("CARGO_PKG_VERSION"));
 
+/// Why delivery cannot start: the HTTP client or a task's target (URL,
+/// headers, secret) cannot be built. Messages name the task and the
+/// setting, never a secret's value.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// reqwest refused the client's settings (or found no TLS backend).
+    #[error("cannot build the HTTP client: {0}")]
+    Client(reqwest::Error),
+    /// The task's `callback_url` does not parse.
+    #[error("task {task}: callback_url {url:?} is not a valid URL: {detail}")]
+    Url {
+        /// The task's id.
+        task: String,
+        /// The URL as configured.
+        url: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A header name of the task is not a valid HTTP header name.
+    #[error("task {task}: {name:?} is not a valid header name")]
+    HeaderName {
+        /// The task's id.
+        task: String,
+        /// The header name as configured.
+        name: String,
+    },
+    /// A header value of the task is not a valid HTTP header value (the
+    /// value is not shown: headers carry credentials).
+    #[error("task {task}: the value of header {name} is not a valid header value")]
+    HeaderValue {
+        /// The task's id.
+        task: String,
+        /// The header's name.
+        name: String,
+    },
+    /// The task's secret cannot be turned into a signing key.
+    #[error("task {task}: secret: {detail}")]
+    Secret {
+        /// The task's id.
+        task: String,
+        /// What is wrong with it (never the value).
+        detail: String,
+    },
+}
+
 /// Builds the shared HTTP client (every webhook request of `run`,
 /// `dlq replay` and `replay` goes through one): rustls on ring, HTTP/1.1
 /// keep-alive and HTTP/2 (ALPN, for https), `timeout` per attempt, an idle
 /// pool big enough for `worker_count` parallel deliveries, and redirects
 /// not followed (see the module docs).
-pub fn http_client(cfg: &DispatcherConfig) -> Result<reqwest::Client, String> {
+pub fn http_client(cfg: &DispatcherConfig) -> Result<reqwest::Client, SetupError> {
     crate::install_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -37,7 +82,7 @@ pub fn http_client(cfg: &DispatcherConfig) -> Result<reqwest::Client, String> {
         .pool_max_idle_per_host(cfg.worker_count.max(1))
         .tcp_nodelay(true)
         .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        .map_err(SetupError::Client)
 }
 
 /// Where and how one task's webhooks are sent, prepared once.
@@ -54,32 +99,36 @@ pub struct Target {
 impl Target {
     /// Prepares `task`'s target; errors name the task and the bad setting
     /// (never the secret's value).
-    pub fn new(task: &TaskConfig) -> Result<Target, String> {
-        let url = reqwest::Url::parse(&task.callback_url).map_err(|e| {
-            format!(
-                "task {}: callback_url {:?} is not a valid URL: {e}",
-                task.task_id, task.callback_url
-            )
+    pub fn new(task: &TaskConfig) -> Result<Target, SetupError> {
+        let url = reqwest::Url::parse(&task.callback_url).map_err(|e| SetupError::Url {
+            task: task.task_id.clone(),
+            url: task.callback_url.clone(),
+            detail: e.to_string(),
         })?;
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (k, v) in &task.headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("task {}: {k:?} is not a valid header name", task.task_id))?;
-            let mut value = HeaderValue::from_str(v).map_err(|_| {
-                format!(
-                    "task {}: the value of header {k} is not a valid header value",
-                    task.task_id
-                )
+            let name =
+                HeaderName::from_bytes(k.as_bytes()).map_err(|_| SetupError::HeaderName {
+                    task: task.task_id.clone(),
+                    name: k.clone(),
+                })?;
+            let mut value = HeaderValue::from_str(v).map_err(|_| SetupError::HeaderValue {
+                task: task.task_id.clone(),
+                name: k.clone(),
             })?;
             value.set_sensitive(true);
             headers.append(name, value);
         }
         let signing_key = match &task.secret {
-            Some(secret) => Some(
-                signing_key(secret.expose())
-                    .map_err(|e| format!("task {}: secret: {e}", task.task_id))?,
-            ),
+            Some(secret) => {
+                Some(
+                    signing_key(secret.expose()).map_err(|detail| SetupError::Secret {
+                        task: task.task_id.clone(),
+                        detail,
+                    })?,
+                )
+            }
             None => None,
         };
         Ok(Target {
@@ -340,6 +389,60 @@ pub fn retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn task(url: &str, headers: &[(&str, &str)], secret: Option<&str>) -> TaskConfig {
+        TaskConfig {
+            task_id: "orders".into(),
+            name: "orders".into(),
+            database: None,
+            table_name: "orders".into(),
+            events: crate::config::EventKind::ALL.to_vec(),
+            callback_url: url.into(),
+            secret: secret.map(crate::config::Secret::new),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            batch: None,
+            on_failure: Default::default(),
+            snapshot: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_target_that_cannot_be_built_says_which_task_and_setting() {
+        let err = |t: TaskConfig| Target::new(&t).err().expect("an error");
+        let e = err(task("not a url", &[], None));
+        assert!(matches!(e, SetupError::Url { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with("task orders: callback_url \"not a url\" is not a valid URL: "),
+            "{e}"
+        );
+        let e = err(task("http://h/x", &[("bad name", "v")], None));
+        assert!(matches!(e, SetupError::HeaderName { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "task orders: \"bad name\" is not a valid header name"
+        );
+        // A header value may be a credential: the message names the header only.
+        let e = err(task(
+            "http://h/x",
+            &[("Authorization", "Bearer tok\nen")],
+            None,
+        ));
+        assert!(matches!(e, SetupError::HeaderValue { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "task orders: the value of header Authorization is not a valid header value"
+        );
+        assert!(!e.to_string().contains("tok"));
+        let e = err(task("http://h/x", &[], Some("whsec_not*base64!")));
+        assert!(matches!(e, SetupError::Secret { .. }), "{e:?}");
+        assert!(e.to_string().starts_with("task orders: secret: "), "{e}");
+        assert!(!e.to_string().contains("not*base64"), "{e}");
+        assert!(Target::new(&task("http://h/x", &[("X-A", "1")], None)).is_ok());
+    }
 
     #[test]
     fn standard_webhooks_spec_vector() {

@@ -20,5 +20,5 @@ pub mod keys;
 
 pub use engine::{Dispatcher, Job, Stats};
 pub(crate) use engine::{Observer, SubmitError};
-pub use http::{http_client, signing_key};
+pub use http::{http_client, signing_key, SetupError};
 pub use keys::{ordering_keys, OrderingKeys};

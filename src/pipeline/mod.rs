@@ -66,6 +66,10 @@ pub enum PipelineError {
     Server(#[from] crate::server::ServeError),
     #[error("{0}")]
     Setup(String),
+    /// Delivery cannot start (the HTTP client, a task's URL, headers or
+    /// secret).
+    #[error(transparent)]
+    Delivery(#[from] crate::deliver::SetupError),
     /// Preflight checks failed: the lines of the message.
     #[error("{}", .0.join("\n"))]
     Preflight(Vec<String>),
@@ -188,8 +192,7 @@ async fn pipeline(
         .store(dead_letters_before, Ordering::Relaxed);
     let hold = recover_xa(&store).await?;
     let mut saver = checkpoint::Saver::new(store.clone(), info, history);
-    let dispatcher = Dispatcher::start(&config.dispatcher, &config.tasks, store)
-        .map_err(PipelineError::Setup)?;
+    let dispatcher = Dispatcher::start(&config.dispatcher, &config.tasks, store)?;
     let sink = WebhookSink::new(dispatcher);
     // Health reads the engine's counters; the metrics count its per-task
     // outcomes (the engine knows them only as an `Observer`).
