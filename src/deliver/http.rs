@@ -411,7 +411,7 @@ mod tests {
 
     #[test]
     fn a_target_that_cannot_be_built_says_which_task_and_setting() {
-        let err = |t: TaskConfig| Target::new(&t).err().expect("an error");
+        let err = |t: TaskConfig| Target::new(&t).expect_err("an error");
         let e = err(task("not a url", &[], None));
         assert!(matches!(e, SetupError::Url { .. }), "{e:?}");
         assert!(
