@@ -245,16 +245,10 @@ async fn checks(cfg: &Config, r: &mut Report) {
 fn configured_tables(cfg: &Config) -> Vec<(String, String, Vec<String>)> {
     let mut out: Vec<(String, String, Vec<String>)> = Vec::new();
     for t in &cfg.tasks {
-        let db = t
-            .database
-            .clone()
-            .unwrap_or_else(|| cfg.database.database.clone());
-        match out
-            .iter_mut()
-            .find(|(d, n, _)| *d == db && *n == t.table_name)
-        {
+        let (db, table) = cfg.task_table(t);
+        match out.iter_mut().find(|(d, n, _)| *d == db && *n == table) {
             Some(entry) => entry.2.push(t.task_id.clone()),
-            None => out.push((db, t.table_name.clone(), vec![t.task_id.clone()])),
+            None => out.push((db, table, vec![t.task_id.clone()])),
         }
     }
     out
