@@ -23,16 +23,33 @@ async fn print_hook(uri: Uri, headers: HeaderMap, body: Bytes) -> &'static str {
     "ok"
 }
 
+/// Why the demo receiver stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {listen}: {source}")]
+    Listen {
+        /// The address asked for.
+        listen: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("demo receiver: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
 /// Serves until the process is stopped.
-pub async fn run(listen: &str) -> Result<(), String> {
+pub async fn run(listen: &str) -> Result<(), DemoError> {
     let app = Router::new()
         .route("/", post(print_hook))
         .route("/{*path}", post(print_hook));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        .map_err(|source| DemoError::Listen {
+            listen: listen.to_string(),
+            source,
+        })?;
     eprintln!("demo receiver listening on http://{listen}/ (Ctrl-C to stop)");
-    axum::serve(listener, app)
-        .await
-        .map_err(|e| format!("demo receiver: {e}"))
+    axum::serve(listener, app).await.map_err(DemoError::Serve)
 }

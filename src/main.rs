@@ -162,7 +162,7 @@ fn position_command(
             println!("{}", telemetry::escape(&line));
             ExitCode::SUCCESS
         }
-        Err(e) => fail(EXIT_RUNTIME, &e.to_string()),
+        Err(e) => fail(EXIT_RUNTIME, e),
     }
 }
 
@@ -219,15 +219,15 @@ fn replay_command(
                 ExitCode::SUCCESS
             }
         }
-        Err(e @ pikachu::replay::ReplayError::Usage(_)) => fail(EXIT_CONFIG, &e.to_string()),
-        Err(e @ pikachu::replay::ReplayError::Runtime(_)) => fail(EXIT_RUNTIME, &e.to_string()),
+        Err(e @ pikachu::replay::ReplayError::Usage(_)) => fail(EXIT_CONFIG, e),
+        Err(e @ pikachu::replay::ReplayError::Runtime(_)) => fail(EXIT_RUNTIME, e),
     }
 }
 
 /// Prints `error: <msg>` on stderr as one line: a line break or an escape
 /// sequence in `msg` (server or user text) is escaped, not printed.
-fn fail(code: u8, msg: &str) -> ExitCode {
-    fail_lines(code, &[msg.to_owned()])
+fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
+    fail_lines(code, &[msg.to_string()])
 }
 
 /// Prints `error: <first line>` and the further lines, each escaped on its own.

@@ -85,9 +85,25 @@ fn is_mysql_gtid(s: &str) -> bool {
         })
 }
 
+/// Why a `--from`/`--to` text is not a position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BoundError {
+    /// `FILE:POS` with a position inside the file's magic header.
+    #[error("`{text}`: position {pos} is before the first event (positions start at 4)")]
+    BeforeFirstEvent {
+        /// The text as given (trimmed).
+        text: String,
+        /// The position in it.
+        pos: u64,
+    },
+    /// Neither `FILE:POS` nor a GTID.
+    #[error("`{0}` is not a binlog position: expected FILE:POS (e.g. mysql-bin.000003:1234), a MariaDB GTID (0-1-100) or a MySQL GTID (uuid:gno)")]
+    Syntax(String),
+}
+
 impl Bound {
     /// Parses `file:pos`, a MariaDB GTID (list) or a MySQL GTID.
-    pub fn parse(s: &str) -> Result<Bound, String> {
+    pub fn parse(s: &str) -> Result<Bound, BoundError> {
         let s = s.trim();
         if !s.is_empty() && s.split(',').all(|g| is_maria_gtid(g.trim())) {
             return Ok(Bound::Gtid(s.to_string()));
@@ -100,13 +116,11 @@ impl Bound {
         }
         match FilePos::parse(s) {
             Some(p) if p.pos >= 4 => Ok(Bound::FilePos(p)),
-            Some(p) => Err(format!(
-                "`{s}`: position {} is before the first event (positions start at 4)",
-                p.pos
-            )),
-            None => Err(format!(
-                "`{s}` is not a binlog position: expected FILE:POS (e.g. mysql-bin.000003:1234), a MariaDB GTID (0-1-100) or a MySQL GTID (uuid:gno)"
-            )),
+            Some(p) => Err(BoundError::BeforeFirstEvent {
+                text: s.to_string(),
+                pos: p.pos,
+            }),
+            None => Err(BoundError::Syntax(s.to_string())),
         }
     }
 }

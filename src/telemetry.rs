@@ -164,13 +164,32 @@ pub(crate) fn log_file_parts(file: &Path) -> (PathBuf, String, Option<String>) {
     (dir, stem, ext)
 }
 
-fn rolling_file(file: &Path) -> Result<RollingFileAppender, String> {
+/// Why logging cannot start: `log.file` cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The folder of `log.file` cannot be created.
+    #[error("cannot create the folder of log.file '{}': {source}", .file.display())]
+    Folder {
+        /// `log.file` as configured.
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log file cannot be opened.
+    #[error("cannot open log.file '{}': {source}", .file.display())]
+    Open {
+        /// `log.file` as configured.
+        file: PathBuf,
+        #[source]
+        source: tracing_appender::rolling::InitError,
+    },
+}
+
+fn rolling_file(file: &Path) -> Result<RollingFileAppender, LogError> {
     let (dir, stem, ext) = log_file_parts(file);
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        format!(
-            "cannot create the folder of log.file '{}': {e}",
-            file.display()
-        )
+    std::fs::create_dir_all(&dir).map_err(|source| LogError::Folder {
+        file: file.to_path_buf(),
+        source,
     })?;
     let mut builder = RollingFileAppender::builder()
         .rotation(Rotation::DAILY)
@@ -179,15 +198,16 @@ fn rolling_file(file: &Path) -> Result<RollingFileAppender, String> {
     if let Some(ext) = ext {
         builder = builder.filename_suffix(ext);
     }
-    builder
-        .build(&dir)
-        .map_err(|e| format!("cannot open log.file '{}': {e}", file.display()))
+    builder.build(&dir).map_err(|source| LogError::Open {
+        file: file.to_path_buf(),
+        source,
+    })
 }
 
 /// Installs the global subscriber. Logs go to `log.file` when set (rotated
 /// daily, written by a background thread), else to stderr; stdout is kept
 /// for command output (`check`).
-pub fn init(cfg: &LogConfig) -> Result<LogGuard, String> {
+pub fn init(cfg: &LogConfig) -> Result<LogGuard, LogError> {
     match &cfg.file {
         None => {
             install(cfg, std::io::stderr);

@@ -23,7 +23,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use pikachu::event::{Change, ChangeKind};
 use pikachu::offline::{self, EventRecord, Stats};
-use pikachu::source::file::FileError;
+use pikachu::source::FileError;
 use serde_json::{json, Value};
 
 // ------------------------------------------------------------ helpers ---
@@ -1230,7 +1230,7 @@ fn check_live_style_payloads(ck: &mut Ck, root: &Path) {
     use mysql_common::binlog::consts::BinlogVersion;
     use mysql_common::binlog::events::TransactionPayloadEvent;
     use mysql_common::binlog::EventStreamReader;
-    use pikachu::source::decoder::Output;
+    use pikachu::source::Output;
     for rel in [
         "mysql-binlog-connector-java/mysql-bin.compressed",
         "mysql-binlog-connector-rust/mysql-bin.000057",
@@ -1721,9 +1721,9 @@ fn maria_fixture(args: &[&str]) -> (u64, u64) {
                     continue;
                 }
                 let task = "task_types";
-                let id = pikachu::event::payload::change_id(c, task, 0);
+                let id = pikachu::event::change_id(c, task, 0);
                 let mut body = Vec::new();
-                pikachu::event::payload::render(&mut body, c, task, &id);
+                pikachu::event::render(&mut body, c, task, &id);
                 offline_payloads.push(serde_json::from_slice::<Value>(&body).expect("JSON"));
             }
         })

@@ -328,10 +328,10 @@ fn first_event_time_of_a_binlog_file_is_its_creation() {
     .config;
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (t, binlogs) = rt.block_on(async {
-        let t = pikachu::metrics::retention::first_event_time(&cfg.database, &file)
+        let t = pikachu::metrics::first_event_time(&cfg.database, &file)
             .await
             .expect("first event time");
-        let b = pikachu::metrics::retention::server_binlogs(&cfg.database)
+        let b = pikachu::metrics::server_binlogs(&cfg.database)
             .await
             .expect("server binlogs");
         (t, b)

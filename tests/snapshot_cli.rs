@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use pikachu::store::snapshot::{Advance, SnapshotKind, SnapshotRequest};
 use pikachu::store::Store;
+use pikachu::store::{Advance, SnapshotKind, SnapshotRequest};
 use support::pikachu::{config_yaml, Pikachu, TaskSpec};
 use support::MariaDb;
 

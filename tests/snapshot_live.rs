@@ -10,8 +10,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use pikachu::event::payload::write_row;
-use pikachu::snapshot::{chunk, plan_table, read_chunk, Cursor, SnapshotError, TablePlan};
+use pikachu::event::write_row;
+use pikachu::snapshot::{
+    plan_table, prepare_session, read_chunk, Cursor, SnapshotError, TablePlan,
+};
 use pikachu::source::connect::{self, Flavour};
 use support::every_type::{insert_rows, TABLE};
 use support::pikachu::{reader_config, try_collect_changes};
@@ -51,7 +53,7 @@ fn snapshot(
     rt.block_on(async move {
         let mut conn = connect::connect(&cfg.database).await?;
         let info = connect::server_info(&mut conn).await?;
-        chunk::prepare_session(&mut conn, database, table).await?;
+        prepare_session(&mut conn, database, table).await?;
         let plan = plan_table(
             &mut conn,
             info.flavour == Flavour::MariaDb,
@@ -337,7 +339,7 @@ fn a_definition_change_between_chunks_is_noticed() {
     rt.block_on(async {
         let mut conn = connect::connect(&cfg.database).await.expect("connect");
         let info = connect::server_info(&mut conn).await.expect("info");
-        chunk::prepare_session(&mut conn, &name, "a")
+        prepare_session(&mut conn, &name, "a")
             .await
             .expect("session");
         let plan = plan_table(&mut conn, true, &name, "a", None)
@@ -587,7 +589,7 @@ fn read_chunks(
     db: &MariaDb,
     name: &str,
     cursor_at: &std::sync::atomic::AtomicI64,
-) -> (TablePlan, Vec<chunk::Chunk>) {
+) -> (TablePlan, Vec<pikachu::snapshot::Chunk>) {
     let cfg = reader_config(db, name, &["c"], &db.master_status()).expect("config");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -596,7 +598,7 @@ fn read_chunks(
     rt.block_on(async {
         let mut conn = connect::connect(&cfg.database).await.expect("connect");
         let info = connect::server_info(&mut conn).await.expect("info");
-        chunk::prepare_session(&mut conn, name, "c")
+        prepare_session(&mut conn, name, "c")
             .await
             .expect("session");
         let plan = plan_table(&mut conn, true, name, "c", None)
@@ -638,7 +640,7 @@ type Emitted = (pikachu::snapshot::BinlogPos, Vec<Vec<u8>>);
 fn settle_all(
     name: &str,
     plan: &TablePlan,
-    chunks: Vec<chunk::Chunk>,
+    chunks: Vec<pikachu::snapshot::Chunk>,
     changes: &[pikachu::event::Change],
 ) -> (Vec<Emitted>, usize) {
     use pikachu::snapshot::{BinlogPos, Settled, Window};

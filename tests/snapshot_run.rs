@@ -482,13 +482,18 @@ fn start_status_and_cancel_against_a_running_pikachu() {
     );
     // Running: /health lists it, the metrics count it.
     let table = format!("{name}.t");
-    let health = get(port, "/health").expect("health").json();
-    let running = health["snapshots"].as_array().cloned().unwrap_or_default();
-    assert!(
-        running
-            .iter()
-            .any(|s| s["task"] == "t" && s["table"] == table.as_str()),
-        "{health}"
+    // The store says running as soon as the snapshot starts; /health and
+    // the metrics list it once its table is being read.
+    wait_until(
+        Duration::from_secs(30),
+        "/health to list the snapshot",
+        || {
+            let health = get(port, "/health").expect("health").json();
+            let running = health["snapshots"].as_array().cloned().unwrap_or_default();
+            running
+                .iter()
+                .any(|s| s["task"] == "t" && s["table"] == table.as_str())
+        },
     );
     let scrape = Scrape::parse(&get(port, "/metrics").expect("metrics").body);
     assert_eq!(

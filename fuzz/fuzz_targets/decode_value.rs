@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pikachu::source::value::{decode_value, ColumnInfo, ColumnKind, DecodeOptions};
+use pikachu::source::{decode_value, ColumnInfo, ColumnKind, DecodeOptions};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 6 {

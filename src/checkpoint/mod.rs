@@ -24,15 +24,26 @@ use crate::source::binlogs::{self, FileIdentity, History, Standing};
 use crate::source::connect::{self, Flavour, ServerInfo};
 use crate::source::position::{self, FilePos, StartAt};
 use crate::source::SourceError;
-use crate::store::{Checkpoint, Store};
+use crate::store::{Checkpoint, Store, StoreError};
 
 /// Why a checkpoint cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("{0}")]
-    Store(String),
+    /// The state store failed (the error says what was being done).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The state store's lock was poisoned by a panic elsewhere.
+    #[error(
+        "the state store lock is poisoned (a thread panicked while holding it); restart pikachu"
+    )]
+    Poisoned,
+    /// The blocking task that writes the checkpoint did not finish.
+    #[error("the checkpoint writer stopped: {0}")]
+    Writer(#[source] tokio::task::JoinError),
+    /// The request does not fit the server or the saved state (the message
+    /// says what and what to do).
     #[error("{0}")]
     Mismatch(String),
 }
@@ -358,14 +369,12 @@ impl Saver {
         let store = self.store.clone();
         let xa = settled_xa.to_vec();
         tokio::task::spawn_blocking(move || {
-            let mut s = store
-                .lock()
-                .map_err(|_| CheckpointError::Store("the state store lock is poisoned".into()))?;
+            let mut s = store.lock().map_err(|_| CheckpointError::Poisoned)?;
             s.save_checkpoint_settling_xa(&cp, &xa)
-                .map_err(|e| CheckpointError::Store(e.to_string()))
+                .map_err(CheckpointError::Store)
         })
         .await
-        .map_err(|e| CheckpointError::Store(format!("checkpoint writer stopped: {e}")))??;
+        .map_err(CheckpointError::Writer)??;
         self.last = Some(key);
         Ok(true)
     }
@@ -373,13 +382,13 @@ impl Saver {
 
 /// `pikachu position show`: the saved position, one line.
 pub fn show(cfg: &Config) -> Result<String, CheckpointError> {
-    let Some(store) = Store::open_read_only(&cfg.state_dir).map_err(store_error)? else {
+    let Some(store) = Store::open_read_only(&cfg.state_dir)? else {
         return Ok(format!(
             "no checkpoint (no state in {}): the next run starts from `start` in the config",
             cfg.state_dir.display()
         ));
     };
-    Ok(match store.checkpoint().map_err(store_error)? {
+    Ok(match store.checkpoint()? {
         None => "no checkpoint: the next run starts from `start` in the config".to_string(),
         Some(c) => {
             let at = if c.file.is_empty() {
@@ -406,18 +415,14 @@ pub fn show(cfg: &Config) -> Result<String, CheckpointError> {
 
 /// `pikachu position reset`: forgets the saved position.
 pub fn reset(cfg: &Config) -> Result<bool, CheckpointError> {
-    match Store::open_existing(&cfg.state_dir).map_err(store_error)? {
+    match Store::open_existing(&cfg.state_dir)? {
         None => Ok(false),
         Some(mut s) => {
             // The schema history is tied to the positions read: start afresh.
-            s.clear_schema_history().map_err(store_error)?;
-            s.clear_checkpoint().map_err(store_error)
+            s.clear_schema_history()?;
+            Ok(s.clear_checkpoint()?)
         }
     }
-}
-
-fn store_error(e: impl std::fmt::Display) -> CheckpointError {
-    CheckpointError::Store(e.to_string())
 }
 
 /// `pikachu position set SPEC`: saves a position for the configured server.
@@ -455,11 +460,8 @@ pub async fn set(cfg: &Config, spec: &str) -> Result<String, CheckpointError> {
         let state = gtid_pos(&mut conn, &info, &p).await;
         (p.file, p.pos, state, Some(created))
     };
-    let mut store =
-        Store::open(&cfg.state_dir).map_err(|e| CheckpointError::Store(e.to_string()))?;
-    let old = store
-        .checkpoint()
-        .map_err(|e| CheckpointError::Store(e.to_string()))?;
+    let mut store = Store::open(&cfg.state_dir)?;
+    let old = store.checkpoint()?;
     let current = binlogs::current_history(&cfg.database, &files).await?;
     let same = match &old {
         Some(o) => same_history(cfg, &info, o, &files).await?,
@@ -477,13 +479,9 @@ pub async fn set(cfg: &Config, spec: &str) -> Result<String, CheckpointError> {
         file_created,
         updated_at: 0,
     };
-    store
-        .save_checkpoint(&cp)
-        .map_err(|e| CheckpointError::Store(e.to_string()))?;
+    store.save_checkpoint(&cp)?;
     // The schema history is tied to the positions read: start afresh there.
-    store
-        .clear_schema_history()
-        .map_err(|e| CheckpointError::Store(e.to_string()))?;
+    store.clear_schema_history()?;
     show(cfg)
 }
 

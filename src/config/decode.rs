@@ -741,7 +741,7 @@ fn secret(v: &Val<'_>) -> R<Secret> {
              as Standard Webhooks writes it; without the `whsec_` prefix the text itself is the key"
                 .to_owned()
         } else {
-            problem
+            problem.to_string()
         };
         return Err(without_snippet(v.err(ConfigError::Invalid, message)));
     }

@@ -6,8 +6,8 @@
 //! interpolation in `env`. A [`Config`] handed out is fully validated.
 
 mod decode;
-pub mod duration;
-pub mod env;
+pub(crate) mod duration;
+pub(crate) mod env;
 mod error;
 mod node;
 pub(crate) mod suggest;
@@ -20,8 +20,8 @@ use std::time::Duration;
 
 pub use error::ConfigError;
 pub(crate) use error::Diagnostic;
-pub use values::signing_key;
 pub(crate) use values::{parse_mysql_gtid_set, SERVER_FIXED_PATHS};
+pub use values::{signing_key, SecretError};
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,20 +8,32 @@ use base64::Engine as _;
 /// Paths the health server always serves besides `server.path`.
 pub(crate) const SERVER_FIXED_PATHS: [&str; 3] = ["/live", "/ready", "/metrics"];
 
+/// Why a webhook secret gives no signing key. The messages never show the
+/// secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// `whsec_` followed by something that is not base64.
+    #[error("a `whsec_` secret must be followed by base64")]
+    NotBase64,
+    /// No key bytes (an empty string, or `whsec_` alone).
+    #[error("the secret is empty")]
+    Empty,
+}
+
 /// The HMAC key of a Standard Webhooks secret: the base64 after `whsec_`,
 /// or a plain string's own bytes.
-pub fn signing_key(secret: &str) -> Result<Vec<u8>, String> {
+pub fn signing_key(secret: &str) -> Result<Vec<u8>, SecretError> {
     let key = match secret.strip_prefix("whsec_") {
         Some(b64) => {
             let b64 = b64.trim_end_matches('=');
             base64::engine::general_purpose::STANDARD_NO_PAD
                 .decode(b64)
-                .map_err(|_| "a `whsec_` secret must be followed by base64".to_string())?
+                .map_err(|_| SecretError::NotBase64)?
         }
         None => secret.as_bytes().to_vec(),
     };
     if key.is_empty() {
-        return Err("the secret is empty".into());
+        return Err(SecretError::Empty);
     }
     Ok(key)
 }

@@ -370,11 +370,8 @@ impl Engine {
                     Some(msg) => {
                         self.on_msg(msg);
                         // Take what else is waiting before scheduling.
-                        for _ in 0..1024 {
-                            match rx.try_recv() {
-                                Ok(msg) => self.on_msg(msg),
-                                Err(_) => break,
-                            }
+                        for msg in std::iter::from_fn(|| rx.try_recv().ok()).take(1024) {
+                            self.on_msg(msg);
                         }
                     }
                     None => rx_open = false,
@@ -760,18 +757,16 @@ impl Engine {
                 };
                 debug_assert_eq!(q.front(), Some(&unit_id));
                 q.pop_front();
-                match q.front().copied() {
-                    None => {
-                        self.keys.remove(&k);
-                    }
-                    Some(next) => {
-                        if let Some(nu) = self.units.get_mut(&next) {
-                            nu.blocked -= 1;
-                            if nu.blocked == 0 {
-                                self.tasks[nu.task].ready.push_back(next);
-                            }
-                        }
-                    }
+                let Some(next) = q.front().copied() else {
+                    self.keys.remove(&k);
+                    continue;
+                };
+                let Some(nu) = self.units.get_mut(&next) else {
+                    continue;
+                };
+                nu.blocked -= 1;
+                if nu.blocked == 0 {
+                    self.tasks[nu.task].ready.push_back(next);
                 }
             }
         }

@@ -63,7 +63,7 @@ pub enum SetupError {
         /// The task's id.
         task: String,
         /// What is wrong with it (never the value).
-        detail: String,
+        detail: crate::config::SecretError,
     },
 }
 
@@ -137,10 +137,6 @@ impl Target {
             headers,
             signing_key,
         })
-    }
-
-    pub fn signs(&self) -> bool {
-        self.signing_key.is_some()
     }
 }
 

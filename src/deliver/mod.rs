@@ -14,9 +14,9 @@
 //! The contract for receivers is in `docs/webhooks.md`.
 
 pub mod dlq;
-pub mod engine;
-pub mod http;
-pub mod keys;
+pub(crate) mod engine;
+pub(crate) mod http;
+pub(crate) mod keys;
 
 pub use engine::{Dispatcher, Job, Stats};
 pub(crate) use engine::{Observer, SubmitError};

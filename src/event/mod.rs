@@ -7,8 +7,10 @@
 //! The webhook body is rendered by [`payload`].
 
 pub(crate) mod codec;
-pub mod payload;
-pub mod time;
+pub(crate) mod payload;
+pub(crate) mod time;
+
+pub use payload::{change_id, render, write_row};
 
 use std::sync::Arc;
 

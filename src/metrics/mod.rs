@@ -7,9 +7,10 @@
 //! reconnects, queue depth, lag) are copied from them at scrape time.
 //! The table of names and meanings is in README.md ("Metrics").
 
-pub mod retention;
+pub(crate) mod retention;
 mod snapshot;
 
+pub use retention::{first_event_time, server_binlogs};
 pub(crate) use snapshot::SnapshotFigures;
 
 use std::collections::HashMap;
@@ -149,6 +150,81 @@ impl Default for Metrics {
     }
 }
 
+/// The per-task families (settlements, attempts, failures, retries, dead
+/// letters, latency), registered once, and each task's handles into them.
+fn register_tasks<S: AsRef<str>>(reg: &mut Registry, task_ids: &[S]) -> Vec<TaskMetrics> {
+    let deliveries = Family::<OutcomeLabels, Counter>::default();
+    reg.register(
+        "deliveries",
+        "Changes settled, by task and outcome: delivered (2xx) or dead_lettered (failed after all retries, stored)",
+        deliveries.clone(),
+    );
+    let requests = Family::<TaskLabels, Counter>::default();
+    reg.register(
+        "http_requests",
+        "Webhook HTTP attempts, by task (a batch is one request)",
+        requests.clone(),
+    );
+    let failures = Family::<TaskLabels, Counter>::default();
+    reg.register(
+        "http_request_failures",
+        "Webhook HTTP attempts that failed (connection error, timeout, non-2xx), by task",
+        failures.clone(),
+    );
+    let retries = Family::<TaskLabels, Counter>::default();
+    reg.register(
+        "retries",
+        "Webhook retries scheduled, by task",
+        retries.clone(),
+    );
+    let dead_letters = Family::<TaskLabels, Counter>::default();
+    reg.register(
+        "dead_letters",
+        "Changes written to the dead-letter store, by task",
+        dead_letters.clone(),
+    );
+    let latency = Family::<TaskLabels, Histogram>::new_with_constructor(
+        (|| Histogram::new(LATENCY_BUCKETS)) as fn() -> Histogram,
+    );
+    reg.register_with_unit(
+        "delivery_latency",
+        "Time from a change's submission to the delivery engine to its 2xx answer (retries and waits for the row's earlier changes included), by task",
+        Unit::Seconds,
+        latency.clone(),
+    );
+    task_ids
+        .iter()
+        .map(|id| {
+            let task = id.as_ref().to_string();
+            let t = TaskLabels { task: task.clone() };
+            let outcome = |outcome| OutcomeLabels {
+                task: task.clone(),
+                outcome,
+            };
+            TaskMetrics {
+                delivered: deliveries.get_or_create_owned(&outcome("delivered")),
+                dead_lettered: deliveries.get_or_create_owned(&outcome("dead_lettered")),
+                dead_letters: dead_letters.get_or_create_owned(&t),
+                requests: requests.get_or_create_owned(&t),
+                failures: failures.get_or_create_owned(&t),
+                retries: retries.get_or_create_owned(&t),
+                latency: latency.get_or_create_owned(&t),
+            }
+        })
+        .collect()
+}
+
+/// `build_info`: a gauge of 1 labelled with the version.
+fn register_build(reg: &mut Registry) {
+    let build = Family::<VersionLabels, Gauge>::default();
+    reg.register("build_info", "pikachu's version", build.clone());
+    build
+        .get_or_create(&VersionLabels {
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .set(1);
+}
+
 impl Metrics {
     /// Metrics for the tasks `task_ids` (in config order: the delivery
     /// engine names tasks by index).
@@ -160,50 +236,11 @@ impl Metrics {
             "Row changes read from the binlog for the configured tables, by database, table and event",
             changes_read.clone(),
         );
-        let deliveries = Family::<OutcomeLabels, Counter>::default();
-        reg.register(
-            "deliveries",
-            "Changes settled, by task and outcome: delivered (2xx) or dead_lettered (failed after all retries, stored)",
-            deliveries.clone(),
-        );
-        let requests = Family::<TaskLabels, Counter>::default();
-        reg.register(
-            "http_requests",
-            "Webhook HTTP attempts, by task (a batch is one request)",
-            requests.clone(),
-        );
-        let failures = Family::<TaskLabels, Counter>::default();
-        reg.register(
-            "http_request_failures",
-            "Webhook HTTP attempts that failed (connection error, timeout, non-2xx), by task",
-            failures.clone(),
-        );
-        let retries = Family::<TaskLabels, Counter>::default();
-        reg.register(
-            "retries",
-            "Webhook retries scheduled, by task",
-            retries.clone(),
-        );
-        let dead_letters = Family::<TaskLabels, Counter>::default();
-        reg.register(
-            "dead_letters",
-            "Changes written to the dead-letter store, by task",
-            dead_letters.clone(),
-        );
         let dead_letters_stored = Gauge::default();
         reg.register(
             "dead_letters_stored",
             "Dead letters currently in the store (all runs; `pikachu dlq replay/purge` lower it)",
             dead_letters_stored.clone(),
-        );
-        let latency = Family::<TaskLabels, Histogram>::new_with_constructor(
-            (|| Histogram::new(LATENCY_BUCKETS)) as fn() -> Histogram,
-        );
-        reg.register_with_unit(
-            "delivery_latency",
-            "Time from a change's submission to the delivery engine to its 2xx answer (retries and waits for the row's earlier changes included), by task",
-            Unit::Seconds,
-            latency.clone(),
         );
         let queue_depth = Gauge::default();
         reg.register(
@@ -282,34 +319,9 @@ impl Metrics {
             headroom.clone(),
         );
         let snapshots = SnapshotFigures::register(&mut reg);
-        let build = Family::<VersionLabels, Gauge>::default();
-        reg.register("build_info", "pikachu's version", build.clone());
-        build
-            .get_or_create(&VersionLabels {
-                version: env!("CARGO_PKG_VERSION"),
-            })
-            .set(1);
+        register_build(&mut reg);
 
-        let tasks = task_ids
-            .iter()
-            .map(|id| {
-                let task = id.as_ref().to_string();
-                let t = TaskLabels { task: task.clone() };
-                let outcome = |outcome| OutcomeLabels {
-                    task: task.clone(),
-                    outcome,
-                };
-                TaskMetrics {
-                    delivered: deliveries.get_or_create_owned(&outcome("delivered")),
-                    dead_lettered: deliveries.get_or_create_owned(&outcome("dead_lettered")),
-                    dead_letters: dead_letters.get_or_create_owned(&t),
-                    requests: requests.get_or_create_owned(&t),
-                    failures: failures.get_or_create_owned(&t),
-                    retries: retries.get_or_create_owned(&t),
-                    latency: latency.get_or_create_owned(&t),
-                }
-            })
-            .collect();
+        let tasks = register_tasks(&mut reg, task_ids);
         Metrics {
             registry: reg,
             changes_read,

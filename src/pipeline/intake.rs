@@ -159,7 +159,7 @@ impl<S: Sink> Intake<'_, S> {
             _ = tokio::time::sleep(IDLE_CHECK), if self.snaps.waiting_high().is_some() => Turn::IdleCheck,
             _ = checkpoint_tick.tick() => match self.save_settled(saver).await {
                 Ok(_) => Turn::Again,
-                Err(e) => Turn::Failed(PipelineError::Setup(format!("cannot save the checkpoint: {e}"))),
+                Err(e) => Turn::Failed(e.into()),
             },
             ev = rx.recv() => match ev {
                 Some(ev) => Turn::Event(ev),

@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{self, CommitTracker};
+use crate::checkpoint::{self, CheckpointError, CommitTracker};
 use crate::config::Config;
 use crate::deliver::Dispatcher;
 use crate::route::Router;
@@ -64,8 +64,20 @@ pub enum PipelineError {
     /// The health server cannot be started.
     #[error(transparent)]
     Server(#[from] crate::server::ServeError),
-    #[error("{0}")]
-    Setup(String),
+    /// The state store failed (the error says what was being done).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The start position could not be decided, or the checkpoint saved.
+    #[error(transparent)]
+    Checkpoint(CheckpointError),
+    /// The state store's lock was poisoned by a panic elsewhere.
+    #[error(
+        "the state store lock is poisoned (a thread panicked while holding it); restart pikachu"
+    )]
+    Poisoned,
+    /// The binlog reader's task ended without returning (it panicked).
+    #[error("the binlog reader stopped unexpectedly: {0}")]
+    ReaderStopped(#[source] tokio::task::JoinError),
     /// Delivery cannot start (the HTTP client, a task's URL, headers or
     /// secret).
     #[error(transparent)]
@@ -73,6 +85,17 @@ pub enum PipelineError {
     /// Preflight checks failed: the lines of the message.
     #[error("{}", .0.join("\n"))]
     Preflight(Vec<String>),
+}
+
+impl From<CheckpointError> for PipelineError {
+    /// A server error stays a source error (its exit code and message are
+    /// the reader's); the rest is the checkpoint's.
+    fn from(e: CheckpointError) -> PipelineError {
+        match e {
+            CheckpointError::Source(s) => PipelineError::Source(s),
+            other => PipelineError::Checkpoint(other),
+        }
+    }
 }
 
 impl PipelineError {
@@ -148,9 +171,7 @@ async fn pipeline(
     let Started { store, info, start } = start::start(&config, reset_position).await?;
     let history = start.history;
     let router = Arc::new(Router::new(&config.tasks, &config.database.database));
-    let dead_letters_before = store
-        .count_dead_letters()
-        .map_err(|e| PipelineError::Setup(e.to_string()))?;
+    let dead_letters_before = store.count_dead_letters()?;
     let store = Arc::new(Mutex::new(store));
     let (tx, mut rx) = reader::channel(config.dispatcher.queue_size.max(1));
     let reader_cancel = cancel.child_token();
@@ -165,7 +186,7 @@ async fn pipeline(
         reader_cancel.clone(),
         reader_status.clone(),
     ));
-    snapshots::request_initial(&config, &store).map_err(PipelineError::Setup)?;
+    snapshots::request_initial(&config, &store)?;
     let (to_intake, requests) = tokio::sync::mpsc::channel(1);
     let snapshot_reader = tokio::spawn(
         snapshots::Runner {
@@ -271,9 +292,7 @@ async fn drain<S: Sink>(
         Ok(None) => tracing::info!(unsettled, "delivery stopped"),
         Err(e) => {
             tracing::error!("cannot save the final checkpoint: {e}");
-            fatal.get_or_insert(PipelineError::Setup(format!(
-                "cannot save the checkpoint: {e}"
-            )));
+            fatal.get_or_insert(PipelineError::from(e));
         }
     }
     fatal
@@ -292,8 +311,6 @@ async fn finish(
     match reader.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.into()),
-        Err(join) => Err(PipelineError::Setup(format!(
-            "the binlog reader stopped unexpectedly: {join}"
-        ))),
+        Err(join) => Err(PipelineError::ReaderStopped(join)),
     }
 }

@@ -315,11 +315,12 @@ pub(super) fn idle_past(high: &BinlogPos, sent_upto: Option<(String, u64)>, empt
 /// Records the initial snapshots the config asks for: a task with
 /// `snapshot: initial` that has none yet (pending, running, done or
 /// cancelled; a failed one is tried again) gets one for its tables.
-pub(super) fn request_initial(config: &Config, store: &Mutex<Store>) -> Result<(), String> {
-    let mut store = store
-        .lock()
-        .map_err(|_| "the state store is unusable".to_string())?;
-    let existing = store.snapshots().map_err(|e| e.to_string())?;
+pub(super) fn request_initial(
+    config: &Config,
+    store: &Mutex<Store>,
+) -> Result<(), super::PipelineError> {
+    let mut store = store.lock().map_err(|_| super::PipelineError::Poisoned)?;
+    let existing = store.snapshots()?;
     for task in config
         .tasks
         .iter()
@@ -333,14 +334,12 @@ pub(super) fn request_initial(config: &Config, store: &Mutex<Store>) -> Result<(
         if has {
             continue;
         }
-        let (id, _) = store
-            .request_snapshot(&SnapshotRequest {
-                task_id: task.task_id.clone(),
-                table: None,
-                condition: None,
-                kind: SnapshotKind::Initial,
-            })
-            .map_err(|e| e.to_string())?;
+        let (id, _) = store.request_snapshot(&SnapshotRequest {
+            task_id: task.task_id.clone(),
+            table: None,
+            condition: None,
+            kind: SnapshotKind::Initial,
+        })?;
         tracing::info!(
             snapshot = id,
             task = %task.task_id,

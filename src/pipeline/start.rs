@@ -31,26 +31,15 @@ pub(super) async fn start(config: &Config, reset_position: bool) -> Result<Start
     let mut conn = connect::connect(&config.database).await?;
     let info: ServerInfo = connect::server_info(&mut conn).await?;
     tracing::info!(flavour = info.flavour.as_str(), version = %info.version, server_id = info.server_id, "connected to {}", connect::addr(&config.database));
-    let start = checkpoint::decide_start(config, &mut conn, &info, saved)
-        .await
-        .map_err(|e| match e {
-            checkpoint::CheckpointError::Source(s) => PipelineError::Source(s),
-            other => PipelineError::Setup(other.to_string()),
-        })?;
+    let start = checkpoint::decide_start(config, &mut conn, &info, saved).await?;
     drop(conn);
     tracing::info!(position = %start.at, history = %start.history, "{}", start.reason);
     if let Some(cp) = &start.save {
         // Before the stream opens: a crash from here on resumes at this
         // position, never at a `latest` resolved again later.
-        store
-            .save_checkpoint(cp)
-            .map_err(|e| PipelineError::Setup(format!("cannot save the checkpoint: {e}")))?;
+        store.save_checkpoint(cp)?;
     }
     Ok(Started { store, info, start })
-}
-
-fn setup(e: impl std::fmt::Display) -> PipelineError {
-    PipelineError::Setup(e.to_string())
 }
 
 /// Opens the state store; with `--reset-position`, forgets the checkpoint
@@ -61,14 +50,14 @@ fn open_store(
     reset_position: bool,
 ) -> Result<(Store, Option<Checkpoint>), PipelineError> {
     let state_before = StateOnDisk::look(&config.state_dir);
-    let mut store = Store::open(&config.state_dir).map_err(setup)?;
+    let mut store = Store::open(&config.state_dir)?;
     if reset_position {
-        if store.clear_checkpoint().map_err(setup)? {
+        if store.clear_checkpoint()? {
             tracing::warn!(state = %store.path().display(), "checkpoint forgotten (--reset-position): starting from `start` in the config");
         }
-        store.clear_schema_history().map_err(setup)?;
+        store.clear_schema_history()?;
     }
-    let saved = store.checkpoint().map_err(setup)?;
+    let saved = store.checkpoint()?;
     if saved.is_none() && !reset_position {
         state_before.warn_if_lost(&config.state_dir, store.path());
     }

@@ -7,7 +7,7 @@
 //! `binlog_row_metadata`, `server_id` (not the server's, not another
 //! replica's), that every configured table exists, and the binlog retention.
 
-pub mod grants;
+pub(crate) mod grants;
 
 use std::collections::BTreeSet;
 use std::fmt;

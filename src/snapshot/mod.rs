@@ -20,12 +20,13 @@
 //! beside the binlog reader, the window in the loop, progress at
 //! settlement); see "In the running pipeline" in `docs/snapshot.md`.
 
-pub mod chunk;
-pub mod payload;
-pub mod plan;
-pub mod values;
-pub mod window;
+pub(crate) mod chunk;
+pub(crate) mod payload;
+pub(crate) mod plan;
+pub(crate) mod values;
+pub(crate) mod window;
 
+pub use chunk::prepare_session;
 pub use chunk::{read_chunk, Chunk, Cursor, KeyPart};
 pub use plan::{plan_table, TablePlan};
 pub use window::{BinlogPos, Settled, Window};

@@ -121,15 +121,6 @@ impl BinlogFile {
         &self.fde
     }
 
-    /// Size of the (unpacked) file in bytes.
-    pub fn len(&self) -> u64 {
-        self.data.len() as u64
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.data.len() <= MAGIC.len()
-    }
-
     fn err(&self, offset: usize, message: String) -> FileError {
         FileError {
             file: self.name.clone(),

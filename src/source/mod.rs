@@ -4,27 +4,30 @@
 //! per-type decoders it uses).
 //! It produces [`crate::event::Change`]s and transaction boundaries.
 
-pub mod binlogs;
+pub(crate) mod binlogs;
 mod bytes;
-pub mod charset;
+pub(crate) mod charset;
 pub mod connect;
 pub(crate) mod decimal;
-pub mod decoder;
-pub mod error;
-pub mod file;
+pub(crate) mod decoder;
+pub(crate) mod error;
+pub(crate) mod file;
 pub(crate) mod geometry;
-pub mod history;
+pub(crate) mod history;
 pub(crate) mod jsonb;
-pub mod options;
+pub(crate) mod options;
 pub mod position;
 pub mod reader;
-pub mod rows;
-pub mod schema;
+pub(crate) mod rows;
+pub(crate) mod schema;
 pub(crate) mod schema_sync;
-pub mod sql;
+pub(crate) mod sql;
 pub(crate) mod table_map;
 pub(crate) mod temporal;
-pub mod value;
-pub mod xa;
+pub(crate) mod value;
+pub(crate) mod xa;
 
+pub use decoder::Output;
 pub use error::SourceError;
+pub use file::FileError;
+pub use value::{decode_value, ColumnInfo, ColumnKind, DecodeOptions};

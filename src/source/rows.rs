@@ -15,6 +15,9 @@ use crate::event::{ChangeKind, RowImage};
 #[derive(Debug)]
 pub struct RowsHeader<'a> {
     pub table_id: u64,
+    /// The event's flags (end of statement, ...): parsed so that the rest
+    /// of the header is found; nothing needs them yet.
+    #[allow(dead_code)]
     pub flags: u16,
     pub column_count: usize,
     /// Columns present in the before image (or the only image).

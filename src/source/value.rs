@@ -455,7 +455,7 @@ impl ColumnKind {
 /// Decode one present, non-NULL value of a column of kind `kind` from the
 /// start of `input`, append its JSON text to `out`, and return how many
 /// input bytes it occupied. On error `out` is left as it was.
-pub(crate) fn decode_value(
+pub fn decode_value(
     kind: &ColumnKind,
     input: &[u8],
     out: &mut Vec<u8>,

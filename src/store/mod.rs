@@ -43,14 +43,15 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 
 mod checkpoint;
 mod diagnose;
-pub mod lock;
+pub(crate) mod lock;
 mod schema_history;
-pub mod snapshot;
-pub mod xa;
+pub(crate) mod snapshot;
+pub(crate) mod xa;
 pub(crate) use checkpoint::Checkpoint;
 pub(crate) use lock::LockError;
 pub use lock::StateLock;
 pub(crate) use schema_history::SchemaVersionRow;
+pub use snapshot::{Advance, SnapshotKind, SnapshotRequest};
 
 /// File name of the database inside `state_dir`.
 pub(crate) const DB_FILE: &str = "pikachu.db";

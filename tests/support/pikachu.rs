@@ -277,9 +277,9 @@ pub fn try_collect_payloads(
         .iter()
         .map(|c| {
             let task = format!("task_{}", c.table.name);
-            let id = pikachu::event::payload::change_id(c, &task, 0);
+            let id = pikachu::event::change_id(c, &task, 0);
             let mut body = Vec::new();
-            pikachu::event::payload::render(&mut body, c, &task, &id);
+            pikachu::event::render(&mut body, c, &task, &id);
             serde_json::from_slice(&body).map_err(|e| format!("payload is not JSON: {e}"))
         })
         .collect()
