@@ -149,7 +149,7 @@ async fn throughput(n: u64, batch: Option<BatchConfig>) -> f64 {
         let job = Job {
             task: 0,
             keys: OrderingKeys::one(seq % 10_000),
-            id: format!("0-1-{seq}#0@bench"),
+            id: format!("0-1-{seq}#0@bench").into(),
             body: body(seq, None).into(),
             seq,
         };
@@ -184,7 +184,7 @@ async fn latency(rate: u64, secs: u64) -> (f64, f64) {
         let job = Job {
             task: 0,
             keys: OrderingKeys::one(seq % 10_000),
-            id: format!("0-1-{seq}#0@bench"),
+            id: format!("0-1-{seq}#0@bench").into(),
             body: body(seq, Some(t)).into(),
             seq,
         };

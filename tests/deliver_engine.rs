@@ -36,7 +36,7 @@ fn job(task: usize, keys: OrderingKeys, seq: u64, body: serde_json::Value) -> Jo
     Job {
         task,
         keys,
-        id: format!("change-{seq}"),
+        id: format!("change-{seq}").into(),
         body: serde_json::to_vec(&body).expect("json").into(),
         seq,
     }

@@ -103,7 +103,7 @@ async fn signatures_verify_with_the_reference_implementation() {
         d.submit(Job {
             task: t,
             keys: OrderingKeys::one(t as u64),
-            id: format!("0-1-42#0@{}", task.task_id),
+            id: format!("0-1-42#0@{}", task.task_id).into(),
             body: body.as_bytes().to_vec().into(),
             seq: t as u64,
         })

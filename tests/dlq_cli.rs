@@ -65,7 +65,7 @@ fn make_dead_letters(config: &Path, r: &Receiver) {
                 task: 0,
                 // One row: recorded (and replayed) in binlog order.
                 keys: OrderingKeys::one(1),
-                id: format!("0-1-{seq}#0@orders"),
+                id: format!("0-1-{seq}#0@orders").into(),
                 body: format!(r#"{{"primary_id":1,"v":{seq}}}"#)
                     .into_bytes()
                     .into(),

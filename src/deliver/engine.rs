@@ -54,7 +54,7 @@ pub struct Job {
     pub task: usize,
     pub keys: OrderingKeys,
     /// The change id (`webhook-id`).
-    pub id: String,
+    pub id: Arc<str>,
     /// The rendered payload (JSON object).
     pub body: Bytes,
     /// Strictly increasing in binlog order, assigned by the submitter.
@@ -160,6 +160,20 @@ impl Dispatcher {
         tasks: &[TaskConfig],
         store: Arc<Mutex<Store>>,
     ) -> Result<Dispatcher, http::SetupError> {
+        Self::start_counting(cfg, tasks, store, Arc::new(Stats::default()), None)
+    }
+
+    /// Same as [`Dispatcher::start`], counting into `stats` (which several
+    /// engines may share: one per task, counted together). With `only`,
+    /// the engine gets jobs of that task alone, and all its workers may
+    /// serve it.
+    pub(crate) fn start_counting(
+        cfg: &DispatcherConfig,
+        tasks: &[TaskConfig],
+        store: Arc<Mutex<Store>>,
+        stats: Arc<Stats>,
+        only: Option<usize>,
+    ) -> Result<Dispatcher, http::SetupError> {
         let client = http::http_client(cfg)?;
         let mut states = Vec::with_capacity(tasks.len());
         for t in tasks {
@@ -183,7 +197,6 @@ impl Dispatcher {
         let queue = Arc::new(Semaphore::new(queue_size));
         let (tx, rx) = mpsc::unbounded_channel();
         let (wm_tx, wm_rx) = watch::channel(0u64);
-        let stats = Arc::new(Stats::default());
         let engine = Engine {
             cfg: cfg.clone(),
             client,
@@ -195,7 +208,10 @@ impl Dispatcher {
             keys: HashMap::new(),
             rr: 0,
             free_workers: workers,
-            task_cap: workers - (tasks.len().saturating_sub(1)).min(workers / 2),
+            task_cap: match only {
+                Some(_) => workers,
+                None => workers - (tasks.len().saturating_sub(1)).min(workers / 2),
+            },
             failing_cap: (workers / 2).max(1),
             unsettled: BTreeSet::new(),
             next_seq: 0,
@@ -236,6 +252,16 @@ impl Dispatcher {
         self.tx
             .send(Msg::Job(job))
             .map_err(|_| SubmitError::ShuttingDown)
+    }
+
+    /// Jobs [`Dispatcher::submit`] takes now without waiting.
+    pub(crate) fn room(&self) -> usize {
+        self.queue.available_permits()
+    }
+
+    /// Waits until the queue has room for a job (or the engine stops).
+    pub(crate) async fn wait_room(&self) {
+        let _ = self.queue.acquire().await;
     }
 
     /// The low watermark: the smallest seq not yet settled, or the next
@@ -440,7 +466,7 @@ impl Engine {
                 batch: Vec::new(),
                 keys: Some(job.keys),
                 blocked,
-                id: job.id.into(),
+                id: job.id,
                 body: job.body,
                 attempts: 0,
                 first_attempt: None,

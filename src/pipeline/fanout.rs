@@ -237,7 +237,7 @@ impl Rendered<'_> {
             task: self.task,
             keys,
             body: std::mem::take(self.body).into(),
-            id: self.id,
+            id: self.id.into(),
             seq: self.seq,
         }
     }
@@ -380,7 +380,7 @@ mod tests {
         };
         assert_eq!(&job.body[..], first.as_bytes());
         assert_eq!((job.task, job.seq), (0, 3));
-        assert_eq!(job.id, payload::change_id(&c, "a", 7));
+        assert_eq!(&*job.id, payload::change_id(&c, "a", 7));
         let keys = deliver::ordering_keys(0, &c, &mut Vec::new());
         assert_eq!(
             job.keys.iter().collect::<Vec<_>>(),

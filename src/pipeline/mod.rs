@@ -20,6 +20,7 @@
 
 mod fanout;
 mod intake;
+mod lanes;
 mod sink;
 mod snapshots;
 mod start;
@@ -36,7 +37,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{self, CheckpointError, CommitTracker};
 use crate::config::Config;
-use crate::deliver::Dispatcher;
 use crate::route::Router;
 use crate::server::Health;
 use crate::source::reader::{self, ReaderOptions};
@@ -44,6 +44,7 @@ use crate::source::value::DecodeOptions;
 use crate::source::SourceError;
 use crate::store::{LockError, StateLock, Store};
 use crate::xa::{XaError, XaHold};
+use lanes::LaneSink;
 
 use intake::Intake;
 use start::{Started, StoreHistory};
@@ -85,6 +86,15 @@ pub enum PipelineError {
     /// Preflight checks failed: the lines of the message.
     #[error("{}", .0.join("\n"))]
     Preflight(Vec<String>),
+}
+
+impl From<lanes::LanesError> for PipelineError {
+    fn from(e: lanes::LanesError) -> PipelineError {
+        match e {
+            lanes::LanesError::Delivery(d) => PipelineError::Delivery(d),
+            lanes::LanesError::Store(s) => PipelineError::Store(s),
+        }
+    }
 }
 
 impl From<CheckpointError> for PipelineError {
@@ -213,8 +223,7 @@ async fn pipeline(
         .store(dead_letters_before, Ordering::Relaxed);
     let hold = recover_xa(&store).await?;
     let mut saver = checkpoint::Saver::new(store.clone(), info, history);
-    let dispatcher = Dispatcher::start(&config.dispatcher, &config.tasks, store)?;
-    let sink = WebhookSink::new(dispatcher);
+    let sink = LaneSink::start(&config.dispatcher, &config.tasks, store, &config.state_dir)?;
     // Health reads the engine's counters; the metrics count its per-task
     // outcomes (the engine knows them only as an `Observer`).
     let stats = sink.stats();

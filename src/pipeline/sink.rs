@@ -89,11 +89,6 @@ impl WebhookSink {
             dispatcher,
         }
     }
-
-    /// The engine's counters.
-    pub fn stats(&self) -> Arc<Stats> {
-        self.stats.clone()
-    }
 }
 
 impl Sink for WebhookSink {

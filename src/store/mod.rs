@@ -41,6 +41,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior, MAIN_DB};
 
+pub(crate) mod backlog;
 mod checkpoint;
 mod diagnose;
 pub(crate) mod lock;

@@ -1,0 +1,251 @@
+//! Every task on its own: a task whose endpoint hangs or refuses
+//! connections spills its changes to its durable backlog
+//! (`./data/backlog/`), while the binlog, the checkpoint and the other
+//! task go on; when the endpoint is back it gets every change, in per-row
+//! order, also across a SIGKILL. Real MariaDB, real pikachu process, real
+//! HTTP receivers.
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::pikachu::{config_yaml, Pikachu, TaskSpec};
+use support::{MariaDb, Received, Receiver};
+
+/// Rows of the workload, and update rounds over all of them.
+const ROWS: i64 = 3000;
+const ROUNDS: i64 = 2;
+
+fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50)); // poll interval
+    }
+}
+
+/// Two tasks on the same table: `a` (on_failure: block, so that a long
+/// outage never dead-letters) and `b`; small engine queues so that a stuck
+/// task fills its own quickly.
+fn config(db: &MariaDb, name: &str, start: &(String, u64), a: &Receiver, b: &Receiver) -> String {
+    let mut ta = TaskSpec::new("a", "t", &["insert", "update"], &a.url("/a"));
+    ta.extra = "  on_failure: \"block\"\n".into();
+    let tb = TaskSpec::new("b", "t", &["insert", "update"], &b.url("/b"));
+    config_yaml(db, name, start, &[ta, tb]).replace(
+        "dispatcher:\n",
+        "dispatcher:\n  queue_size: 200\n  worker_count: 8\n",
+    )
+}
+
+/// Inserts ROWS rows, then ROUNDS updates of every row (v = round).
+fn workload(db: &MariaDb, name: &str, first_id: i64) {
+    let mut sql = String::new();
+    for chunk in 0..ROWS / 100 {
+        let rows: Vec<String> = (0..100)
+            .map(|i| format!("({}, 0)", first_id + chunk * 100 + i))
+            .collect();
+        sql.push_str(&format!("INSERT INTO t VALUES {};\n", rows.join(",")));
+    }
+    db.exec_in(name, &sql);
+    for round in 1..=ROUNDS {
+        db.exec_in(
+            name,
+            &format!(
+                "UPDATE t SET v = {round} WHERE id >= {first_id} AND id < {}",
+                first_id + ROWS
+            ),
+        );
+    }
+}
+
+/// (id, v) of every 2xx-answered change, in arrival order.
+fn versions(got: &[Received]) -> Vec<(i64, i64)> {
+    got.iter()
+        .map(|r| {
+            let b = r.json();
+            let row = if b["event"] == "update" {
+                &b["new_data"]
+            } else {
+                &b["data"]
+            };
+            (
+                row["id"].as_i64().expect("id"),
+                row["v"].as_i64().expect("v"),
+            )
+        })
+        .collect()
+}
+
+/// Every row got every version, in order (a version may come again, never
+/// an older one after a newer).
+fn assert_per_row_order(got: &[(i64, i64)], first_id: i64) {
+    let mut seen: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for &(id, v) in got {
+        seen.entry(id).or_default().push(v);
+    }
+    for id in first_id..first_id + ROWS {
+        let vs = seen
+            .get(&id)
+            .unwrap_or_else(|| panic!("row {id}: nothing arrived"));
+        assert!(
+            vs.windows(2).all(|w| w[0] <= w[1]),
+            "row {id}: versions out of order: {vs:?}"
+        );
+        let distinct: HashSet<i64> = vs.iter().copied().collect();
+        assert_eq!(distinct.len() as i64, ROUNDS + 1, "row {id}: {vs:?}");
+    }
+}
+
+fn distinct_ids(got: &[Received]) -> usize {
+    got.iter()
+        .filter_map(|r| r.header("webhook-id"))
+        .collect::<HashSet<_>>()
+        .len()
+}
+
+/// Rows in the backlog files of `dir`'s state.
+fn backlog_rows(dir: &Path) -> i64 {
+    let Ok(entries) = std::fs::read_dir(dir.join("data/backlog")) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "db"))
+        .map(|e| {
+            rusqlite::Connection::open(e.path())
+                .and_then(|c| c.query_row("SELECT count(*) FROM rows", [], |r| r.get::<_, i64>(0)))
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// The saved checkpoint (file, pos); it compares as positions do (the
+/// file names have a fixed-width number). The server is shared with other
+/// tests: the checkpoint may pass the end of this test's workload.
+fn checkpoint(dir: &Path) -> Option<(String, u64)> {
+    let c = rusqlite::Connection::open(dir.join("data/pikachu.db")).ok()?;
+    c.query_row("SELECT file, pos FROM checkpoint", [], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+    })
+    .ok()
+}
+
+const TOTAL: usize = (ROWS * (ROUNDS + 1)) as usize;
+
+#[test]
+fn a_hanging_endpoint_holds_back_neither_the_binlog_nor_the_other_task() {
+    // A accepts and never answers (until it is reset).
+    isolated("isolate_hang", |a| a.hang_next(10_000_000), |a| a.reset());
+}
+
+#[test]
+fn a_refusing_endpoint_holds_back_neither_the_binlog_nor_the_other_task() {
+    isolated("isolate_refuse", |a| a.stop(), |a| a.start_again());
+}
+
+#[test]
+fn an_endpoint_answering_500_holds_back_neither_the_binlog_nor_the_other_task() {
+    isolated(
+        "isolate_500",
+        |a| a.set_status(Some(500)),
+        |a| a.set_status(None),
+    );
+}
+
+/// A's endpoint is out (`outage`) while the workload is written; B gets
+/// everything, the checkpoint reaches the end, A's changes are on disk;
+/// then A is back (`recover`) and gets every change in per-row order.
+fn isolated(prefix: &str, outage: impl Fn(&Receiver), recover: impl Fn(&Receiver)) {
+    let db = MariaDb::shared();
+    let name = db.fresh_database(prefix);
+    db.exec_in(&name, "CREATE TABLE t (id INT PRIMARY KEY, v INT)");
+    let ra = Receiver::start();
+    let rb = Receiver::start();
+    outage(&ra);
+    let start = db.master_status();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = Pikachu::start_in(dir.path(), &config(db, &name, &start, &ra, &rb), &[]);
+    workload(db, &name, 1);
+    let end = db.master_status();
+    // B gets everything although A holds 200 changes in memory at most.
+    let got_b = rb.wait_for(TOTAL, Duration::from_secs(120));
+    assert_eq!(distinct_ids(&got_b), TOTAL);
+    assert_per_row_order(&versions(&got_b), 1);
+    // The checkpoint reaches the end of the workload: A's changes are
+    // settled by being in its backlog.
+    wait_until(
+        Duration::from_secs(30),
+        "the checkpoint to reach the end",
+        || checkpoint(dir.path()).is_some_and(|c| c >= end),
+    );
+    assert!(
+        backlog_rows(dir.path()) >= (TOTAL - 400) as i64,
+        "A's backlog holds its changes: {} rows",
+        backlog_rows(dir.path())
+    );
+    assert!(
+        p.log().contains("its changes go to its backlog"),
+        "{}",
+        p.log()
+    );
+    // A is back: it gets every change, in per-row order, from the backlog.
+    recover(&ra);
+    wait_until(Duration::from_secs(120), "every change at A", || {
+        distinct_ids(&ra.received()) >= TOTAL
+    });
+    assert_per_row_order(&versions(&ra.received()), 1);
+    wait_until(Duration::from_secs(30), "the backlog to empty", || {
+        backlog_rows(dir.path()) == 0
+    });
+    wait_until(Duration::from_secs(30), "the lane to catch up", || {
+        p.log().contains("the task caught up")
+    });
+}
+
+#[test]
+fn sigkill_with_a_backlog_on_disk_loses_nothing_and_sends_b_nothing_twice() {
+    let db = MariaDb::shared();
+    let name = db.fresh_database("isolate_kill");
+    db.exec_in(&name, "CREATE TABLE t (id INT PRIMARY KEY, v INT)");
+    let ra = Receiver::start();
+    let rb = Receiver::start();
+    // A refuses connections.
+    ra.stop();
+    let start = db.master_status();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(db, &name, &start, &ra, &rb);
+    let p = Pikachu::start_in(dir.path(), &cfg, &[]);
+    workload(db, &name, 1);
+    let end = db.master_status();
+    rb.wait_for(TOTAL, Duration::from_secs(120));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while checkpoint(dir.path()).is_none_or(|c| c < end) {
+        assert!(
+            Instant::now() < deadline,
+            "the checkpoint stays at {:?}, not {end:?}; backlog rows {}; log:\n{}",
+            checkpoint(dir.path()),
+            backlog_rows(dir.path()),
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(50)); // poll interval
+    }
+    let on_disk = backlog_rows(dir.path());
+    assert!(on_disk >= (TOTAL - 400) as i64, "backlog rows: {on_disk}");
+    p.kill();
+    let b_before = rb.received().len();
+    ra.start_again();
+    let p = Pikachu::start_in(dir.path(), &cfg, &[]);
+    wait_until(Duration::from_secs(120), "every change at A", || {
+        distinct_ids(&ra.received()) >= TOTAL
+    });
+    assert_per_row_order(&versions(&ra.received()), 1);
+    // B had everything settled before the kill: nothing again.
+    rb.assert_no_more_requests(Duration::from_secs(2));
+    assert_eq!(rb.received().len(), b_before);
+    wait_until(Duration::from_secs(30), "the backlog to empty", || {
+        backlog_rows(dir.path()) == 0
+    });
+    drop(p);
+}
