@@ -113,6 +113,7 @@ fn task(url: &str, batch: Option<BatchConfig>) -> TaskConfig {
         batch,
         on_failure: OnFailure::DeadLetter,
         snapshot: Default::default(),
+        limits: Default::default(),
     }
 }
 

@@ -836,3 +836,62 @@ fn snapshot_settings_load() {
         .config;
     assert_eq!(c.snapshot.chunk_size, 4096, "the default");
 }
+
+#[test]
+fn task_limits_are_checked_and_located() {
+    let cases: Vec<(String, &str, &str, &str)> = vec![
+        (
+            format!("{DB}tasks:\n{TASK_A}  rate_limit: 0\n"),
+            "rate_limit",
+            "rate_limit",
+            "between 1 and 1000000",
+        ),
+        (
+            format!("{DB}tasks:\n{TASK_A}  max_in_flight: 0\n"),
+            "max_in_flight",
+            "max_in_flight",
+            "between 1 and 10000",
+        ),
+        (
+            format!("{DB}tasks:\n{TASK_A}  breaker:\n    cooldown: 5\n"),
+            "cooldown",
+            "cooldown",
+            "duration with a unit",
+        ),
+        (
+            format!("{DB}tasks:\n{TASK_A}  backlog:\n    max_bytes: 10\n"),
+            "max_bytes",
+            "max_bytes",
+            "at least 1 MiB",
+        ),
+        (
+            format!("{DB}tasks:\n{TASK_A}  backlog:\n    when_full: drop\n"),
+            "when_full",
+            "when_full",
+            "dead_letter",
+        ),
+        (
+            format!("{DB}tasks:\n{TASK_A}  dead_letter_on: [200]\n"),
+            "dead_letter_on",
+            "dead_letter_on",
+            "between 400 and 599",
+        ),
+    ];
+    for (text, needle, key, says) in cases {
+        let e = err(&text);
+        let first = assert_located(&e, "config.yaml", line_of(&text, needle, 0), key);
+        assert!(e.to_string().contains(says), "{needle}: {e}\n{first}");
+    }
+    // Valid limits load, with their defaults filled in.
+    let text = format!(
+        "{DB}tasks:\n{TASK_A}  max_in_flight: 4\n  rate_limit: 50\n  breaker: {{failures: 3}}\n  backlog: {{max_bytes: 2097152, when_full: dead_letter}}\n  dead_letter_on: [410, 422, 410]\n"
+    );
+    let loaded = from_str(&text, "config.yaml", None).expect("valid");
+    let l = &loaded.config.tasks[0].limits;
+    assert_eq!((l.max_in_flight, l.rate_limit), (Some(4), Some(50)));
+    assert_eq!(l.breaker.failures, 3);
+    assert_eq!(l.breaker.cooldown, std::time::Duration::from_secs(1));
+    assert_eq!(l.backlog.max_bytes, 2 << 20);
+    assert_eq!(l.backlog.when_full, pikachu::config::WhenFull::DeadLetter);
+    assert_eq!(l.dead_letter_on, [410, 422]);
+}

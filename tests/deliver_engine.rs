@@ -410,6 +410,9 @@ async fn a_failing_task_does_not_hold_up_another() {
     let good = Receiver::start();
     let mut t0 = task("bad", &bad.url("/h"));
     t0.on_failure = OnFailure::Block;
+    // Without the circuit breaker (tests/deliver_limits.rs has it): every
+    // change is retried on its own schedule.
+    t0.limits.breaker.failures = 0;
     let e = start(&dcfg(16, 10_000), &[t0, task("good", &good.url("/h"))]);
     for seq in 0..400u64 {
         let t = (seq % 2) as usize;

@@ -17,7 +17,8 @@ fn write_config(dir: &Path, url: &str) -> PathBuf {
         "database:\n  host: \"127.0.0.1\"\n  port: 1\n  user: \"u\"\n  password: \"\"\n  database: \"shop\"\n  server_id: 5\n\
          state_dir: \"{}\"\n\
          dispatcher:\n  max_retries: 1\n  retry_base_delay: \"10ms\"\n  retry_max_delay: \"20ms\"\n  timeout: \"5s\"\n\
-         tasks:\n- task_id: \"orders\"\n  name: \"orders\"\n  table_name: \"orders\"\n  events: [\"insert\"]\n  callback_url: \"{url}\"\n  secret: \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+         tasks:\n- task_id: \"orders\"\n  name: \"orders\"\n  table_name: \"orders\"\n  events: [\"insert\"]\n  callback_url: \"{url}\"\n  secret: \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+         \x20 breaker:\n    failures: 0\n",
         dir.join("state").display()
     );
     let path = dir.join("config.yaml");

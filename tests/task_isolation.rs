@@ -249,3 +249,115 @@ fn sigkill_with_a_backlog_on_disk_loses_nothing_and_sends_b_nothing_twice() {
     });
     drop(p);
 }
+
+/// The config with `backlog:` for task `a` (1 MiB, the smallest allowed).
+fn config_full(
+    db: &MariaDb,
+    name: &str,
+    start: &(String, u64),
+    a: &Receiver,
+    b: &Receiver,
+    when: &str,
+) -> String {
+    config(db, name, start, a, b).replace(
+        "  on_failure: \"block\"\n",
+        &format!(
+            "  on_failure: \"block\"\n  backlog:\n    max_bytes: 1048576\n    when_full: \"{when}\"\n"
+        ),
+    )
+}
+
+fn dead_letters(dir: &Path) -> i64 {
+    rusqlite::Connection::open(dir.join("data/pikachu.db"))
+        .and_then(|c| c.query_row("SELECT count(*) FROM dead_letters", [], |r| r.get(0)))
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_full_backlog_with_block_holds_the_reader_until_the_task_delivers() {
+    let db = MariaDb::shared();
+    let name = db.fresh_database("isolate_full_block");
+    db.exec_in(&name, "CREATE TABLE t (id INT PRIMARY KEY, v INT)");
+    let ra = Receiver::start();
+    let rb = Receiver::start();
+    ra.stop();
+    let start = db.master_status();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config_full(db, &name, &start, &ra, &rb, "block");
+    let p = Pikachu::start_in(dir.path(), &cfg, &[]);
+    workload(db, &name, 1);
+    // ~300-byte payloads: 1 MiB holds about a third of the workload.
+    wait_until(Duration::from_secs(60), "the full-backlog warning", || {
+        p.log().contains("the task's backlog is full")
+    });
+    // What was on its way to B still arrives; then B is held too.
+    let mut held = rb.received().len();
+    let mut still_since = Instant::now();
+    wait_until(
+        Duration::from_secs(30),
+        "B to be held with the reader",
+        || {
+            let now = rb.received().len();
+            if now != held {
+                (held, still_since) = (now, Instant::now());
+            }
+            still_since.elapsed() >= Duration::from_secs(1)
+        },
+    );
+    assert!(held < TOTAL, "B is held with the reader: {held} of {TOTAL}");
+    assert_eq!(dead_letters(dir.path()), 0, "block dead-letters nothing");
+    // A is back: the backlog drains, the reader goes on, both get it all.
+    ra.start_again();
+    wait_until(Duration::from_secs(120), "every change at B", || {
+        distinct_ids(&rb.received()) >= TOTAL
+    });
+    wait_until(Duration::from_secs(120), "every change at A", || {
+        distinct_ids(&ra.received()) >= TOTAL
+    });
+    assert_per_row_order(&versions(&ra.received()), 1);
+    assert_per_row_order(&versions(&rb.received()), 1);
+}
+
+#[test]
+fn a_full_backlog_with_dead_letter_lets_the_reader_go_on() {
+    let db = MariaDb::shared();
+    let name = db.fresh_database("isolate_full_dl");
+    db.exec_in(&name, "CREATE TABLE t (id INT PRIMARY KEY, v INT)");
+    let ra = Receiver::start();
+    let rb = Receiver::start();
+    ra.stop();
+    let start = db.master_status();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config_full(db, &name, &start, &ra, &rb, "dead_letter");
+    let p = Pikachu::start_in(dir.path(), &cfg, &[]);
+    workload(db, &name, 1);
+    rb.wait_for(TOTAL, Duration::from_secs(120));
+    wait_until(
+        Duration::from_secs(30),
+        "dead letters of the full backlog",
+        || dead_letters(dir.path()) > 0,
+    );
+    assert!(p
+        .log()
+        .contains("its new changes go to the dead-letter store"));
+    let dead = dead_letters(dir.path()) as usize;
+    let on_disk = backlog_rows(dir.path()) as usize;
+    assert!(
+        on_disk < TOTAL && dead < TOTAL,
+        "backlog {on_disk}, dead letters {dead}"
+    );
+    // A is back: it gets what its backlog held; with the dead letters that
+    // is every change.
+    ra.start_again();
+    wait_until(Duration::from_secs(60), "the backlog to empty", || {
+        backlog_rows(dir.path()) == 0
+    });
+    wait_until(Duration::from_secs(30), "A's changes", || {
+        distinct_ids(&ra.received()) + dead >= TOTAL
+    });
+    assert_eq!(
+        distinct_ids(&ra.received()) + dead,
+        TOTAL,
+        "each change delivered or dead-lettered, once"
+    );
+}

@@ -14,9 +14,9 @@ use super::env;
 use super::node::{Doc, Node};
 use super::suggest;
 use super::{
-    BatchConfig, CheckpointConfig, ConfigError, DatabaseConfig, Diagnostic, DispatcherConfig,
-    EventKind, LogConfig, LogFormat, LogLevel, OnFailure, Secret, ServerConfig, SnapshotConfig,
-    SnapshotMode, StartPosition, TaskConfig, TlsMode,
+    BatchConfig, BreakerConfig, CheckpointConfig, ConfigError, DatabaseConfig, Diagnostic,
+    DispatcherConfig, EventKind, LogConfig, LogFormat, LogLevel, OnFailure, Secret, ServerConfig,
+    SnapshotConfig, SnapshotMode, StartPosition, TaskConfig, TaskLimits, TlsMode, WhenFull,
 };
 
 type R<T> = Result<T, ConfigError>;
@@ -628,6 +628,57 @@ fn tasks_file(doc: Doc<'_>, warnings: &mut Vec<String>) -> R<Vec<DraftTask>> {
     }
 }
 
+/// A task's `max_in_flight`, `rate_limit`, `breaker`, `backlog` and
+/// `dead_letter_on`.
+fn limits(f: &Fields<'_>, warnings: &mut Vec<String>) -> R<TaskLimits> {
+    let mut limits = TaskLimits::default();
+    if let Some(v) = f.get("max_in_flight") {
+        limits.max_in_flight = Some(v.count_in(MAX_WORKERS)?);
+    }
+    if let Some(v) = f.get("rate_limit") {
+        limits.rate_limit = Some(v.int_in_hint(1, 1_000_000, " (requests per second)")? as u32);
+    }
+    if let Some(v) = f.get("breaker") {
+        let b = v.fields(&["failures", "cooldown", "max_cooldown"], &[], warnings)?;
+        let d = BreakerConfig::default();
+        let failures = match b.get("failures") {
+            Some(v) => v.int_in_hint(0, 1000, " (0 turns the breaker off)")? as u32,
+            None => d.failures,
+        };
+        let cooldown = b.duration_in_or("cooldown", Duration::from_millis(10), HOUR, d.cooldown)?;
+        let max_cooldown = b.duration_in_or(
+            "max_cooldown",
+            Duration::from_millis(10),
+            HOUR,
+            d.max_cooldown,
+        )?;
+        limits.breaker = BreakerConfig {
+            failures,
+            cooldown,
+            max_cooldown: max_cooldown.max(cooldown),
+        };
+    }
+    if let Some(v) = f.get("backlog") {
+        let b = v.fields(&["max_bytes", "when_full"], &[], warnings)?;
+        if let Some(m) = b.get("max_bytes") {
+            limits.backlog.max_bytes =
+                m.int_in_hint(1 << 20, 1 << 50, " (bytes of payloads; at least 1 MiB)")? as u64;
+        }
+        if let Some(w) = b.get("when_full") {
+            limits.backlog.when_full = w.choice(&WhenFull::ALL, "backlog.when_full mode")?;
+        }
+    }
+    if let Some(v) = f.get("dead_letter_on") {
+        for item in v.seq()? {
+            let code = item.int_in_hint(400, 599, " (an HTTP status of an error answer)")? as u16;
+            if !limits.dead_letter_on.contains(&code) {
+                limits.dead_letter_on.push(code);
+            }
+        }
+    }
+    Ok(limits)
+}
+
 fn task(v: Val<'_>, warnings: &mut Vec<String>) -> R<DraftTask> {
     let f = v.fields(
         &[
@@ -641,10 +692,16 @@ fn task(v: Val<'_>, warnings: &mut Vec<String>) -> R<DraftTask> {
             "batch",
             "on_failure",
             "snapshot",
+            "max_in_flight",
+            "rate_limit",
+            "breaker",
+            "backlog",
+            "dead_letter_on",
         ],
         &[],
         warnings,
     )?;
+    let limits = limits(&f, warnings)?;
     let id_val = f.require("task_id")?;
     let task_id = id_val.non_empty_string()?;
     let name = f.require("name")?.string()?;
@@ -724,6 +781,7 @@ fn task(v: Val<'_>, warnings: &mut Vec<String>) -> R<DraftTask> {
             batch,
             on_failure,
             snapshot,
+            limits,
         },
         path: v.path.clone(),
         task_id: id_val.spot(),

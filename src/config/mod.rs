@@ -258,6 +258,85 @@ pub struct TaskConfig {
     pub on_failure: OnFailure,
     /// Key `snapshot`, default `never`.
     pub snapshot: SnapshotMode,
+    /// How the task's deliveries are limited and protected.
+    pub limits: TaskLimits,
+}
+
+/// A task's own limits (issue 13): how many requests at once and per
+/// second, when its endpoint counts as down, and how big its backlog grows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TaskLimits {
+    /// Key `max_in_flight`: most requests of the task at once; default
+    /// `dispatcher.worker_count`.
+    pub max_in_flight: Option<usize>,
+    /// Key `rate_limit`: most requests per second; default unlimited.
+    pub rate_limit: Option<u32>,
+    /// Key `breaker`.
+    pub breaker: BreakerConfig,
+    /// Key `backlog`.
+    pub backlog: BacklogConfig,
+    /// Key `dead_letter_on`: HTTP statuses that dead-letter a change at once
+    /// (no retries); default none.
+    pub dead_letter_on: Vec<u16>,
+}
+
+/// A task's circuit breaker: after `failures` attempts in a row failed, the
+/// task sends nothing for `cooldown` (doubling up to `max_cooldown` while
+/// its probes fail); attempts that fail while it is open do not count
+/// against a change's retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Default 5; 0 turns the breaker off.
+    pub failures: u32,
+    /// Default 1s.
+    pub cooldown: Duration,
+    /// Default 60s.
+    pub max_cooldown: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failures: 5,
+            cooldown: Duration::from_secs(1),
+            max_cooldown: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A task's durable backlog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BacklogConfig {
+    /// Default 1 GiB of payloads.
+    pub max_bytes: u64,
+    /// Default `block`.
+    pub when_full: WhenFull,
+}
+
+impl Default for BacklogConfig {
+    fn default() -> Self {
+        BacklogConfig {
+            max_bytes: 1 << 30,
+            when_full: WhenFull::Block,
+        }
+    }
+}
+
+/// What a task does with a change when its backlog is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenFull {
+    /// Reading the binlog waits until the task delivers some of it.
+    #[default]
+    Block,
+    /// The change is written to the dead-letter store.
+    DeadLetter,
+}
+
+impl WhenFull {
+    pub const ALL: [(&'static str, WhenFull); 2] = [
+        ("block", WhenFull::Block),
+        ("dead_letter", WhenFull::DeadLetter),
+    ];
 }
 
 /// A row change kind.

@@ -39,7 +39,7 @@ use tokio::task::JoinSet;
 use super::http::{self, AttemptError, Target};
 use super::keys::OrderingKeys;
 use crate::backoff;
-use crate::config::{DispatcherConfig, OnFailure, TaskConfig};
+use crate::config::{BreakerConfig, DispatcherConfig, OnFailure, TaskConfig};
 use crate::store::{self, DeadLetter, Store};
 
 /// Attempts between error-level reminders for a task with `on_failure: block`.
@@ -85,6 +85,8 @@ pub struct Stats {
     /// Told of per-task outcomes, when one is set (the metrics, set by the
     /// pipeline before the first job).
     pub observer: std::sync::OnceLock<Arc<dyn Observer>>,
+    /// Each task's figures, when its engine runs in a lane (`pikachu run`).
+    pub tasks: std::sync::OnceLock<Vec<Arc<super::TaskFigures>>>,
 }
 
 /// Per-task delivery outcomes, for whoever counts them (the metrics): the
@@ -172,7 +174,7 @@ impl Dispatcher {
         tasks: &[TaskConfig],
         store: Arc<Mutex<Store>>,
         stats: Arc<Stats>,
-        only: Option<usize>,
+        only: Option<Arc<super::TaskFigures>>,
     ) -> Result<Dispatcher, http::SetupError> {
         let client = http::http_client(cfg)?;
         let mut states = Vec::with_capacity(tasks.len());
@@ -190,6 +192,19 @@ impl Dispatcher {
                     first_at: None,
                     busy: false,
                 }),
+                max_in_flight: t.limits.max_in_flight.unwrap_or(usize::MAX).max(1),
+                pace: t.limits.rate_limit.map(|r| {
+                    (
+                        Duration::from_secs_f64(1.0 / f64::from(r.max(1))),
+                        Instant::now(),
+                    )
+                }),
+                breaker: Breaker {
+                    cfg: t.limits.breaker,
+                    state: BreakerState::Closed,
+                    cooldown: t.limits.breaker.cooldown,
+                },
+                dead_letter_on: t.limits.dead_letter_on.clone(),
             });
         }
         let workers = cfg.worker_count.max(1);
@@ -208,7 +223,7 @@ impl Dispatcher {
             keys: HashMap::new(),
             rr: 0,
             free_workers: workers,
-            task_cap: match only {
+            task_cap: match &only {
                 Some(_) => workers,
                 None => workers - (tasks.len().saturating_sub(1)).min(workers / 2),
             },
@@ -218,6 +233,7 @@ impl Dispatcher {
             watermark: wm_tx,
             joins: JoinSet::new(),
             shutdown: None,
+            figures: only,
         };
         let handle = tokio::spawn(engine.run(rx));
         Ok(Dispatcher {
@@ -312,6 +328,9 @@ struct Unit {
     id: Arc<str>,
     body: Bytes,
     attempts: u32,
+    /// Attempts that do not count against `max_retries` (they failed while
+    /// the task's breaker was open or tripping).
+    free_attempts: u32,
     first_attempt: Option<SystemTime>,
     last_attempt: Option<SystemTime>,
     last_error: String,
@@ -343,6 +362,102 @@ struct TaskState {
     in_flight: usize,
     consecutive_failures: u32,
     batch: Option<Batcher>,
+    /// `max_in_flight`: most attempts of the task at once.
+    max_in_flight: usize,
+    /// `rate_limit`: the time between two starts, and the earliest next one.
+    pace: Option<(Duration, Instant)>,
+    /// The circuit breaker.
+    breaker: Breaker,
+    /// Statuses that dead-letter at once.
+    dead_letter_on: Vec<u16>,
+}
+
+/// A task's circuit breaker (see `config::BreakerConfig`).
+struct Breaker {
+    cfg: BreakerConfig,
+    state: BreakerState,
+    /// The current cool-down (doubles while probes fail).
+    cooldown: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BreakerState {
+    /// Sending.
+    Closed,
+    /// Sending nothing until then.
+    Open { until: Instant },
+    /// One probe may go (`started`: it went).
+    Probing { started: bool },
+}
+
+impl Breaker {
+    /// Takes a failed attempt (the task's `failures` in a row so far);
+    /// returns whether it counts against the change's retries: not when it
+    /// trips the breaker, fails a probe, or ends while the breaker is open.
+    fn counts(&mut self, failures: u32, task_id: &str) -> bool {
+        let now = Instant::now();
+        match self.state {
+            BreakerState::Closed if self.cfg.failures == 0 || failures < self.cfg.failures => true,
+            BreakerState::Closed => {
+                self.state = BreakerState::Open {
+                    until: now + self.cooldown,
+                };
+                tracing::warn!(task_id, failures, cooldown_ms = self.cooldown.as_millis() as u64, "circuit breaker open: the task's endpoint failed every attempt of late; it gets one probe per cool-down, and its changes wait (their retries are not used up)");
+                false
+            }
+            BreakerState::Probing { .. } => {
+                self.cooldown = (self.cooldown * 2).min(self.cfg.max_cooldown);
+                self.state = BreakerState::Open {
+                    until: now + self.cooldown,
+                };
+                tracing::debug!(
+                    task_id,
+                    cooldown_ms = self.cooldown.as_millis() as u64,
+                    "circuit breaker probe failed; open again"
+                );
+                false
+            }
+            BreakerState::Open { .. } => false,
+        }
+    }
+}
+
+impl TaskState {
+    /// Whether an attempt of this task may start now (breaker and pace).
+    fn may_start(&mut self, now: Instant) -> bool {
+        match self.breaker.state {
+            BreakerState::Closed => {}
+            BreakerState::Open { until } if now >= until => {
+                self.breaker.state = BreakerState::Probing { started: false };
+            }
+            BreakerState::Open { .. } | BreakerState::Probing { started: true } => return false,
+            BreakerState::Probing { started: false } => {}
+        }
+        self.pace.is_none_or(|(_, next)| now >= next)
+    }
+
+    /// An attempt starts: the probe is out, the pace moves on.
+    fn started(&mut self, now: Instant) {
+        if let BreakerState::Probing { started } = &mut self.breaker.state {
+            *started = true;
+        }
+        if let Some((every, next)) = &mut self.pace {
+            *next = (*next).max(now) + *every;
+        }
+    }
+
+    /// When this task may start an attempt that it may not start now.
+    fn wakes_at(&self) -> Option<Instant> {
+        if self.ready.is_empty() {
+            return None;
+        }
+        let breaker = match self.breaker.state {
+            BreakerState::Open { until } => Some(until),
+            _ => None,
+        };
+        let pace = self.pace.map(|(_, next)| next);
+        breaker.max(pace)
+    }
 }
 
 struct Engine {
@@ -367,6 +482,8 @@ struct Engine {
     watermark: watch::Sender<u64>,
     joins: JoinSet<Event>,
     shutdown: Option<(Instant, oneshot::Sender<ShutdownReport>)>,
+    /// The figures of the one task of a lane's engine.
+    figures: Option<Arc<super::TaskFigures>>,
 }
 
 impl Engine {
@@ -469,6 +586,7 @@ impl Engine {
                 id: job.id,
                 body: job.body,
                 attempts: 0,
+                free_attempts: 0,
                 first_attempt: None,
                 last_attempt: None,
                 last_error: String::new(),
@@ -498,11 +616,12 @@ impl Engine {
             }
         }
         let n = self.tasks.len();
+        let now = Instant::now();
         while self.free_workers > 0 {
             let mut picked = None;
             for i in 0..n {
                 let t = (self.rr + i) % n;
-                let ts = &self.tasks[t];
+                let ts = &mut self.tasks[t];
                 if ts.ready.is_empty() {
                     continue;
                 }
@@ -511,7 +630,7 @@ impl Engine {
                 } else {
                     self.task_cap
                 };
-                if ts.in_flight >= cap {
+                if ts.in_flight >= cap.min(ts.max_in_flight) || !ts.may_start(now) {
                     continue;
                 }
                 picked = Some(t);
@@ -520,6 +639,7 @@ impl Engine {
             let Some(t) = picked else { break };
             self.rr = (t + 1) % n;
             if let Some(unit) = self.tasks[t].ready.pop_front() {
+                self.tasks[t].started(now);
                 self.start(unit);
             }
         }
@@ -562,6 +682,7 @@ impl Engine {
                 id: id.into(),
                 body: Bytes::from(body),
                 attempts: 0,
+                free_attempts: 0,
                 first_attempt: None,
                 last_attempt: None,
                 last_error: String::new(),
@@ -572,13 +693,16 @@ impl Engine {
         self.tasks[t].ready.push_back(unit_id);
     }
 
+    /// The next batch to flush, or task to wake (breaker, pace).
     fn next_batch_deadline(&self) -> Option<Instant> {
-        self.tasks
+        let batches = self
+            .tasks
             .iter()
             .filter_map(|t| t.batch.as_ref())
             .filter(|b| !b.busy && !b.pending.is_empty())
-            .filter_map(|b| b.first_at.map(|f| f + b.max_wait))
-            .min()
+            .filter_map(|b| b.first_at.map(|f| f + b.max_wait));
+        let tasks = self.tasks.iter().filter_map(TaskState::wakes_at);
+        batches.chain(tasks).min()
     }
 
     fn start(&mut self, unit_id: u64) {
@@ -667,6 +791,14 @@ impl Engine {
         match result {
             Ok(status) => {
                 task.consecutive_failures = 0;
+                if task.breaker.state != BreakerState::Closed {
+                    tracing::info!(task_id = %task.target.task_id, "the endpoint answers again: circuit breaker closed, the task sends again");
+                }
+                task.breaker.state = BreakerState::Closed;
+                task.breaker.cooldown = task.breaker.cfg.cooldown;
+                if let Some(f) = &self.figures {
+                    f.breaker_open.store(false, Ordering::Relaxed);
+                }
                 let n = unit.members() as u64;
                 self.stats.delivered.fetch_add(n, Ordering::Relaxed);
                 if let Some(m) = metrics {
@@ -676,11 +808,33 @@ impl Engine {
                 self.settle(unit_id);
             }
             Err(e) => {
-                task.consecutive_failures = task.consecutive_failures.saturating_add(1);
                 self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                let at_once = e.status.is_some_and(|s| task.dead_letter_on.contains(&s));
                 unit.last_error = e.message;
                 unit.last_status = e.status;
-                let retries_done = unit.attempts - 1;
+                if at_once {
+                    // The endpoint answered, deliberately: dead-letter now.
+                    self.dead_letter(unit_id);
+                    return;
+                }
+                task.consecutive_failures = task.consecutive_failures.saturating_add(1);
+                let counts = task
+                    .breaker
+                    .counts(task.consecutive_failures, &task.target.task_id);
+                if let Some(f) = &self.figures {
+                    let open = task.breaker.state != BreakerState::Closed;
+                    f.breaker_open.store(open, Ordering::Relaxed);
+                }
+                if !counts {
+                    // Not this change's fault: it waits for the breaker,
+                    // without using a retry, behind the other ready units
+                    // (so that probes try different changes: one bad
+                    // change cannot keep the breaker open).
+                    unit.free_attempts += 1;
+                    task.ready.push_back(unit_id);
+                    return;
+                }
+                let retries_done = unit.attempts - 1 - unit.free_attempts;
                 let block = task.on_failure == OnFailure::Block;
                 if retries_done >= self.cfg.max_retries && !block {
                     self.dead_letter(unit_id);

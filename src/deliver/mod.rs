@@ -4,6 +4,7 @@
 //!
 //! - [`engine`]: [`Dispatcher`] (submit / watermark / shutdown), [`Job`], [`Stats`].
 //! - [`keys`]: ordering keys of a change.
+//! - [`TaskFigures`]: a task's state and backlog, for health and metrics.
 //! - [`http`]: the HTTP client, Standard Webhooks headers and signature.
 //! - [`dlq`]: the `pikachu dlq` commands.
 //!
@@ -15,10 +16,12 @@
 
 pub mod dlq;
 pub(crate) mod engine;
+mod figures;
 pub(crate) mod http;
 pub(crate) mod keys;
 
 pub use engine::{Dispatcher, Job, Stats};
 pub(crate) use engine::{Observer, SubmitError};
+pub use figures::{TaskFigures, TaskStateName};
 pub use http::{http_client, signing_key, SetupError};
 pub use keys::{ordering_keys, OrderingKeys};

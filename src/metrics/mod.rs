@@ -45,6 +45,12 @@ struct TaskLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    task: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     task: String,
     outcome: &'static str,
@@ -109,6 +115,8 @@ pub struct Snapshot {
     pub healthy: bool,
     /// The last checkpoint saved (as the commit tracker published it).
     pub checkpoint: Option<Checkpoint>,
+    /// Each task's backlog and state (`pikachu run`).
+    pub tasks: Vec<TaskSnapshot>,
 }
 
 /// All of pikachu's metrics.
@@ -134,6 +142,84 @@ pub(crate) struct Metrics {
     headroom: Family<FileLabels, FloatGauge>,
     /// What the snapshots report.
     pub snapshots: SnapshotFigures,
+    /// Each task's backlog and state.
+    lanes: LaneFamilies,
+}
+
+/// The per-task backlog and state gauges.
+struct LaneFamilies {
+    changes: Family<TaskLabels, Gauge>,
+    bytes: Family<TaskLabels, Gauge>,
+    oldest: Family<TaskLabels, FloatGauge>,
+    state: Family<StateLabels, Gauge>,
+}
+
+impl LaneFamilies {
+    fn register(reg: &mut Registry) -> LaneFamilies {
+        let f = LaneFamilies {
+            changes: Family::default(),
+            bytes: Family::default(),
+            oldest: Family::default(),
+            state: Family::default(),
+        };
+        reg.register(
+            "task_backlog_changes",
+            "Changes in the task's durable backlog (state_dir/backlog), waiting or being delivered",
+            f.changes.clone(),
+        );
+        reg.register_with_unit(
+            "task_backlog",
+            "Payload bytes in the task's durable backlog (limit: backlog.max_bytes)",
+            Unit::Bytes,
+            f.bytes.clone(),
+        );
+        reg.register_with_unit(
+            "task_backlog_oldest",
+            "Age of the oldest change in the task's backlog not yet taken back into memory; 0 without a backlog",
+            Unit::Seconds,
+            f.oldest.clone(),
+        );
+        reg.register(
+            "task_state",
+            "1 for the task's state (active, breaker_open, backlog_full), 0 for the others",
+            f.state.clone(),
+        );
+        f
+    }
+
+    fn set(&self, tasks: &[TaskSnapshot]) {
+        for t in tasks {
+            let l = TaskLabels {
+                task: t.task.clone(),
+            };
+            self.changes
+                .get_or_create(&l)
+                .set(gauge_value(t.backlog_changes));
+            self.bytes
+                .get_or_create(&l)
+                .set(gauge_value(t.backlog_bytes));
+            self.oldest.get_or_create(&l).set(t.backlog_oldest_seconds);
+            for s in crate::deliver::TaskStateName::ALL {
+                let labels = StateLabels {
+                    task: t.task.clone(),
+                    state: s.as_str(),
+                };
+                self.state
+                    .get_or_create(&labels)
+                    .set(i64::from(t.state == s.as_str()));
+            }
+        }
+    }
+}
+
+/// A task's figures at scrape time.
+#[derive(Debug, Default, Clone)]
+pub struct TaskSnapshot {
+    pub task: String,
+    pub state: &'static str,
+    pub backlog_changes: u64,
+    pub backlog_bytes: u64,
+    pub backlog_oldest_seconds: f64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -319,6 +405,7 @@ impl Metrics {
             headroom.clone(),
         );
         let snapshots = SnapshotFigures::register(&mut reg);
+        let lanes = LaneFamilies::register(&mut reg);
         register_build(&mut reg);
 
         let tasks = register_tasks(&mut reg, task_ids);
@@ -342,6 +429,7 @@ impl Metrics {
             retention,
             headroom,
             snapshots,
+            lanes,
         }
     }
 
@@ -470,6 +558,7 @@ impl Metrics {
         if let Some(c) = &s.checkpoint {
             self.set_checkpoint(c);
         }
+        self.lanes.set(&s.tasks);
         let mut out = String::with_capacity(8 * 1024);
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out

@@ -264,6 +264,7 @@ mod tests {
             batch: None,
             on_failure: OnFailure::default(),
             snapshot: Default::default(),
+            limits: Default::default(),
         }
     }
 

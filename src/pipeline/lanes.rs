@@ -39,17 +39,14 @@ use tokio::task::JoinHandle;
 
 use super::fanout::Rendered;
 use super::sink::{Settlement, Sink, SinkError};
-use crate::config::{DispatcherConfig, TaskConfig};
-use crate::deliver::{Dispatcher, Job, OrderingKeys, SetupError, Stats, SubmitError};
-use crate::store::backlog::{Backlog, NewRow, Row};
-use crate::store::{Store, StoreError};
+use crate::config::{DispatcherConfig, TaskConfig, WhenFull};
+use crate::deliver::{Dispatcher, Job, OrderingKeys, SetupError, Stats, SubmitError, TaskFigures};
+use crate::store::backlog::{Backlog, Extent, NewRow, Row};
+use crate::store::{DeadLetter, Store, StoreError};
 
 /// How long a job may wait for room in its lane's engine before the lane
 /// spills to its backlog.
 pub(crate) const SPILL_AFTER: Duration = Duration::from_millis(250);
-/// Most payload bytes in a task's backlog; when it is full the binlog
-/// reader waits (the `block` behaviour).
-pub(crate) const BACKLOG_MAX_BYTES: u64 = 1 << 30;
 /// Jobs between the fan-out and a lane.
 const CHANNEL: usize = 256;
 /// Most spilled jobs waiting for their write; the lane takes no more.
@@ -78,12 +75,16 @@ struct Marks {
 }
 
 impl Marks {
+    /// Stores a lane's mark; wakes the sink only when what the lane holds
+    /// unsettled moved (taking a job never lets the watermark pass it).
     fn set(&self, lane: usize, mark: Mark) {
         let Ok(mut m) = self.marks.lock() else {
             return;
         };
-        if m[lane] != mark {
-            m[lane] = mark;
+        let moved = m[lane].unsettled != mark.unsettled;
+        m[lane] = mark;
+        drop(m);
+        if moved {
             self.version.send_modify(|v| *v += 1);
         }
     }
@@ -143,14 +144,26 @@ impl LaneSink {
         });
         let epoch = crate::store::unix_millis(std::time::SystemTime::now());
         let mut lanes = Vec::with_capacity(tasks.len());
+        let figures: Vec<Arc<TaskFigures>> = tasks
+            .iter()
+            .map(|t| Arc::new(TaskFigures::new(&t.task_id)))
+            .collect();
+        let _ = stats.tasks.set(figures.clone());
         for (i, t) in tasks.iter().enumerate() {
-            let engine =
-                Dispatcher::start_counting(cfg, tasks, store.clone(), stats.clone(), Some(i))?;
+            let engine = Dispatcher::start_counting(
+                cfg,
+                tasks,
+                store.clone(),
+                stats.clone(),
+                Some(figures[i].clone()),
+            )?;
             let backlog = Backlog::open(state_dir, &t.task_id)?;
             let extent = backlog.extent()?;
             let (tx, rx) = mpsc::channel(CHANNEL);
-            let mut lane = Lane::new(i, t.task_id.clone(), engine, backlog, epoch, marks.clone());
-            lane.resume(extent.rows, extent.bytes);
+            let mut lane = Lane::new(i, t, engine, backlog, epoch, marks.clone());
+            lane.store = Some((store.clone(), stats.clone()));
+            lane.figures = figures[i].clone();
+            lane.resume(extent);
             let join = tokio::spawn(lane.run(rx));
             lanes.push(LaneEnd {
                 tx,
@@ -296,6 +309,7 @@ enum Wake {
     Written(Option<Written>),
     Read(Option<Result<Vec<Row>, StoreError>>),
     Deleted(Option<Deleted>),
+    DeadLettered(Option<DeadLettered>),
     Room,
     Stalled,
     Retry,
@@ -355,13 +369,34 @@ struct Lane {
     deleting: Option<JoinHandle<Deleted>>,
     /// The last seq taken from the channel.
     seen: Option<u64>,
+    /// The mark last published.
+    published: Mark,
     /// A failed write or read waits until then.
     retry_at: Option<Instant>,
     /// Set by `Close`: stop taking jobs, settle until then.
     closing: Option<Instant>,
     /// The backlog-full warning was logged for this episode.
     full_said: bool,
+    /// `backlog.max_bytes` and `backlog.when_full`.
+    max_bytes: u64,
+    when_full: WhenFull,
+    /// The callback URL, for dead letters of a full backlog.
+    url: String,
+    /// The state store and the engines' counters, for those dead letters.
+    store: Option<(Arc<Mutex<Store>>, Arc<Stats>)>,
+    /// Dead letters to write (a full backlog with `when_full: dead_letter`).
+    to_dead_letter: Vec<Job>,
+    /// The dead-letter write in flight.
+    dead_lettering: Option<JoinHandle<DeadLettered>>,
+    /// What health and metrics read.
+    figures: Arc<TaskFigures>,
+    /// (last rowid, append time in Unix ms) of the writes whose rows are
+    /// not all taken into the engine yet: the backlog's age.
+    appended: VecDeque<(i64, i64)>,
 }
+
+/// Seqs dead-lettered, and how it went.
+type DeadLettered = (Vec<Job>, Result<(), StoreError>);
 
 async fn join_opt<T: Send + 'static>(h: &mut Option<JoinHandle<T>>) -> Option<T> {
     let r = match h.as_mut() {
@@ -382,7 +417,7 @@ async fn sleep_opt(at: Option<Instant>) {
 impl Lane {
     fn new(
         task: usize,
-        task_id: String,
+        config: &TaskConfig,
         engine: Dispatcher,
         backlog: Backlog,
         epoch: i64,
@@ -390,7 +425,7 @@ impl Lane {
     ) -> Lane {
         Lane {
             task,
-            task_id,
+            task_id: config.task_id.clone(),
             engine_wm: engine.watermark(),
             engine,
             backlog: Arc::new(Mutex::new(backlog)),
@@ -414,16 +449,29 @@ impl Lane {
             deletes: Vec::new(),
             deleting: None,
             seen: None,
+            published: Mark::default(),
             retry_at: None,
             closing: None,
             full_said: false,
+            max_bytes: config.limits.backlog.max_bytes,
+            when_full: config.limits.backlog.when_full,
+            url: config.callback_url.clone(),
+            store: None,
+            to_dead_letter: Vec::new(),
+            dead_lettering: None,
+            figures: Arc::new(TaskFigures::new(&config.task_id)),
+            appended: VecDeque::new(),
         }
     }
 
     /// A backlog left by an earlier run goes out first.
-    fn resume(&mut self, rows: u64, bytes: u64) {
+    fn resume(&mut self, extent: Extent) {
+        let (rows, bytes) = (extent.rows, extent.bytes);
         self.disk_rows = rows;
         self.disk_bytes = bytes;
+        if let Some(t) = extent.oldest {
+            self.appended.push_back((extent.last_rowid, t));
+        }
         if rows > 0 {
             self.spilling = true;
             tracing::info!(task_id = %self.task_id, rows, bytes, "the task has a backlog from an earlier run: it is delivered before newer changes");
@@ -460,6 +508,7 @@ impl Lane {
                 Wake::Written(w) => self.written(w),
                 Wake::Read(r) => self.read(r).await,
                 Wake::Deleted(d) => self.deleted(d),
+                Wake::DeadLettered(x) => self.dead_lettered(x),
                 Wake::Retry => self.retry_at = None,
             }
         }
@@ -484,6 +533,7 @@ impl Lane {
             r = self.engine_wm.changed() => Wake::Engine(r.is_ok()),
             w = join_opt(&mut self.writing), if self.writing.is_some() => Wake::Written(w),
             d = join_opt(&mut self.deleting), if self.deleting.is_some() => Wake::Deleted(d),
+            x = join_opt(&mut self.dead_lettering), if self.dead_lettering.is_some() => Wake::DeadLettered(x),
             r = join_opt(&mut self.reading), if self.reading.is_some() => Wake::Read(r),
             _ = self.engine.wait_room(), if waiting_room => Wake::Room,
             _ = sleep_opt(stall_at), if stall_at.is_some() => Wake::Stalled,
@@ -496,18 +546,29 @@ impl Lane {
     /// The backlog is at its size limit: the lane takes no more jobs (the
     /// binlog reader waits) until delivery makes room. Said once per episode.
     fn full(&mut self) -> bool {
-        let full = self.disk_bytes >= BACKLOG_MAX_BYTES;
+        let full = self.disk_bytes >= self.max_bytes;
         if full && !self.full_said {
-            tracing::warn!(task_id = %self.task_id, bytes = self.disk_bytes, max_bytes = BACKLOG_MAX_BYTES, "the task's backlog is full: the binlog reader waits until the task delivers some of it");
+            match self.when_full {
+                WhenFull::Block => {
+                    tracing::warn!(task_id = %self.task_id, bytes = self.disk_bytes, max_bytes = self.max_bytes, "the task's backlog is full (backlog.max_bytes): the binlog reader waits until the task delivers some of it")
+                }
+                WhenFull::DeadLetter => {
+                    tracing::warn!(task_id = %self.task_id, bytes = self.disk_bytes, max_bytes = self.max_bytes, "the task's backlog is full (backlog.max_bytes): its new changes go to the dead-letter store until it delivers some of it (backlog.when_full: dead_letter)")
+                }
+            }
         }
         self.full_said = full;
-        full
+        full && self.when_full == WhenFull::Block
     }
 
     /// A job from the fan-out.
     async fn take(&mut self, job: Job) {
         self.seen = Some(job.seq);
-        if self.spilling {
+        if self.spilling && self.disk_bytes >= self.max_bytes && self.store.is_some() {
+            // `when_full: dead_letter` (with `block` no job is taken).
+            self.undurable.insert(job.seq);
+            self.to_dead_letter.push(job);
+        } else if self.spilling {
             self.spill(job, None);
         } else if self.engine.room() > 0 && self.held.is_none() {
             self.submit_live(job).await;
@@ -625,6 +686,17 @@ impl Lane {
                 (spills, r)
             }));
         }
+        if self.dead_lettering.is_none() && !self.to_dead_letter.is_empty() {
+            if let Some((store, _)) = &self.store {
+                let jobs = std::mem::take(&mut self.to_dead_letter);
+                let store = store.clone();
+                let (task_id, url) = (self.task_id.clone(), self.url.clone());
+                self.dead_lettering = Some(tokio::task::spawn_blocking(move || {
+                    let r = write_dead_letters(&store, &task_id, &url, &jobs);
+                    (jobs, r)
+                }));
+            }
+        }
         if self.deleting.is_none() && !self.deletes.is_empty() {
             let rows = std::mem::take(&mut self.deletes);
             let backlog = self.backlog.clone();
@@ -677,6 +749,10 @@ impl Lane {
         };
         match result {
             Ok(rowids) => {
+                if let Some(&last) = rowids.last() {
+                    let now = crate::store::unix_millis(std::time::SystemTime::now());
+                    self.appended.push_back((last, now));
+                }
                 for (s, rowid) in spills.iter().zip(rowids) {
                     self.undurable.remove(&s.seq);
                     self.disk_bytes += s.row.body.len() as u64;
@@ -739,6 +815,31 @@ impl Lane {
         }
     }
 
+    fn dead_lettered(&mut self, x: Option<DeadLettered>) {
+        let Some((jobs, result)) = x else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                for j in &jobs {
+                    self.undurable.remove(&j.seq);
+                }
+                if let Some((_, stats)) = &self.store {
+                    stats
+                        .dead_lettered
+                        .fetch_add(jobs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                tracing::error!(task_id = %self.task_id, error = %e, "cannot write the dead letters of a full backlog; trying again in a second");
+                let mut jobs = jobs;
+                jobs.append(&mut self.to_dead_letter);
+                self.to_dead_letter = jobs;
+                self.retry_at = Some(Instant::now() + RETRY);
+            }
+        }
+    }
+
     fn deleted(&mut self, d: Option<Deleted>) {
         let Some((rows, result)) = d else {
             return;
@@ -778,7 +879,7 @@ impl Lane {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let mut unsettled = self.undurable.first().copied();
         if let Some((job, _)) = &self.held {
             unsettled = Some(unsettled.map_or(job.seq, |u| u.min(job.seq)));
@@ -796,13 +897,40 @@ impl Lane {
                 unsettled = Some(unsettled.map_or(s, |u| u.min(s)));
             }
         }
-        self.marks.set(
-            self.task,
-            Mark {
-                unsettled,
-                seen: self.seen,
-            },
-        );
+        self.show();
+        let mark = Mark {
+            unsettled,
+            seen: self.seen,
+        };
+        if mark != self.published {
+            self.published = mark;
+            self.marks.set(self.task, mark);
+        }
+    }
+
+    /// Updates the figures health and metrics read.
+    fn show(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let f = &self.figures;
+        f.spilling.store(self.spilling, Relaxed);
+        f.backlog_changes.store(self.disk_rows, Relaxed);
+        f.backlog_bytes.store(self.disk_bytes, Relaxed);
+        let full = self.spilling && self.disk_bytes >= self.max_bytes;
+        f.backlog_full.store(full, Relaxed);
+        f.full_blocks
+            .store(full && self.when_full == WhenFull::Block, Relaxed);
+        while self
+            .appended
+            .front()
+            .is_some_and(|&(last, _)| last <= self.cursor)
+        {
+            self.appended.pop_front();
+        }
+        if self.disk_rows == 0 {
+            self.appended.clear();
+        }
+        let oldest = self.appended.front().map_or(0, |&(_, t)| t);
+        f.backlog_oldest_ms.store(oldest, Relaxed);
     }
 
     /// Stop taking jobs. A job waiting for room, and (after the grace
@@ -825,7 +953,10 @@ impl Lane {
             self.start_spilling("shutting down with changes not yet delivered");
         }
         let settled = self.live_plain == 0 && self.held.is_none();
-        let written = self.buffer.is_empty() && self.writing.is_none();
+        let written = self.buffer.is_empty()
+            && self.writing.is_none()
+            && self.to_dead_letter.is_empty()
+            && self.dead_lettering.is_none();
         let engine_done = self.origins.is_empty() || Instant::now() >= deadline;
         settled && written && engine_done && self.reading.is_none()
     }
@@ -850,6 +981,36 @@ impl Lane {
                 as u64,
         }
     }
+}
+
+/// Dead letters of changes a full backlog could not take (no attempt made).
+fn write_dead_letters(
+    store: &Mutex<Store>,
+    task_id: &str,
+    url: &str,
+    jobs: &[Job],
+) -> Result<(), StoreError> {
+    let mut s = store.lock().map_err(|_| poisoned())?;
+    let now = crate::store::unix_millis(std::time::SystemTime::now());
+    for j in jobs {
+        s.insert_dead_letter(&DeadLetter {
+            id: 0,
+            task_id: task_id.to_string(),
+            change_id: j.id.to_string(),
+            url: url.to_string(),
+            body: j.body.to_vec(),
+            events: 1,
+            last_status: None,
+            last_error: "the task's backlog was full (backlog.max_bytes, when_full: dead_letter)"
+                .into(),
+            attempts: 0,
+            first_attempt_at: now,
+            last_attempt_at: now,
+            seq: j.seq,
+            created_at: now,
+        })?;
+    }
+    Ok(())
 }
 
 fn keys_of(keys: OrderingKeys) -> (u64, Option<u64>) {

@@ -202,6 +202,20 @@ impl Health {
                 ));
             }
         }
+        let blocked = self
+            .delivery
+            .get()
+            .and_then(|s| s.tasks.get())
+            .and_then(|t| {
+                t.iter()
+                    .find(|f| f.full_blocks.load(Ordering::Relaxed))
+                    .map(|f| f.task_id.clone())
+            });
+        if let Some(task) = blocked {
+            return Some(format!(
+                "task {task}: its backlog is full (backlog.max_bytes) and reading the binlog waits for it (backlog.when_full: block)"
+            ));
+        }
         None
     }
 
@@ -247,6 +261,13 @@ impl Health {
             "connected": self.is_connected(),
             "dead_letters": self.dead_letters(),
             "snapshots": self.metrics.snapshots.running(),
+            "tasks": self.tasks().iter().map(|t| serde_json::json!({
+                "task": t.task,
+                "state": t.state,
+                "backlog_changes": t.backlog_changes,
+                "backlog_bytes": t.backlog_bytes,
+                "backlog_oldest_seconds": t.backlog_oldest_seconds,
+            })).collect::<Vec<_>>(),
         });
         if let (Some(r), Some(o)) = (reason, doc.as_object_mut()) {
             o.insert("reason".into(), r.into());
@@ -279,7 +300,26 @@ impl Health {
             dead_letters_stored: (stored >= 0).then_some(stored as u64),
             healthy: self.is_up(),
             checkpoint,
+            tasks: self.tasks(),
         }
+    }
+
+    /// Each task's state and backlog (empty before delivery starts).
+    pub(crate) fn tasks(&self) -> Vec<crate::metrics::TaskSnapshot> {
+        let now = crate::store::unix_millis(std::time::SystemTime::now());
+        let Some(figures) = self.delivery.get().and_then(|s| s.tasks.get()) else {
+            return Vec::new();
+        };
+        figures
+            .iter()
+            .map(|f| crate::metrics::TaskSnapshot {
+                task: f.task_id.clone(),
+                state: f.state().as_str(),
+                backlog_changes: f.backlog_changes.load(Ordering::Relaxed),
+                backlog_bytes: f.backlog_bytes.load(Ordering::Relaxed),
+                backlog_oldest_seconds: f.backlog_oldest_seconds(now),
+            })
+            .collect()
     }
 }
 

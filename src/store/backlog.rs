@@ -71,6 +71,8 @@ pub(crate) struct Extent {
     pub bytes: u64,
     /// When the oldest row was appended (Unix ms), if there is one.
     pub oldest: Option<i64>,
+    /// The last rowid (0 when empty).
+    pub last_rowid: i64,
 }
 
 /// An open backlog file.
@@ -232,13 +234,15 @@ impl Backlog {
     pub(crate) fn extent(&self) -> Result<Extent, StoreError> {
         self.conn
             .query_row(
-                "SELECT count(*), coalesce(sum(length(body)), 0), min(created_at) FROM rows",
+                "SELECT count(*), coalesce(sum(length(body)), 0), min(created_at),
+                        coalesce(max(rowid), 0) FROM rows",
                 [],
                 |r| {
                     Ok(Extent {
                         rows: r.get::<_, i64>(0)? as u64,
                         bytes: r.get::<_, i64>(1)? as u64,
                         oldest: r.get(2)?,
+                        last_rowid: r.get(3)?,
                     })
                 },
             )

@@ -34,5 +34,6 @@ pub fn task(id: &str, url: &str) -> TaskConfig {
         batch: None,
         on_failure: OnFailure::DeadLetter,
         snapshot: Default::default(),
+        limits: Default::default(),
     }
 }

@@ -1,0 +1,84 @@
+//! What each task's lane and engine say about the task, for health and
+//! metrics to read at any time (atomics, written by their owners).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+/// One task's figures.
+#[derive(Debug, Default)]
+pub struct TaskFigures {
+    /// The task's id.
+    pub task_id: String,
+    /// Its circuit breaker is open (or probing), set by its engine.
+    pub breaker_open: AtomicBool,
+    /// Its changes go to its backlog, set by its lane.
+    pub spilling: AtomicBool,
+    /// Its backlog is full (`backlog.max_bytes`), set by its lane.
+    pub backlog_full: AtomicBool,
+    /// With `backlog.when_full: block` (a full backlog holds the reader).
+    pub full_blocks: AtomicBool,
+    /// Changes in its backlog.
+    pub backlog_changes: AtomicU64,
+    /// Payload bytes in its backlog.
+    pub backlog_bytes: AtomicU64,
+    /// When the oldest change still waiting on disk was appended (Unix ms;
+    /// 0: none).
+    pub backlog_oldest_ms: AtomicI64,
+}
+
+/// A task's state, as metrics and health name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStateName {
+    /// Delivering (from memory, or from its backlog).
+    Active,
+    /// Its endpoint failed: one probe per cool-down.
+    BreakerOpen,
+    /// Its backlog is at `backlog.max_bytes`.
+    BacklogFull,
+}
+
+impl TaskStateName {
+    /// Every state, for one-hot gauges.
+    pub const ALL: [TaskStateName; 3] = [
+        TaskStateName::Active,
+        TaskStateName::BreakerOpen,
+        TaskStateName::BacklogFull,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStateName::Active => "active",
+            TaskStateName::BreakerOpen => "breaker_open",
+            TaskStateName::BacklogFull => "backlog_full",
+        }
+    }
+}
+
+impl TaskFigures {
+    /// Figures for `task_id`, all zero.
+    pub fn new(task_id: &str) -> TaskFigures {
+        TaskFigures {
+            task_id: task_id.to_string(),
+            ..TaskFigures::default()
+        }
+    }
+
+    /// The state now (a full backlog first: it is what holds the reader).
+    pub fn state(&self) -> TaskStateName {
+        if self.backlog_full.load(Ordering::Relaxed) {
+            TaskStateName::BacklogFull
+        } else if self.breaker_open.load(Ordering::Relaxed) {
+            TaskStateName::BreakerOpen
+        } else {
+            TaskStateName::Active
+        }
+    }
+
+    /// Seconds since the oldest change waiting on disk was appended.
+    pub fn backlog_oldest_seconds(&self, now_ms: i64) -> f64 {
+        match self.backlog_oldest_ms.load(Ordering::Relaxed) {
+            0 => 0.0,
+            t => ((now_ms - t).max(0) as f64) / 1000.0,
+        }
+    }
+}
