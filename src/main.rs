@@ -59,6 +59,7 @@ fn main() -> ExitCode {
             runtime.block_on(dlq(&loaded.config, command))
         }
         Some(Command::Binlog { ref command }) => binlog_command(command),
+        Some(Command::Task { ref command }) => pikachu::cli::task::run(&cli, command),
         Some(Command::Snapshot { ref command }) => {
             pikachu::cli::snapshot::run(&cli, command, &runtime)
         }

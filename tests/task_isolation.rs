@@ -27,11 +27,13 @@ fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// Two tasks on the same table: `a` (on_failure: block, so that a long
-/// outage never dead-letters) and `b`; small engine queues so that a stuck
-/// task fills its own quickly.
+/// outage never dead-letters; breaker cool-downs of at most 2 s) and `b`;
+/// small engine queues so that a stuck task fills its own quickly.
 fn config(db: &MariaDb, name: &str, start: &(String, u64), a: &Receiver, b: &Receiver) -> String {
     let mut ta = TaskSpec::new("a", "t", &["insert", "update"], &a.url("/a"));
-    ta.extra = "  on_failure: \"block\"\n".into();
+    // A short breaker cap: A's recovery is seen within 2 s, however long
+    // the outage lasted (the default cap is 60 s).
+    ta.extra = "  on_failure: \"block\"\n  breaker:\n    max_cooldown: \"2s\"\n".into();
     let tb = TaskSpec::new("b", "t", &["insert", "update"], &b.url("/b"));
     config_yaml(db, name, start, &[ta, tb]).replace(
         "dispatcher:\n",
@@ -360,4 +362,103 @@ fn a_full_backlog_with_dead_letter_lets_the_reader_go_on() {
         TOTAL,
         "each change delivered or dead-lettered, once"
     );
+}
+
+/// `pikachu task ARGS -config dir/config.yaml` in `dir`: (exit code, stdout, stderr).
+fn task_cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(Pikachu::bin())
+        .arg("task")
+        .args(args)
+        .arg("-config")
+        .arg(dir.join("config.yaml"))
+        .current_dir(dir)
+        .output()
+        .expect("run pikachu task");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn pause_and_resume_against_a_running_and_a_stopped_pikachu() {
+    let db = MariaDb::shared();
+    let name = db.fresh_database("isolate_pause");
+    db.exec_in(&name, "CREATE TABLE t (id INT PRIMARY KEY, v INT)");
+    let ra = Receiver::start();
+    let rb = Receiver::start();
+    let start = db.master_status();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(db, &name, &start, &ra, &rb);
+    std::fs::write(dir.path().join("config.yaml"), &cfg).expect("config");
+    // Unknown task: a usage error that names the tasks.
+    let (code, _, err) = task_cli(dir.path(), &["pause", "nope"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no task `nope`") && err.contains("a, b"),
+        "{err}"
+    );
+    // Paused while stopped: the start takes it up.
+    let (code, out, err) = task_cli(dir.path(), &["pause", "a"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("task a paused"), "{out}");
+    let p = Pikachu::start_in(dir.path(), &cfg, &[]);
+    wait_until(Duration::from_secs(30), "the pause to be taken up", || {
+        p.log().contains("task paused")
+    });
+    workload(db, &name, 1);
+    rb.wait_for(TOTAL, Duration::from_secs(120));
+    assert!(ra.all_requests().is_empty(), "a paused task sends nothing");
+    wait_until(Duration::from_secs(30), "A's changes on disk", || {
+        backlog_rows(dir.path()) >= (TOTAL - 400) as i64
+    });
+    let (code, out, _) = task_cli(dir.path(), &["list"]);
+    assert_eq!(code, 0);
+    let line_a = out
+        .lines()
+        .find(|l| l.starts_with("a "))
+        .unwrap_or_default();
+    assert!(line_a.contains("paused"), "{out}");
+    assert!(!line_a.contains("backlog 0 changes"), "{out}");
+    // Resumed while running: everything, in per-row order.
+    let (code, out, err) = task_cli(dir.path(), &["resume", "a"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_until(Duration::from_secs(120), "every change at A", || {
+        distinct_ids(&ra.received()) >= TOTAL
+    });
+    assert_per_row_order(&versions(&ra.received()), 1);
+    // Paused while running.
+    let (code, _, _) = task_cli(dir.path(), &["pause", "a"]);
+    assert_eq!(code, 0);
+    wait_until(Duration::from_secs(30), "the second pause", || {
+        p.log().matches("task paused").count() >= 2
+    });
+    let before = ra.all_requests().len();
+    workload(db, &name, 100_000);
+    rb.wait_for(2 * TOTAL, Duration::from_secs(120));
+    assert_eq!(ra.all_requests().len(), before, "nothing sent while paused");
+    let (code, _, _) = task_cli(dir.path(), &["resume", "a"]);
+    assert_eq!(code, 0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while distinct_ids(&ra.received()) < 2 * TOTAL {
+        assert!(
+            Instant::now() < deadline,
+            "the second batch at A: {} of {}; backlog {}; log:\n{}",
+            distinct_ids(&ra.received()),
+            2 * TOTAL,
+            backlog_rows(dir.path()),
+            p.log()
+                .lines()
+                .filter(|l| !l.contains("DEBUG"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50)); // poll interval
+    }
+    let second: Vec<(i64, i64)> = versions(&ra.received())
+        .into_iter()
+        .filter(|(id, _)| *id >= 100_000)
+        .collect();
+    assert_per_row_order(&second, 100_000);
 }

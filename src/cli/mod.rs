@@ -8,6 +8,7 @@
 //! dispatches and decides exit codes.
 
 pub mod snapshot;
+pub mod task;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -87,6 +88,11 @@ pub enum Command {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
+    /// Tasks: list their state and backlog, pause or resume one (`list`, `pause`, `resume`).
+    Task {
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
     /// A tiny webhook receiver that prints every request it gets (for trying pikachu out).
     DemoReceiver {
         /// Address to listen on.
@@ -162,6 +168,25 @@ pub enum SnapshotCommand {
     Cancel {
         /// The task.
         #[arg(long)]
+        task: String,
+    },
+}
+
+/// `pikachu task …`: through the state store, so they work whether pikachu
+/// is running (it takes a pause up within about a second) or not (the next
+/// start does). See `cli::task`.
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Each task: active or paused, its backlog (changes, bytes, age) and dead letters.
+    List,
+    /// Stop sending a task's webhooks; its changes go to its backlog meanwhile.
+    Pause {
+        /// The task's id.
+        task: String,
+    },
+    /// Send a paused task's webhooks again: its backlog first.
+    Resume {
+        /// The task's id.
         task: String,
     },
 }

@@ -44,6 +44,8 @@ use crate::store::{self, DeadLetter, Store};
 
 /// Attempts between error-level reminders for a task with `on_failure: block`.
 const BLOCK_ERROR_EVERY: u32 = 10;
+/// How often a paused engine looks whether it was resumed.
+const PAUSE_CHECK: Duration = Duration::from_millis(200);
 /// Wait before trying again to write a dead letter that could not be written.
 const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
 
@@ -556,6 +558,9 @@ impl Engine {
         debug_assert!(job.seq >= self.next_seq, "seq must increase");
         self.next_seq = self.next_seq.max(job.seq + 1);
         self.unsettled.insert(job.seq);
+        if let Some(f) = &self.figures {
+            f.queued.fetch_add(1, Ordering::Relaxed);
+        }
         let task = &mut self.tasks[job.task];
         if let Some(b) = &mut task.batch {
             if b.pending.is_empty() {
@@ -617,6 +622,9 @@ impl Engine {
         }
         let n = self.tasks.len();
         let now = Instant::now();
+        if self.paused() {
+            return;
+        }
         while self.free_workers > 0 {
             let mut picked = None;
             for i in 0..n {
@@ -693,8 +701,19 @@ impl Engine {
         self.tasks[t].ready.push_back(unit_id);
     }
 
-    /// The next batch to flush, or task to wake (breaker, pace).
+    /// The lane's task is paused (`pikachu task pause`).
+    fn paused(&self) -> bool {
+        self.figures
+            .as_ref()
+            .is_some_and(|f| f.paused.load(Ordering::Relaxed))
+    }
+
+    /// The next batch to flush, or task to wake (breaker, pace; a paused
+    /// task looks again every `PAUSE_CHECK`).
     fn next_batch_deadline(&self) -> Option<Instant> {
+        if self.paused() {
+            return Some(Instant::now() + PAUSE_CHECK);
+        }
         let batches = self
             .tasks
             .iter()
@@ -929,6 +948,9 @@ impl Engine {
             }
         }
         self.stats.queued.fetch_sub(n as u64, Ordering::Relaxed);
+        if let Some(f) = &self.figures {
+            f.queued.fetch_sub(n as u64, Ordering::Relaxed);
+        }
         self.queue.add_permits(n);
         if let Some(keys) = unit.keys {
             for k in keys.iter() {

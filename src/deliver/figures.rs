@@ -8,6 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 pub struct TaskFigures {
     /// The task's id.
     pub task_id: String,
+    /// Paused (`pikachu task pause`): its engine starts nothing.
+    pub paused: AtomicBool,
+    /// Changes in its engine, not yet settled.
+    pub queued: AtomicU64,
     /// Its circuit breaker is open (or probing), set by its engine.
     pub breaker_open: AtomicBool,
     /// Its changes go to its backlog, set by its lane.
@@ -30,6 +34,8 @@ pub struct TaskFigures {
 pub enum TaskStateName {
     /// Delivering (from memory, or from its backlog).
     Active,
+    /// Paused by `pikachu task pause`: its changes go to its backlog.
+    Paused,
     /// Its endpoint failed: one probe per cool-down.
     BreakerOpen,
     /// Its backlog is at `backlog.max_bytes`.
@@ -38,8 +44,9 @@ pub enum TaskStateName {
 
 impl TaskStateName {
     /// Every state, for one-hot gauges.
-    pub const ALL: [TaskStateName; 3] = [
+    pub const ALL: [TaskStateName; 4] = [
         TaskStateName::Active,
+        TaskStateName::Paused,
         TaskStateName::BreakerOpen,
         TaskStateName::BacklogFull,
     ];
@@ -48,6 +55,7 @@ impl TaskStateName {
     pub fn as_str(self) -> &'static str {
         match self {
             TaskStateName::Active => "active",
+            TaskStateName::Paused => "paused",
             TaskStateName::BreakerOpen => "breaker_open",
             TaskStateName::BacklogFull => "backlog_full",
         }
@@ -63,9 +71,12 @@ impl TaskFigures {
         }
     }
 
-    /// The state now (a full backlog first: it is what holds the reader).
+    /// The state now (paused first, then a full backlog: it is what holds
+    /// the reader).
     pub fn state(&self) -> TaskStateName {
-        if self.backlog_full.load(Ordering::Relaxed) {
+        if self.paused.load(Ordering::Relaxed) {
+            TaskStateName::Paused
+        } else if self.backlog_full.load(Ordering::Relaxed) {
             TaskStateName::BacklogFull
         } else if self.breaker_open.load(Ordering::Relaxed) {
             TaskStateName::BreakerOpen

@@ -171,6 +171,7 @@ impl LaneSink {
                 join: Some(join),
             });
         }
+        tokio::spawn(watch_pauses(store.clone(), figures.clone()));
         Ok(LaneSink {
             lanes,
             marks,
@@ -718,6 +719,9 @@ impl Lane {
             && self.disk_rows > 0
             && room > 0
             && (room >= READ_BATCH || self.origins.len() < room);
+        if self.spilling && self.disk_rows > 0 && self.reading.is_none() && !may_read {
+            tracing::trace!(task_id = %self.task_id, drain_ready = self.drain_ready, room, in_engine = self.origins.len(), disk_rows = self.disk_rows, "lane: not reading");
+        }
         if may_read {
             let backlog = self.backlog.clone();
             let after = self.cursor;
@@ -980,6 +984,51 @@ impl Lane {
             unsettled: (self.live_plain + usize::from(self.held.is_some()) + self.undurable.len())
                 as u64,
         }
+    }
+}
+
+/// How often the paused tasks are read from the state store.
+const PAUSE_POLL: Duration = Duration::from_secs(1);
+
+/// Reads the paused tasks (`pikachu task pause|resume`) every second and
+/// tells their engines. Ends with the runtime.
+async fn watch_pauses(store: Arc<Mutex<Store>>, figures: Vec<Arc<TaskFigures>>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    loop {
+        let s = store.clone();
+        let paused = tokio::task::spawn_blocking(move || s.lock().ok().map(|s| s.paused_tasks()))
+            .await
+            .ok()
+            .flatten();
+        match paused {
+            Some(Ok(paused)) => {
+                for f in &figures {
+                    let now = paused.contains(&f.task_id);
+                    if f.paused.swap(now, Relaxed) != now {
+                        said_paused(&f.task_id, now);
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the paused tasks; trying again")
+            }
+            None => {}
+        }
+        tokio::time::sleep(PAUSE_POLL).await;
+    }
+}
+
+fn said_paused(task_id: &str, paused: bool) {
+    if paused {
+        tracing::info!(
+            task_id,
+            "task paused (pikachu task pause): nothing is sent; its changes go to its backlog"
+        );
+    } else {
+        tracing::info!(
+            task_id,
+            "task resumed: it delivers its backlog, then its new changes"
+        );
     }
 }
 

@@ -193,7 +193,18 @@ impl Health {
             .ok()
             .and_then(|s| s.since)
             .map(|s| s.elapsed());
-        if let Some(d) = stalled {
+        // Changes of paused tasks wait by request: not a stall.
+        let paused_queued: u64 = self
+            .delivery
+            .get()
+            .and_then(|s| s.tasks.get())
+            .map_or(0, |t| {
+                t.iter()
+                    .filter(|f| f.paused.load(Ordering::Relaxed))
+                    .map(|f| f.queued.load(Ordering::Relaxed))
+                    .sum()
+            });
+        if let Some(d) = stalled.filter(|_| self.queue_size() > paused_queued) {
             if d > self.stall_after {
                 return Some(format!(
                     "delivery stalled: {} changes queued and none settled for {} s",

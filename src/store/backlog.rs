@@ -26,7 +26,9 @@ pub(crate) const BACKLOG_DIR: &str = "backlog";
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS rows (
-        rowid      INTEGER PRIMARY KEY,
+        -- AUTOINCREMENT: a rowid is never used twice, also once the backlog
+        -- was emptied (readers keep a cursor over them).
+        rowid      INTEGER PRIMARY KEY AUTOINCREMENT,
         change_id  TEXT    NOT NULL,
         key1       INTEGER NOT NULL,
         key2       INTEGER,
@@ -299,6 +301,20 @@ mod tests {
             .map(|r| r.change_id)
             .collect();
         assert_eq!(left, ["a", "c"]);
+    }
+
+    #[test]
+    fn rowids_keep_growing_after_the_backlog_was_emptied() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut b = Backlog::open(dir.path(), "t").expect("open");
+        let first = b
+            .append(&[row("a", 1, "{}"), row("b", 1, "{}")], 1)
+            .expect("append");
+        b.delete(&first).expect("delete");
+        assert_eq!(b.extent().expect("extent").rows, 0);
+        let next = b.append(&[row("c", 1, "{}")], 1).expect("append");
+        assert!(next[0] > first[1], "{next:?} after {first:?}");
+        assert_eq!(b.read(first[1], 10).expect("read").len(), 1);
     }
 
     #[test]

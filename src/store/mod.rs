@@ -43,6 +43,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 
 pub(crate) mod backlog;
 mod checkpoint;
+mod control;
 mod diagnose;
 pub(crate) mod lock;
 mod schema_history;
@@ -152,6 +153,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // 7: the number of settled chunks per snapshot and table (the next
     // chunk's number in the reads' `source.chunk` after a restart).
     "ALTER TABLE snapshot_progress ADD COLUMN chunks INTEGER NOT NULL DEFAULT 0;",
+    // 8: tasks paused with `pikachu task pause` (a running pikachu reads it
+    // every second).
+    "CREATE TABLE task_control (
+        task_id    TEXT    PRIMARY KEY,
+        paused     INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// A store error, with what was being done.
