@@ -271,7 +271,11 @@ async fn retries_exhausted_writes_a_dead_letter_then_the_row_goes_on() {
     r.fail_next(3, 503);
     let mut cfg = dcfg(4, 100);
     cfg.max_retries = 2;
-    let e = start(&cfg, &[task("orders", &r.url("/h"))]);
+    // Without the circuit breaker: with nothing else answered, three
+    // failures in a row would open it and spare the change's retries.
+    let mut t = task("orders", &r.url("/h"));
+    t.limits.breaker.failures = 0;
+    let e = start(&cfg, &[t]);
     e.d.submit(job(0, OrderingKeys::one(7), 0, serde_json::json!({"v": 1})))
         .await
         .expect("submit");
@@ -504,10 +508,10 @@ async fn the_watermark_never_passes_an_unsettled_job() {
     cfg.max_retries = 3;
     cfg.retry_base_delay = Duration::from_millis(100);
     cfg.retry_max_delay = Duration::from_millis(100);
-    let e = start(
-        &cfg,
-        &[task("ok", &r.url("/h")), task("dlq", &failing.url("/h"))],
-    );
+    // Without the circuit breaker: the failing task's retries run out.
+    let mut dlq = task("dlq", &failing.url("/h"));
+    dlq.limits.breaker.failures = 0;
+    let e = start(&cfg, &[task("ok", &r.url("/h")), dlq]);
     let mut wm = e.d.watermark();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen2 = seen.clone();

@@ -109,6 +109,51 @@ async fn an_outage_uses_up_no_retries_and_everything_arrives_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_uses_up_no_retries_of_a_batched_task_either() {
+    // One batch in flight at a time: the breaker must trip before the
+    // first batch's last retry.
+    let r = Receiver::start();
+    r.set_status(Some(500));
+    let t = TaskConfig {
+        batch: Some(pikachu::config::BatchConfig {
+            max_events: 10,
+            max_wait: Duration::from_millis(5),
+        }),
+        ..task("t", &r.url("/h"))
+    };
+    let (d, _dir) = start(&dcfg(8, 10_000), t);
+    for seq in 0..200 {
+        d.submit(job(seq % 20, seq / 20, seq))
+            .await
+            .expect("submit");
+    }
+    poll(Duration::from_secs(30), "failed attempts", || {
+        r.all_requests().len() >= 6
+    })
+    .await;
+    let since = Instant::now();
+    poll(Duration::from_secs(30), "the outage to last 2 s", || {
+        since.elapsed() >= Duration::from_secs(2)
+    })
+    .await;
+    r.set_status(None);
+    poll(Duration::from_secs(60), "every change delivered", || {
+        r.json_bodies()
+            .iter()
+            .map(|b| b.as_array().map_or(1, Vec::len))
+            .sum::<usize>()
+            >= 200
+    })
+    .await;
+    assert_eq!(
+        d.stats()
+            .dead_lettered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_open_the_breaker_sends_one_probe_per_cooldown() {
     let r = Receiver::start();
     r.set_status(Some(503));

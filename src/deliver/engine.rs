@@ -202,6 +202,13 @@ impl Dispatcher {
                     )
                 }),
                 breaker: Breaker {
+                    // It trips no later than a change's last retry: a task
+                    // with one request at a time (a batch, little traffic)
+                    // would otherwise dead-letter in an outage first.
+                    trip_at: match t.limits.breaker.failures {
+                        0 => 0,
+                        n => n.min(cfg.max_retries.saturating_add(1)),
+                    },
                     cfg: t.limits.breaker,
                     state: BreakerState::Closed,
                     cooldown: t.limits.breaker.cooldown,
@@ -377,6 +384,9 @@ struct TaskState {
 /// A task's circuit breaker (see `config::BreakerConfig`).
 struct Breaker {
     cfg: BreakerConfig,
+    /// Failed attempts in a row that open it: `failures`, or fewer when a
+    /// change has fewer attempts (`max_retries + 1`); 0: never.
+    trip_at: u32,
     state: BreakerState,
     /// The current cool-down (doubles while probes fail).
     cooldown: Duration,
@@ -399,7 +409,7 @@ impl Breaker {
     fn counts(&mut self, failures: u32, task_id: &str) -> bool {
         let now = Instant::now();
         match self.state {
-            BreakerState::Closed if self.cfg.failures == 0 || failures < self.cfg.failures => true,
+            BreakerState::Closed if self.trip_at == 0 || failures < self.trip_at => true,
             BreakerState::Closed => {
                 self.state = BreakerState::Open {
                     until: now + self.cooldown,
@@ -836,10 +846,18 @@ impl Engine {
                     self.dead_letter(unit_id);
                     return;
                 }
-                task.consecutive_failures = task.consecutive_failures.saturating_add(1);
-                let counts = task
-                    .breaker
-                    .counts(task.consecutive_failures, &task.target.task_id);
+                // Only what says the endpoint is unavailable (no answer, a
+                // 5xx or 429) counts for the breaker; a 3xx or 4xx is a
+                // deliberate answer of an endpoint that is up, and a
+                // rejected certificate does not get better by waiting.
+                let counts = if e.outage {
+                    task.consecutive_failures = task.consecutive_failures.saturating_add(1);
+                    task.breaker
+                        .counts(task.consecutive_failures, &task.target.task_id)
+                } else {
+                    task.consecutive_failures = 0;
+                    true
+                };
                 if let Some(f) = &self.figures {
                     let open = task.breaker.state != BreakerState::Closed;
                     f.breaker_open.store(open, Ordering::Relaxed);

@@ -165,6 +165,16 @@ pub struct AttemptError {
     pub message: String,
     /// `Retry-After` (seconds) of a 429 or 503 answer.
     pub retry_after: Option<Duration>,
+    /// The failure says the endpoint is unavailable (no connection, a
+    /// timeout, a 5xx or 429), what the circuit breaker counts; not a
+    /// deliberate answer (3xx, 4xx) or a rejected TLS certificate, which
+    /// waiting does not fix.
+    pub outage: bool,
+}
+
+/// Whether an answer with `status` says the endpoint is unavailable.
+fn outage_status(status: u16) -> bool {
+    status >= 500 || status == 429
 }
 
 /// Unix seconds now.
@@ -195,6 +205,7 @@ pub async fn attempt(
                 status: None,
                 message: format!("change id {id:?} is not a valid header value"),
                 retry_after: None,
+                outage: false,
             })
         }
     }
@@ -253,6 +264,7 @@ pub async fn attempt(
                     status: Some(status),
                     message: format!("HTTP {status} ({})", request_error(&e, timeout).message),
                     retry_after,
+                    outage: outage_status(status),
                 });
             }
         }
@@ -264,6 +276,7 @@ pub async fn attempt(
             status: Some(status),
             message: redirect.unwrap_or_else(|| format!("HTTP {status}")),
             retry_after,
+            outage: outage_status(status),
         })
     }
 }
@@ -294,6 +307,7 @@ fn redirect_message(status: u16, location: Option<&[u8]>) -> String {
 }
 
 fn request_error(e: &reqwest::Error, timeout: Duration) -> AttemptError {
+    let tls_rejected = !e.is_timeout() && find_rustls_error(e).is_some();
     let message = if e.is_timeout() {
         format!("timed out after {timeout:?}")
     } else if let Some(tls) = find_rustls_error(e) {
@@ -308,6 +322,7 @@ fn request_error(e: &reqwest::Error, timeout: Duration) -> AttemptError {
         status: None,
         message,
         retry_after: None,
+        outage: !tls_rejected,
     }
 }
 
