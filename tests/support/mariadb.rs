@@ -661,11 +661,15 @@ fn free_port() -> u16 {
 }
 
 fn server_args(dir: &Path, port: u16, opts: &ServerOptions) -> Vec<String> {
+    // Its own tmpdir: temporary tables in the shared /tmp were seen deleted
+    // under a running server (`Error on delete of '/tmp/#sql-temptable-…'`).
+    let _ = std::fs::create_dir_all(dir.join("tmp"));
     let mut args = vec![
         "--no-defaults".to_owned(),
         // Must come first: it resets the names of the other logs.
         "--log-basename=mysql".to_owned(),
         format!("--datadir={}", dir.join("data").display()),
+        format!("--tmpdir={}", dir.join("tmp").display()),
         format!("--port={port}"),
         "--bind-address=127.0.0.1".to_owned(),
         format!("--socket={}", dir.join("mysqld.sock").display()),
