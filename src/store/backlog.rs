@@ -114,41 +114,22 @@ impl Backlog {
     /// Opens (creating if needed) the backlog of `task_id`.
     pub(crate) fn open(state_dir: &Path, task_id: &str) -> Result<Backlog, StoreError> {
         let path = file_of(state_dir, task_id);
-        let shown = path.display().to_string();
-        let err = |what: &str| {
-            let what = what.to_string();
-            let shown = shown.clone();
-            move |e: rusqlite::Error| StoreError {
-                what,
-                path: shown,
-                source: Box::new(e),
-            }
-        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError {
                 what: format!("cannot create the backlog folder {}", dir.display()),
-                path: shown.clone(),
+                path: path.display().to_string(),
                 source: Box::new(e),
             })?;
         }
-        let conn = Connection::open(&path).map_err(err("cannot open the task's backlog"))?;
+        let conn =
+            Connection::open(&path).map_err(sql_err(&path, "cannot open the task's backlog"))?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;",
         )
-        .map_err(err("cannot set up the task's backlog"))?;
+        .map_err(sql_err(&path, "cannot set up the task's backlog"))?;
         conn.execute_batch(SCHEMA)
-            .map_err(err("cannot create the task's backlog"))?;
+            .map_err(sql_err(&path, "cannot create the task's backlog"))?;
         Ok(Backlog { conn, path })
-    }
-
-    fn err(&self, what: &str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-        let what = what.to_string();
-        let path = self.path.display().to_string();
-        move |source| StoreError {
-            what,
-            path,
-            source: Box::new(source),
-        }
     }
 
     /// Appends `rows` in one transaction; returns their rowids, in order.
@@ -158,7 +139,7 @@ impl Backlog {
         let tx = self
             .conn
             .transaction()
-            .map_err(self_err(&self.path, "cannot append to the task's backlog"))?;
+            .map_err(sql_err(&self.path, "cannot append to the task's backlog"))?;
         let mut ids = Vec::with_capacity(rows.len());
         {
             let mut st = tx
@@ -166,7 +147,7 @@ impl Backlog {
                     "INSERT INTO rows (change_id, key1, key2, body, epoch, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
-                .map_err(self_err(&self.path, "cannot append to the task's backlog"))?;
+                .map_err(sql_err(&self.path, "cannot append to the task's backlog"))?;
             for r in rows {
                 st.execute(params![
                     &*r.change_id,
@@ -176,12 +157,12 @@ impl Backlog {
                     epoch,
                     now
                 ])
-                .map_err(self_err(&self.path, "cannot append to the task's backlog"))?;
+                .map_err(sql_err(&self.path, "cannot append to the task's backlog"))?;
                 ids.push(tx.last_insert_rowid());
             }
         }
         tx.commit()
-            .map_err(self_err(&self.path, "cannot append to the task's backlog"))?;
+            .map_err(sql_err(&self.path, "cannot append to the task's backlog"))?;
         Ok(ids)
     }
 
@@ -193,7 +174,7 @@ impl Backlog {
                 "SELECT rowid, change_id, key1, key2, body, epoch FROM rows
                  WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
             )
-            .map_err(self.err("cannot read the task's backlog"))?;
+            .map_err(sql_err(&self.path, "cannot read the task's backlog"))?;
         let rows = st
             .query_map(params![after, limit as i64], |r| {
                 Ok(Row {
@@ -207,9 +188,9 @@ impl Backlog {
                     epoch: r.get(5)?,
                 })
             })
-            .map_err(self_err(&self.path, "cannot read the task's backlog"))?;
+            .map_err(sql_err(&self.path, "cannot read the task's backlog"))?;
         rows.collect::<Result<Vec<_>, _>>()
-            .map_err(self_err(&self.path, "cannot read the task's backlog"))
+            .map_err(sql_err(&self.path, "cannot read the task's backlog"))
     }
 
     /// Deletes delivered (or dead-lettered) rows, in one transaction.
@@ -218,18 +199,18 @@ impl Backlog {
         let tx = self
             .conn
             .transaction()
-            .map_err(self_err(&path, "cannot delete from the task's backlog"))?;
+            .map_err(sql_err(&path, "cannot delete from the task's backlog"))?;
         {
             let mut st = tx
                 .prepare_cached("DELETE FROM rows WHERE rowid = ?1")
-                .map_err(self_err(&path, "cannot delete from the task's backlog"))?;
+                .map_err(sql_err(&path, "cannot delete from the task's backlog"))?;
             for id in rowids {
                 st.execute([id])
-                    .map_err(self_err(&path, "cannot delete from the task's backlog"))?;
+                    .map_err(sql_err(&path, "cannot delete from the task's backlog"))?;
             }
         }
         tx.commit()
-            .map_err(self_err(&path, "cannot delete from the task's backlog"))
+            .map_err(sql_err(&path, "cannot delete from the task's backlog"))
     }
 
     /// Rows, bytes and the oldest row's age.
@@ -248,11 +229,12 @@ impl Backlog {
                     })
                 },
             )
-            .map_err(self.err("cannot read the task's backlog"))
+            .map_err(sql_err(&self.path, "cannot read the task's backlog"))
     }
 }
 
-fn self_err(path: &Path, what: &str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+/// A SQLite error of the backlog file at `path`, saying what was being done.
+fn sql_err(path: &Path, what: &str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     let what = what.to_string();
     let path = path.display().to_string();
     move |source| StoreError {
