@@ -16,6 +16,8 @@ interleaved rounds so that a noisy neighbour hurts them all alike:
 
 Then delivery end to end (`pikachu replay --output webhook` of the bulk
 range to examples/bench_receiver.rs, one change per POST and batched),
+`pikachu run` delivery of the same range through the task lanes, the
+spill and drain rates of a task's backlog (its endpoint down, then back),
 commit-to-receiver latency at a steady rate (examples/bench_e2e_latency.rs),
 and a 1,000,000-row transaction. Prints a table and rewrites the generated
 part of docs/benchmarks.md (between the `bench:begin`/`bench:end` markers).
@@ -34,7 +36,7 @@ same receiver with the same concurrency, in the same round.
 
 Settings (environment): BENCH_ROWS (200000), BENCH_RUNS (5), BENCH_BIG_ROWS
 (1000000; 0 skips), BENCH_PROFILES (bulk,oltp), BENCH_READERS (all),
-BENCH_CORES (2,1), BENCH_SKIP (comma list of: delivery, latency, big, wrk, snapshot),
+BENCH_CORES (2,1), BENCH_SKIP (comma list of: delivery, run, backlog, latency, big, wrk, snapshot),
 BENCH_SNAPSHOT_ROWS (1000000), BENCH_SNAPSHOT_CHUNK (snapshot.chunk_size; default:
 pikachu's), BENCH_SNAPSHOT_LOG (a file for pikachu's log in the snapshot runs),
 PIKACHU_BASELINE, BENCH_NO_DOCS=1.
@@ -466,6 +468,149 @@ def delivery(rng, tmp):
     return out
 
 
+# --- `pikachu run`: live delivery through the task lanes, and a backlog --
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_config(tmp, url, batch, rng):
+    """A `pikachu run` config for the bulk table from the start of `rng`,
+    saving its checkpoint every 10 ms (the backlog rows time the spill by
+    it)."""
+    cfg = pikachu_config(tmp, url=url, batch=batch, tables=("bulk",))
+    with open(cfg, "a") as f:
+        f.write(f'checkpoint:\n  interval: "10ms"\n'
+                f'start:\n  file: "{rng["file"]}"\n  pos: {rng["start"]}\n')
+    return cfg
+
+
+def wait_for(what, f, timeout=600):
+    """Polls `f` every 5 ms until it returns a true value; exits after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = f()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def received(url):
+    return json.load(urllib.request.urlopen(url.replace("/hook", "/stats")))["changes"]
+
+
+def start_run(binary, cfg, cores, tmp):
+    log_path = os.path.join(tmp, "run.log")
+    with open(log_path, "ab") as logf:
+        return subprocess.Popen(pinned([binary, "run", "-config", cfg], cores),
+                                stdout=subprocess.DEVNULL, stderr=logf)
+
+
+def stop_run(p):
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+def run_once(binary, rng, tmp, cores, batch):
+    """`pikachu run` from the start of `rng` until the receiver has every
+    change of it: the live path (reader, fan-out, the task's lane and engine)."""
+    recv = subprocess.Popen(pinned([RECEIVER], cores, core=1), stdout=subprocess.PIPE, text=True)
+    try:
+        url = recv.stdout.readline().strip()
+        shutil.rmtree(os.path.join(tmp, "state"), ignore_errors=True)
+        cfg = run_config(tmp, url, batch, rng)
+        t0 = time.monotonic()
+        p = start_run(binary, cfg, cores, tmp)
+        try:
+            wait_for("the run's deliveries", lambda: p.poll() is not None or received(url) >= rng["rows"])
+            wall = time.monotonic() - t0
+            cpu = proc_cpu(p.pid) if p.poll() is None else 0.0
+        finally:
+            stop_run(p)
+        n = received(url)
+    finally:
+        recv.terminate()
+        recv.wait()
+    if n < rng["rows"]:
+        raise SystemExit(f"bench: `pikachu run` delivered {n} of {rng['rows']} (see {tmp}/run.log)")
+    return {"wall": wall, "cpu": cpu}
+
+
+def checkpoint_at(tmp):
+    import sqlite3
+    try:
+        with sqlite3.connect(os.path.join(tmp, "state", "pikachu.db"), timeout=1) as c:
+            return c.execute("SELECT file, pos FROM checkpoint").fetchone()
+    except sqlite3.Error:
+        return None
+
+
+def backlog_once(rng, tmp, cores):
+    """Spill: `pikachu run` from the start of `rng` with the endpoint down,
+    until the checkpoint passes the end of `rng` (every change is durably in
+    the task's backlog: a spilling lane copies its engine's jobs there too). Drain: a
+    restart with the endpoint up, until the receiver has every change."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hook"
+    shutil.rmtree(os.path.join(tmp, "state"), ignore_errors=True)
+    cfg = run_config(tmp, url, None, rng)
+    end = (rng["file"], rng["end"])
+    t0 = time.monotonic()
+    p = start_run(PIKACHU, cfg, cores, tmp)
+    try:
+        wait_for("the spill", lambda: p.poll() is not None or ((c := checkpoint_at(tmp)) and tuple(c) >= end))
+        spill = time.monotonic() - t0
+    finally:
+        stop_run(p)
+    if not ((c := checkpoint_at(tmp)) and tuple(c) >= end):
+        raise SystemExit(f"bench: the spill did not reach the end of the range (see {tmp}/run.log)")
+    recv = subprocess.Popen(pinned([RECEIVER, str(port)], cores, core=1), stdout=subprocess.PIPE, text=True)
+    try:
+        recv.stdout.readline()
+        t0 = time.monotonic()
+        p = start_run(PIKACHU, cfg, cores, tmp)
+        try:
+            wait_for("the drain", lambda: p.poll() is not None or received(url) >= rng["rows"])
+            drain = time.monotonic() - t0
+        finally:
+            stop_run(p)
+        n = received(url)
+    finally:
+        recv.terminate()
+        recv.wait()
+    if n < rng["rows"]:
+        raise SystemExit(f"bench: the drain delivered {n} of {rng['rows']} (see {tmp}/run.log)")
+    return {"spill": spill, "drain": drain}
+
+
+def live(rng, tmp):
+    """Interleaved rounds of `pikachu run` delivery (pikachu, baseline) ×
+    mode, and one backlog spill and drain, on two cores."""
+    out = {}
+    binaries = [("pikachu", PIKACHU)] + ([("pikachu-baseline", BASELINE)] if BASELINE else [])
+    for r in range(RUNS):
+        for name, binary in binaries if r % 2 == 0 else binaries[::-1]:
+            for mode, batch in DELIVERY_MODES:
+                res = run_once(binary, rng, tmp, 2, batch)
+                out.setdefault((name, mode), []).append(res)
+                log(f"  run delivery {name:16} {mode:20} run {r + 1}: {rng['rows'] / res['wall']:>10,.0f} changes/s")
+        if "backlog" not in SKIP:
+            res = backlog_once(rng, tmp, 2)
+            out.setdefault("backlog", []).append(res)
+            log(f"  backlog run {r + 1}: spill {rng['rows'] / res['spill']:>10,.0f} changes/s, "
+                f"drain {rng['rows'] / res['drain']:>10,.0f} changes/s")
+    return out
+
+
 def snapshot_fill(n):
     table = f"{DB}.snap"
     root_sql(f"DROP TABLE IF EXISTS {table}; " + TABLE.format(name=table) + ";")
@@ -584,7 +729,7 @@ def core_label(cores):
     return "one core (reader and MariaDB pinned to the same core)" if cores == 1 else "two cores"
 
 
-def report(ranges, results, deliv, lat, big, snap=None):
+def report(ranges, results, deliv, lat, big, snap=None, run=None, deliv_range=None):
     lines = []
     w = lines.append
     w(f"Generated by `scripts/bench.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
@@ -642,6 +787,30 @@ def report(ranges, results, deliv, lat, big, snap=None):
                   f"{statistics.median(x['recv_cpu_per_req'] for x in wrk) * 1e6:.1f} µs per request | |")
                 w("")
                 w(f"Single-POST delivery: **{ours / rate * 100:.0f}%** of wrk's request rate.")
+            w("")
+    if run:
+        rng = deliv_range
+        w(f"### `pikachu run` delivery, two cores: the bulk range ({rng['rows']:,} changes) from a start "
+          "position to a local receiver, through the task's lane (wall from the process start)")
+        w("")
+        w("| binary | mode | changes/s | wall s | pikachu CPU s | ÷ baseline |")
+        w("|---|---|---:|---:|---:|---:|")
+        for mode, _ in DELIVERY_MODES:
+            base = run.get(("pikachu-baseline", mode))
+            for name in ("pikachu", "pikachu-baseline"):
+                runs = run.get((name, mode))
+                if not runs:
+                    continue
+                wall = med(runs, "wall")
+                ratio = f"{med(base, 'wall') / wall:.2f}×" if base and name == "pikachu" else ""
+                w(f"| {name} | {mode} | {rng['rows'] / wall:,.0f} | {wall:.2f} | {med(runs, 'cpu'):.2f} | {ratio} |")
+        w("")
+        if run.get("backlog"):
+            b = run["backlog"]
+            w(f"Backlog of one task (endpoint down, then back; one change per POST): spilled "
+              f"**{rng['rows'] / med(b, 'spill'):,.0f} changes/s** (wall from the process start until "
+              f"the checkpoint passes the range), drained **{rng['rows'] / med(b, 'drain'):,.0f} changes/s** "
+              f"(from the restart until the receiver has every change).")
             w("")
     if lat:
         w("### Commit-to-receiver latency, one change per POST")
@@ -717,6 +886,10 @@ def main():
         if "delivery" not in SKIP and bulk:
             log("delivery:")
             deliv = {"range": bulk, "modes": delivery(bulk, tmp)}
+        run = None
+        if "run" not in SKIP and bulk:
+            log("`pikachu run` delivery and a backlog:")
+            run = live(bulk, tmp)
         lat = None
         if "latency" not in SKIP:
             log("latency:")
@@ -733,7 +906,7 @@ def main():
         if "snapshot" not in SKIP and SNAP_ROWS > 0:
             log("snapshot:")
             snap = snapshot_bench(tmp)
-        text = report(ranges, results, deliv, lat, big, snap)
+        text = report(ranges, results, deliv, lat, big, snap, run, bulk)
         print(text)
         if os.environ.get("BENCH_NO_DOCS") != "1":
             write_docs(text)

@@ -7,24 +7,29 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use support::isolation::{
+    backlog_rows, checkpoint, dead_letter_ids, dead_letters, distinct_ids, ids, wait_until,
+    Versions,
+};
 use support::pikachu::{config_yaml, Pikachu, TaskSpec};
-use support::{MariaDb, Received, Receiver};
+use support::{MariaDb, Receiver};
 
-/// Rows of the workload, and update rounds over all of them.
-const ROWS: i64 = 3000;
-const ROUNDS: i64 = 2;
-
-fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50)); // poll interval
-    }
-}
+/// The workload: 3,000 rows, then two update rounds over all of them.
+const W: Versions = Versions {
+    first: 1,
+    rows: 3000,
+    rounds: 2,
+};
+/// A second workload on other rows.
+const W2: Versions = Versions {
+    first: 100_000,
+    ..W
+};
+/// Changes of one workload.
+const TOTAL: usize = (W.rows * (W.rounds + 1)) as usize;
 
 /// Two tasks on the same table: `a` (on_failure: block, so that a long
 /// outage never dead-letters; breaker cool-downs of at most 2 s) and `b`;
@@ -40,101 +45,6 @@ fn config(db: &MariaDb, name: &str, start: &(String, u64), a: &Receiver, b: &Rec
         "dispatcher:\n  queue_size: 200\n  worker_count: 8\n",
     )
 }
-
-/// Inserts ROWS rows, then ROUNDS updates of every row (v = round).
-fn workload(db: &MariaDb, name: &str, first_id: i64) {
-    let mut sql = String::new();
-    for chunk in 0..ROWS / 100 {
-        let rows: Vec<String> = (0..100)
-            .map(|i| format!("({}, 0)", first_id + chunk * 100 + i))
-            .collect();
-        sql.push_str(&format!("INSERT INTO t VALUES {};\n", rows.join(",")));
-    }
-    db.exec_in(name, &sql);
-    for round in 1..=ROUNDS {
-        db.exec_in(
-            name,
-            &format!(
-                "UPDATE t SET v = {round} WHERE id >= {first_id} AND id < {}",
-                first_id + ROWS
-            ),
-        );
-    }
-}
-
-/// (id, v) of every 2xx-answered change, in arrival order.
-fn versions(got: &[Received]) -> Vec<(i64, i64)> {
-    got.iter()
-        .map(|r| {
-            let b = r.json();
-            let row = if b["event"] == "update" {
-                &b["new_data"]
-            } else {
-                &b["data"]
-            };
-            (
-                row["id"].as_i64().expect("id"),
-                row["v"].as_i64().expect("v"),
-            )
-        })
-        .collect()
-}
-
-/// Every row got every version, in order (a version may come again, never
-/// an older one after a newer).
-fn assert_per_row_order(got: &[(i64, i64)], first_id: i64) {
-    let mut seen: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-    for &(id, v) in got {
-        seen.entry(id).or_default().push(v);
-    }
-    for id in first_id..first_id + ROWS {
-        let vs = seen
-            .get(&id)
-            .unwrap_or_else(|| panic!("row {id}: nothing arrived"));
-        assert!(
-            vs.windows(2).all(|w| w[0] <= w[1]),
-            "row {id}: versions out of order: {vs:?}"
-        );
-        let distinct: HashSet<i64> = vs.iter().copied().collect();
-        assert_eq!(distinct.len() as i64, ROUNDS + 1, "row {id}: {vs:?}");
-    }
-}
-
-fn distinct_ids(got: &[Received]) -> usize {
-    got.iter()
-        .filter_map(|r| r.header("webhook-id"))
-        .collect::<HashSet<_>>()
-        .len()
-}
-
-/// Rows in the backlog files of `dir`'s state.
-fn backlog_rows(dir: &Path) -> i64 {
-    let Ok(entries) = std::fs::read_dir(dir.join("data/backlog")) else {
-        return 0;
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "db"))
-        .map(|e| {
-            rusqlite::Connection::open(e.path())
-                .and_then(|c| c.query_row("SELECT count(*) FROM rows", [], |r| r.get::<_, i64>(0)))
-                .unwrap_or(0)
-        })
-        .sum()
-}
-
-/// The saved checkpoint (file, pos); it compares as positions do (the
-/// file names have a fixed-width number). The server is shared with other
-/// tests: the checkpoint may pass the end of this test's workload.
-fn checkpoint(dir: &Path) -> Option<(String, u64)> {
-    let c = rusqlite::Connection::open(dir.join("data/pikachu.db")).ok()?;
-    c.query_row("SELECT file, pos FROM checkpoint", [], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-    })
-    .ok()
-}
-
-const TOTAL: usize = (ROWS * (ROUNDS + 1)) as usize;
 
 #[test]
 fn a_hanging_endpoint_holds_back_neither_the_binlog_nor_the_other_task() {
@@ -169,12 +79,12 @@ fn isolated(prefix: &str, outage: impl Fn(&Receiver), recover: impl Fn(&Receiver
     let start = db.master_status();
     let dir = tempfile::tempdir().expect("tempdir");
     let p = Pikachu::start_in(dir.path(), &config(db, &name, &start, &ra, &rb), &[]);
-    workload(db, &name, 1);
+    W.write(db, &name, "t");
     let end = db.master_status();
     // B gets everything although A holds 200 changes in memory at most.
     let got_b = rb.wait_for(TOTAL, Duration::from_secs(120));
     assert_eq!(distinct_ids(&got_b), TOTAL);
-    assert_per_row_order(&versions(&got_b), 1);
+    W.assert_order(&got_b);
     // The checkpoint reaches the end of the workload: A's changes are
     // settled by being in its backlog.
     wait_until(
@@ -197,7 +107,7 @@ fn isolated(prefix: &str, outage: impl Fn(&Receiver), recover: impl Fn(&Receiver
     wait_until(Duration::from_secs(120), "every change at A", || {
         distinct_ids(&ra.received()) >= TOTAL
     });
-    assert_per_row_order(&versions(&ra.received()), 1);
+    W.assert_order(&ra.received());
     wait_until(Duration::from_secs(30), "the backlog to empty", || {
         backlog_rows(dir.path()) == 0
     });
@@ -219,7 +129,7 @@ fn sigkill_with_a_backlog_on_disk_loses_nothing_and_sends_b_nothing_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(db, &name, &start, &ra, &rb);
     let p = Pikachu::start_in(dir.path(), &cfg, &[]);
-    workload(db, &name, 1);
+    W.write(db, &name, "t");
     let end = db.master_status();
     rb.wait_for(TOTAL, Duration::from_secs(120));
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -242,7 +152,7 @@ fn sigkill_with_a_backlog_on_disk_loses_nothing_and_sends_b_nothing_twice() {
     wait_until(Duration::from_secs(120), "every change at A", || {
         distinct_ids(&ra.received()) >= TOTAL
     });
-    assert_per_row_order(&versions(&ra.received()), 1);
+    W.assert_order(&ra.received());
     // B had everything settled before the kill: nothing again.
     rb.assert_no_more_requests(Duration::from_secs(2));
     assert_eq!(rb.received().len(), b_before);
@@ -269,12 +179,6 @@ fn config_full(
     )
 }
 
-fn dead_letters(dir: &Path) -> i64 {
-    rusqlite::Connection::open(dir.join("data/pikachu.db"))
-        .and_then(|c| c.query_row("SELECT count(*) FROM dead_letters", [], |r| r.get(0)))
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_full_backlog_with_block_holds_the_reader_until_the_task_delivers() {
     let db = MariaDb::shared();
@@ -287,7 +191,7 @@ fn a_full_backlog_with_block_holds_the_reader_until_the_task_delivers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config_full(db, &name, &start, &ra, &rb, "block");
     let p = Pikachu::start_in(dir.path(), &cfg, &[]);
-    workload(db, &name, 1);
+    W.write(db, &name, "t");
     // ~300-byte payloads: 1 MiB holds about a third of the workload.
     wait_until(Duration::from_secs(60), "the full-backlog warning", || {
         p.log().contains("the task's backlog is full")
@@ -316,8 +220,8 @@ fn a_full_backlog_with_block_holds_the_reader_until_the_task_delivers() {
     wait_until(Duration::from_secs(120), "every change at A", || {
         distinct_ids(&ra.received()) >= TOTAL
     });
-    assert_per_row_order(&versions(&ra.received()), 1);
-    assert_per_row_order(&versions(&rb.received()), 1);
+    W.assert_order(&ra.received());
+    W.assert_order(&rb.received());
 }
 
 #[test]
@@ -332,7 +236,7 @@ fn a_full_backlog_with_dead_letter_lets_the_reader_go_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config_full(db, &name, &start, &ra, &rb, "dead_letter");
     let p = Pikachu::start_in(dir.path(), &cfg, &[]);
-    workload(db, &name, 1);
+    W.write(db, &name, "t");
     rb.wait_for(TOTAL, Duration::from_secs(120));
     wait_until(
         Duration::from_secs(30),
@@ -356,14 +260,7 @@ fn a_full_backlog_with_dead_letter_lets_the_reader_go_on() {
     wait_until(Duration::from_secs(60), "the backlog to empty", || {
         backlog_rows(dir.path()) == 0
     });
-    let settled = || {
-        let got: HashSet<String> = ra
-            .received()
-            .iter()
-            .filter_map(|r| r.header("webhook-id").map(str::to_owned))
-            .collect();
-        (got, dead_letter_ids(dir.path()))
-    };
+    let settled = || (ids(&ra.received()), dead_letter_ids(dir.path()));
     wait_until(Duration::from_secs(30), "A's changes", || {
         let (got, dead) = settled();
         got.union(&dead).count() >= TOTAL
@@ -376,19 +273,6 @@ fn a_full_backlog_with_dead_letter_lets_the_reader_go_on() {
         TOTAL,
         "each change delivered or dead-lettered, once"
     );
-}
-
-/// The change ids in the dead-letter store of `dir`'s state.
-fn dead_letter_ids(dir: &Path) -> HashSet<String> {
-    let Ok(c) = rusqlite::Connection::open(dir.join("data/pikachu.db")) else {
-        return HashSet::new();
-    };
-    let Ok(mut q) = c.prepare("SELECT change_id FROM dead_letters") else {
-        return HashSet::new();
-    };
-    q.query_map([], |r| r.get::<_, String>(0))
-        .map(|rows| rows.filter_map(Result::ok).collect())
-        .unwrap_or_default()
 }
 
 /// `pikachu task ARGS -config dir/config.yaml` in `dir`: (exit code, stdout, stderr).
@@ -434,7 +318,7 @@ fn pause_and_resume_against_a_running_and_a_stopped_pikachu() {
     wait_until(Duration::from_secs(30), "the pause to be taken up", || {
         p.log().contains("task paused")
     });
-    workload(db, &name, 1);
+    W.write(db, &name, "t");
     rb.wait_for(TOTAL, Duration::from_secs(120));
     assert!(ra.all_requests().is_empty(), "a paused task sends nothing");
     wait_until(Duration::from_secs(30), "A's changes on disk", || {
@@ -454,7 +338,7 @@ fn pause_and_resume_against_a_running_and_a_stopped_pikachu() {
     wait_until(Duration::from_secs(120), "every change at A", || {
         distinct_ids(&ra.received()) >= TOTAL
     });
-    assert_per_row_order(&versions(&ra.received()), 1);
+    W.assert_order(&ra.received());
     // Paused while running.
     let (code, _, _) = task_cli(dir.path(), &["pause", "a"]);
     assert_eq!(code, 0);
@@ -462,7 +346,7 @@ fn pause_and_resume_against_a_running_and_a_stopped_pikachu() {
         p.log().matches("task paused").count() >= 2
     });
     let before = ra.all_requests().len();
-    workload(db, &name, 100_000);
+    W2.write(db, &name, "t");
     rb.wait_for(2 * TOTAL, Duration::from_secs(120));
     assert_eq!(ra.all_requests().len(), before, "nothing sent while paused");
     let (code, _, _) = task_cli(dir.path(), &["resume", "a"]);
@@ -483,9 +367,5 @@ fn pause_and_resume_against_a_running_and_a_stopped_pikachu() {
         );
         std::thread::sleep(Duration::from_millis(50)); // poll interval
     }
-    let second: Vec<(i64, i64)> = versions(&ra.received())
-        .into_iter()
-        .filter(|(id, _)| *id >= 100_000)
-        .collect();
-    assert_per_row_order(&second, 100_000);
+    W2.assert_order(&ra.received());
 }

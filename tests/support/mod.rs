@@ -6,6 +6,8 @@
 //! - [`receiver`]: a real HTTP webhook receiver whose answers tests can
 //!   script ([`Receiver`]).
 //! - [`every_type`]: the table with a column of every type.
+//! - [`isolation`]: the workload, order check and state readers of the
+//!   task-isolation tests.
 //! - [`tmpfs`]: a small filesystem to make read-only or fill up ([`TmpFs`]).
 //!
 //! Each test binary compiles this module on its own and may use only part
@@ -14,6 +16,7 @@
 
 pub mod config;
 pub mod every_type;
+pub mod isolation;
 pub mod mariadb;
 pub mod pikachu;
 pub mod receiver;
