@@ -102,6 +102,17 @@ fn isolated(prefix: &str, outage: impl Fn(&Receiver), recover: impl Fn(&Receiver
         "{}",
         p.log()
     );
+    // `pikachu task list` shows the running tasks: B's rate, A's backlog
+    // and last error.
+    wait_until(Duration::from_secs(30), "task list's live figures", || {
+        let (code, out, _) = task_cli(dir.path(), &["list"]);
+        let (a, b) = list_lines(&out);
+        code == 0
+            && a.contains("running (pid")
+            && a.contains("last error")
+            && !a.contains("backlog 0 changes")
+            && rate_of(b) > 0.0
+    });
     // A is back: it gets every change, in per-row order, from the backlog.
     recover(&ra);
     wait_until(Duration::from_secs(120), "every change at A", || {
@@ -275,6 +286,25 @@ fn a_full_backlog_with_dead_letter_lets_the_reader_go_on() {
     );
 }
 
+/// The lines of tasks `a` and `b` in `pikachu task list`'s output.
+fn list_lines(out: &str) -> (&str, &str) {
+    let of = |t: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(t))
+            .unwrap_or("")
+    };
+    (of("a"), of("b"))
+}
+
+/// The `N changes/s` of a `task list` line (0 when absent).
+fn rate_of(line: &str) -> f64 {
+    line.split(" changes/s")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// `pikachu task ARGS -config dir/config.yaml` in `dir`: (exit code, stdout, stderr).
 fn task_cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(Pikachu::bin())
@@ -310,6 +340,15 @@ fn pause_and_resume_against_a_running_and_a_stopped_pikachu() {
         err.contains("no task `nope`") && err.contains("a, b"),
         "{err}"
     );
+    // Listed while nothing runs: not running, nothing in the backlogs.
+    let (code, out, err) = task_cli(dir.path(), &["list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (a, b) = list_lines(&out);
+    assert!(
+        a.contains("not running") && a.contains("backlog 0 changes"),
+        "{out}"
+    );
+    assert!(b.contains("active") && b.contains("not running"), "{out}");
     // Paused while stopped: the start takes it up.
     let (code, out, err) = task_cli(dir.path(), &["pause", "a"]);
     assert_eq!(code, 0, "{out}{err}");

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use super::{Cli, TaskCommand};
 use crate::config::{self, Config};
 use crate::store::backlog::{file_of, Backlog};
-use crate::store::{Filter, Store};
+use crate::store::{Filter, Store, StoreError, TaskStatus};
 
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
@@ -70,51 +70,100 @@ fn set(cfg: &Config, task: &str, paused: bool) -> ExitCode {
     }
 }
 
+/// A status written longer ago than this is not from a running pikachu
+/// (it writes one every second).
+const LIVE_MS: i64 = 5_000;
+
 fn list(cfg: &Config) -> ExitCode {
     let store = match Store::open_existing(&cfg.state_dir) {
         Ok(s) => s,
         Err(e) => return fail(EXIT_RUNTIME, &e.to_string()),
     };
-    let paused = match store.as_ref().map(|s| s.paused_tasks()).transpose() {
+    let read = store
+        .as_ref()
+        .map(|s| Ok::<_, StoreError>((s.paused_tasks()?, s.task_status()?)));
+    let (paused, status) = match read.transpose() {
         Ok(p) => p.unwrap_or_default(),
         Err(e) => return fail(EXIT_RUNTIME, &e.to_string()),
     };
     let now = crate::store::unix_millis(std::time::SystemTime::now());
     for t in &cfg.tasks {
-        let state = if paused.contains(&t.task_id) {
-            "paused"
-        } else {
-            "active"
-        };
-        let extent = if file_of(&cfg.state_dir, &t.task_id).exists() {
-            match Backlog::open(&cfg.state_dir, &t.task_id).and_then(|b| b.extent()) {
-                Ok(e) => e,
-                Err(e) => return fail(EXIT_RUNTIME, &e.to_string()),
-            }
-        } else {
-            Default::default()
-        };
-        let dead = match &store {
-            Some(s) => match s.dead_letters(&Filter {
-                task_id: Some(t.task_id.clone()),
-                id: None,
-            }) {
-                Ok(d) => d.len(),
-                Err(e) => return fail(EXIT_RUNTIME, &e.to_string()),
-            },
-            None => 0,
-        };
-        let age = extent
-            .oldest
-            .map(|o| format!(", oldest {} s", (now - o).max(0) / 1000))
-            .unwrap_or_default();
-        println!(
-            "{:<20} {:<7} backlog {} changes, {:.1} MiB{age}; dead letters {dead}",
-            t.task_id,
-            state,
-            extent.rows,
-            extent.bytes as f64 / (1024.0 * 1024.0),
-        );
+        let live = status.iter().find(|s| s.task_id == t.task_id);
+        match line(
+            cfg,
+            store.as_ref(),
+            &t.task_id,
+            paused.contains(&t.task_id),
+            live,
+            now,
+        ) {
+            Ok(l) => println!("{l}"),
+            Err(e) => return fail(EXIT_RUNTIME, &e.to_string()),
+        }
     }
     ExitCode::SUCCESS
+}
+
+/// One task's line: state, whether a pikachu runs it (its rate and queue),
+/// backlog, dead letters, last error.
+fn line(
+    cfg: &Config,
+    store: Option<&Store>,
+    task: &str,
+    paused: bool,
+    status: Option<&TaskStatus>,
+    now: i64,
+) -> Result<String, StoreError> {
+    let live = status.filter(|s| now - s.updated_at < LIVE_MS);
+    let state = match live {
+        Some(s) => s.state.as_str(),
+        None if paused => "paused",
+        None => "active",
+    };
+    let running = match (live, status) {
+        (Some(s), _) => format!(
+            "running (pid {}): {:.1} changes/s, {} in memory",
+            s.pid, s.rate, s.queued
+        ),
+        (None, Some(s)) => format!("not running (last seen {} ago)", ago(now - s.updated_at)),
+        (None, None) => "not running".to_string(),
+    };
+    let extent = if file_of(&cfg.state_dir, task).exists() {
+        Backlog::open(&cfg.state_dir, task).and_then(|b| b.extent())?
+    } else {
+        Default::default()
+    };
+    let dead = match store {
+        Some(s) => s
+            .dead_letters(&Filter {
+                task_id: Some(task.to_string()),
+                id: None,
+            })?
+            .len(),
+        None => 0,
+    };
+    let age = extent
+        .oldest
+        .map(|o| format!(", oldest {}", ago(now - o)))
+        .unwrap_or_default();
+    let error = status
+        .and_then(|s| s.last_error.as_ref())
+        .map(|(e, at)| format!("; last error {} ago: {e}", ago(now - at)))
+        .unwrap_or_default();
+    Ok(format!(
+        "{task:<20} {state:<12} {running}; backlog {} changes, {:.1} MiB{age}; dead letters {dead}{error}",
+        extent.rows,
+        extent.bytes as f64 / (1024.0 * 1024.0),
+    ))
+}
+
+/// `12 s`, `5 min`, `3 h`, `2 d`.
+fn ago(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        7200..172_800 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
 }

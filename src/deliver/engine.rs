@@ -830,6 +830,9 @@ impl Engine {
                 }
                 let n = unit.members() as u64;
                 self.stats.delivered.fetch_add(n, Ordering::Relaxed);
+                if let Some(f) = &self.figures {
+                    f.delivered.fetch_add(n, Ordering::Relaxed);
+                }
                 if let Some(m) = metrics {
                     m.delivered(unit.task, n, unit.queued_at.elapsed());
                 }
@@ -839,6 +842,9 @@ impl Engine {
             Err(e) => {
                 self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
                 let at_once = e.status.is_some_and(|s| task.dead_letter_on.contains(&s));
+                if let Some(f) = &self.figures {
+                    f.failed(&e.message);
+                }
                 unit.last_error = e.message;
                 unit.last_status = e.status;
                 if at_once {

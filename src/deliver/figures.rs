@@ -2,6 +2,16 @@
 //! metrics to read at any time (atomics, written by their owners).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// The last failed attempt of a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastError {
+    /// When it ended (Unix ms).
+    pub at_ms: i64,
+    /// What went wrong (`HTTP 500`, `connection refused`, ...).
+    pub message: String,
+}
 
 /// One task's figures.
 #[derive(Debug, Default)]
@@ -27,6 +37,10 @@ pub struct TaskFigures {
     /// When the oldest change still waiting on disk was appended (Unix ms;
     /// 0: none).
     pub backlog_oldest_ms: AtomicI64,
+    /// Changes delivered (2xx) since the start, set by its engine.
+    pub delivered: AtomicU64,
+    /// Its last failed attempt, set by its engine.
+    pub last_error: Mutex<Option<LastError>>,
 }
 
 /// A task's state, as metrics and health name it.
@@ -83,6 +97,22 @@ impl TaskFigures {
         } else {
             TaskStateName::Active
         }
+    }
+
+    /// Records a failed attempt.
+    pub fn failed(&self, message: &str) {
+        let at_ms = crate::store::unix_millis(std::time::SystemTime::now());
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(LastError {
+                at_ms,
+                message: message.to_string(),
+            });
+        }
+    }
+
+    /// The last failed attempt.
+    pub fn last_error(&self) -> Option<LastError> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
     }
 
     /// Seconds since the oldest change waiting on disk was appended.

@@ -994,7 +994,17 @@ const PAUSE_POLL: Duration = Duration::from_secs(1);
 /// tells their engines. Ends with the runtime.
 async fn watch_pauses(store: Arc<Mutex<Store>>, figures: Vec<Arc<TaskFigures>>) {
     use std::sync::atomic::Ordering::Relaxed;
+    let mut rates = Rates::default();
     loop {
+        let status = rates.status(&figures);
+        let s = store.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            s.lock().ok().map(|mut s| s.save_task_status(&status))
+        })
+        .await;
+        if let Ok(Some(Err(e))) = saved {
+            tracing::debug!(error = %e, "cannot record the tasks' status for `pikachu task list`");
+        }
         let s = store.clone();
         let paused = tokio::task::spawn_blocking(move || s.lock().ok().map(|s| s.paused_tasks()))
             .await
@@ -1015,6 +1025,48 @@ async fn watch_pauses(store: Arc<Mutex<Store>>, figures: Vec<Arc<TaskFigures>>) 
             None => {}
         }
         tokio::time::sleep(PAUSE_POLL).await;
+    }
+}
+
+/// Each task's delivered count over the last ~10 s of status writes, for
+/// its rate.
+#[derive(Default)]
+struct Rates {
+    /// (when, delivered per task) of the last writes, oldest first.
+    samples: std::collections::VecDeque<(std::time::Instant, Vec<u64>)>,
+}
+
+impl Rates {
+    /// The tasks' status now, for `pikachu task list`.
+    fn status(&mut self, figures: &[Arc<TaskFigures>]) -> Vec<crate::store::TaskStatus> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = std::time::Instant::now();
+        let delivered: Vec<u64> = figures.iter().map(|f| f.delivered.load(Relaxed)).collect();
+        self.samples.push_back((now, delivered.clone()));
+        while self.samples.len() > 11 {
+            self.samples.pop_front();
+        }
+        let (then, before) = &self.samples[0];
+        let secs = now.duration_since(*then).as_secs_f64();
+        let wall = crate::store::unix_millis(std::time::SystemTime::now());
+        figures
+            .iter()
+            .zip(delivered.iter().zip(before))
+            .map(|(f, (&d, &b))| crate::store::TaskStatus {
+                task_id: f.task_id.clone(),
+                state: f.state().as_str().to_string(),
+                delivered: d,
+                rate: if secs > 0.0 {
+                    d.saturating_sub(b) as f64 / secs
+                } else {
+                    0.0
+                },
+                queued: f.queued.load(Relaxed),
+                last_error: f.last_error().map(|e| (e.message, e.at_ms)),
+                pid: std::process::id(),
+                updated_at: wall,
+            })
+            .collect()
     }
 }
 

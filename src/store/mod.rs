@@ -44,6 +44,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 pub(crate) mod backlog;
 mod checkpoint;
 mod control;
+pub(crate) use control::TaskStatus;
 mod diagnose;
 pub(crate) mod lock;
 mod schema_history;
@@ -159,6 +160,19 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         task_id    TEXT    PRIMARY KEY,
         paused     INTEGER NOT NULL,
         updated_at INTEGER NOT NULL
+    ) WITHOUT ROWID;",
+    // 9: what a running pikachu says about each task, written every second
+    // (`pikachu task list` reads it; `updated_at` tells whether it is live).
+    "CREATE TABLE task_status (
+        task_id        TEXT    PRIMARY KEY,
+        state          TEXT    NOT NULL,
+        delivered      INTEGER NOT NULL,
+        rate           REAL    NOT NULL,
+        queued         INTEGER NOT NULL,
+        last_error     TEXT,
+        last_error_at  INTEGER,
+        pid            INTEGER NOT NULL,
+        updated_at     INTEGER NOT NULL
     ) WITHOUT ROWID;",
 ];
 
